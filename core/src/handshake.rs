@@ -1,1 +1,1366 @@
-//! (in progress)
+//! The HTTP/1.1 upgrade handshake (PROTOCOL.md "Handshake", steps 1-3).
+//!
+//! [`RequestReader`] collects the request incrementally and applies the checks
+//! that need nothing but the request bytes: well-formedness and size, the
+//! WebSocket upgrade headers, and the served path. The hub applies the rest
+//! (required headers, origin, authentication, connection limit), with
+//! [`missing_required_header`] and [`origin_allowed`] as helpers.
+//!
+//! Responses are built here too: [`switching_protocols`] for the 101 and
+//! [`refusal_response`] for every refusal.
+
+use core::mem::MaybeUninit;
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+use crate::request::{PeerInfo, UpgradeRequest};
+
+/// The RFC 6455 GUID appended to the client's key before hashing.
+const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Header slots kept on the stack; larger configured limits use the heap.
+const STACK_HEADERS: usize = 256;
+
+/// Limits and what is served; the hub builds this from its config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandshakeConfig {
+    /// Largest request (request line plus header block), in bytes; a request
+    /// still incomplete at this size is refused with 431. Default 8 KiB.
+    pub max_request_bytes: usize,
+    /// Most headers a request may carry; more is refused with 431. Default 64.
+    pub max_headers: usize,
+    /// Paths served (compared exactly, without the query); empty serves every
+    /// path. Default empty: the hub decides what it serves.
+    pub paths: Vec<String>,
+    /// Subprotocols we speak. The one chosen is the first the *client* offers
+    /// that appears here (names compare case-sensitively, as RFC 6455 says).
+    pub subprotocols: Vec<String>,
+}
+
+impl Default for HandshakeConfig {
+    fn default() -> Self {
+        HandshakeConfig {
+            max_request_bytes: 8 * 1024,
+            max_headers: 64,
+            paths: Vec::new(),
+            subprotocols: Vec::new(),
+        }
+    }
+}
+
+/// A refusal: status plus the reason (never containing credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status to answer with.
+    pub status: u16,
+    /// A short explanation, sent as the response body.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    const fn new(status: u16, reason: &'static str) -> Self {
+        Refusal { status, reason }
+    }
+}
+
+/// What a complete, valid upgrade request yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The request, for the hub's own checks and the authenticator.
+    pub request: UpgradeRequest,
+    /// The client's `Sec-WebSocket-Key` (validated: 16 bytes of base64).
+    pub key: String,
+    /// The negotiated subprotocol, if the client offered one we speak.
+    pub subprotocol: Option<String>,
+}
+
+/// The outcome of [`RequestReader::feed`].
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// More bytes are needed.
+    Incomplete,
+    /// The request is complete and passed steps 1-3.
+    Done {
+        /// The parsed upgrade.
+        upgrade: Upgrade,
+        /// How many bytes of the input given to *this* `feed` call belonged to
+        /// the request; the rest is frame data the client pipelined after it.
+        consumed: usize,
+    },
+    /// The request must be refused; write [`refusal_response`] and close.
+    Refused(Refusal),
+}
+
+/// Incremental request reader for one connection.
+///
+/// httparse keeps no state between calls, so the buffered bytes are parsed
+/// again from the start; to keep byte-by-byte feeding from going quadratic, a
+/// parse runs only when the newly fed bytes contain a `\n`, and it covers the
+/// buffer up to its last `\n`. Bytes after that are judged once a later `\n`
+/// arrives (or the size limit is hit), so the verdict never depends on how
+/// the bytes were split into feeds.
+/// Leading empty lines, which HTTP lets a server skip, are skipped here
+/// incrementally so they cannot force a re-parse each. The number of parses
+/// per request is thus bounded by its line count, which `max_headers` caps.
+///
+/// Once a feed returns [`Parsed::Done`] or [`Parsed::Refused`], the buffer is
+/// freed; feeding again is a caller bug and is answered with a 400 refusal.
+#[derive(Default)]
+pub struct RequestReader {
+    buf: Vec<u8>,
+    /// Bytes at the start of `buf` that are empty lines (`\n` or `\r\n`).
+    lead: usize,
+    finished: bool,
+    #[cfg(test)]
+    parses: usize,
+}
+
+// The buffer may hold credentials (`Authorization`, `?token=`): show sizes only.
+impl core::fmt::Debug for RequestReader {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RequestReader")
+            .field("buffered", &self.buf.len())
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one parse of the buffered bytes found.
+enum Step {
+    Incomplete,
+    Done(Upgrade, usize),
+    Refused(Refusal),
+}
+
+impl RequestReader {
+    /// An empty reader; it allocates nothing until bytes arrive.
+    pub fn new() -> Self {
+        RequestReader::default()
+    }
+
+    /// Feeds bytes read from the socket.
+    ///
+    /// `consumed` in [`Parsed::Done`] counts the request's bytes taken from
+    /// the `input` of *this* call: `input[consumed..]` is frame data that
+    /// followed the request (pipelined) and belongs to the frame layer.
+    pub fn feed(&mut self, cfg: &HandshakeConfig, peer: &PeerInfo, input: &[u8]) -> Parsed {
+        if self.finished {
+            return Parsed::Refused(Refusal::new(400, "handshake already finished"));
+        }
+        let old = self.buf.len();
+        // Never hold more than the limit: past it the answer is 431 anyway.
+        let take = input.len().min(cfg.max_request_bytes.saturating_sub(old));
+        let new = &input[..take];
+
+        // Most requests arrive in one read: parse them straight from `input`
+        // and copy only what must wait for more bytes.
+        let step = if old == 0 {
+            self.lead = skip_empty_lines(new, 0);
+            let step = self.step(cfg, peer, new, 0);
+            if matches!(step, Step::Incomplete) && new.len() < cfg.max_request_bytes {
+                self.append(cfg, new);
+            }
+            step
+        } else {
+            self.append(cfg, new);
+            self.lead = skip_empty_lines(&self.buf, self.lead);
+            let data = core::mem::take(&mut self.buf);
+            let step = self.step(cfg, peer, &data, old);
+            self.buf = data;
+            step
+        };
+
+        match step {
+            Step::Incomplete if old + take >= cfg.max_request_bytes => {
+                self.finish();
+                Parsed::Refused(Refusal::new(431, "request too large"))
+            }
+            Step::Incomplete => Parsed::Incomplete,
+            Step::Done(upgrade, end) => {
+                self.finish();
+                Parsed::Done {
+                    upgrade,
+                    consumed: end.saturating_sub(old),
+                }
+            }
+            Step::Refused(refusal) => {
+                self.finish();
+                Parsed::Refused(refusal)
+            }
+        }
+    }
+
+    /// Bytes held while waiting for the rest of the request.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Parses `data` (all bytes so far, the new ones starting at `old`) up to
+    /// its last `\n`, if the new bytes brought one.
+    fn step(&mut self, cfg: &HandshakeConfig, peer: &PeerInfo, data: &[u8], old: usize) -> Step {
+        let Some(nl) = data[old..].iter().rposition(|&b| b == b'\n') else {
+            return Step::Incomplete;
+        };
+        let end = old + nl + 1;
+        if self.lead >= end {
+            return Step::Incomplete;
+        }
+        #[cfg(test)]
+        {
+            self.parses += 1;
+        }
+        match parse_request(cfg, peer, &data[self.lead..end]) {
+            Step::Done(upgrade, n) => Step::Done(upgrade, self.lead + n),
+            other => other,
+        }
+    }
+
+    /// Appends to the buffer, growing it geometrically but never past the
+    /// request limit, so a reader never holds more than `max_request_bytes`.
+    fn append(&mut self, cfg: &HandshakeConfig, bytes: &[u8]) {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.buf.capacity() {
+            let target = (self.buf.capacity() * 2)
+                .max(256)
+                .min(cfg.max_request_bytes)
+                .max(needed);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn finish(&mut self) {
+        self.buf = Vec::new();
+        self.lead = 0;
+        self.finished = true;
+    }
+}
+
+/// Advances `from` over whole empty lines (`\n`, `\r\n`) at the start of
+/// `data`, exactly as httparse skips them; stops at anything else, including
+/// a `\r` whose next byte has not arrived yet.
+fn skip_empty_lines(data: &[u8], mut from: usize) -> usize {
+    loop {
+        match data.get(from..) {
+            Some([b'\n', ..]) => from += 1,
+            Some([b'\r', b'\n', ..]) => from += 2,
+            _ => return from,
+        }
+    }
+}
+
+/// Runs httparse over a request with `max_headers` slots, on the stack when
+/// they fit.
+fn parse_request(cfg: &HandshakeConfig, peer: &PeerInfo, bytes: &[u8]) -> Step {
+    if cfg.max_headers <= STACK_HEADERS {
+        let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
+        parse_with_slots(cfg, peer, bytes, &mut slots[..cfg.max_headers])
+    } else {
+        let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); cfg.max_headers];
+        parse_with_slots(cfg, peer, bytes, &mut slots)
+    }
+}
+
+fn parse_with_slots<'b>(
+    cfg: &HandshakeConfig,
+    peer: &PeerInfo,
+    bytes: &'b [u8],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Step {
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(bytes, slots) {
+        Ok(httparse::Status::Partial) => Step::Incomplete,
+        Ok(httparse::Status::Complete(n)) => match validate(cfg, peer, &req) {
+            Ok(upgrade) => Step::Done(upgrade, n),
+            Err(refusal) => Step::Refused(refusal),
+        },
+        Err(httparse::Error::TooManyHeaders) => {
+            Step::Refused(Refusal::new(431, "too many headers"))
+        }
+        Err(_) => Step::Refused(Refusal::new(400, "malformed request")),
+    }
+}
+
+/// Steps 1-3 of PROTOCOL.md on a complete request, in that order.
+fn validate(
+    cfg: &HandshakeConfig,
+    peer: &PeerInfo,
+    req: &httparse::Request<'_, '_>,
+) -> Result<Upgrade, Refusal> {
+    if req.method != Some("GET") {
+        return Err(Refusal::new(400, "method must be GET"));
+    }
+    if req.version != Some(1) {
+        return Err(Refusal::new(400, "HTTP/1.1 required"));
+    }
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let values = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    // RFC 9112 3.2: a request without Host, or with several, gets a 400.
+    match values("host").count() {
+        0 => return Err(Refusal::new(400, "missing Host header")),
+        1 => {}
+        _ => return Err(Refusal::new(400, "duplicate Host header")),
+    }
+
+    if !values("upgrade").any(|v| has_token(v, b"websocket")) {
+        return Err(Refusal::new(400, "not a websocket upgrade"));
+    }
+    if !values("connection").any(|v| has_token(v, b"upgrade")) {
+        return Err(Refusal::new(400, "Connection header lacks upgrade"));
+    }
+    let mut versions = values("sec-websocket-version");
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if trim(v) == b"13" => {}
+        _ => return Err(Refusal::new(426, "unsupported websocket version")),
+    }
+    let mut keys = values("sec-websocket-key");
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => valid_key(k).ok_or(Refusal::new(400, "invalid Sec-WebSocket-Key"))?,
+        _ => return Err(Refusal::new(400, "invalid Sec-WebSocket-Key")),
+    };
+
+    let target = req.path.unwrap_or("");
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    if !cfg.paths.is_empty() && !cfg.paths.iter().any(|p| p == path) {
+        return Err(Refusal::new(404, "not found"));
+    }
+
+    let subprotocol = values("sec-websocket-protocol")
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim)
+        .filter(|offer| is_token(offer))
+        .find_map(|offer| {
+            cfg.subprotocols
+                .iter()
+                .find(|ours| ours.as_bytes() == offer)
+        })
+        .cloned();
+
+    let owned = headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    Ok(Upgrade {
+        request: UpgradeRequest::new(target, owned, peer.clone()),
+        key,
+        subprotocol,
+    })
+}
+
+/// A key is 24 base64 characters that decode to exactly 16 bytes. The
+/// standard engine also rejects non-zero trailing bits, so only canonical
+/// encodings pass.
+fn valid_key(value: &[u8]) -> Option<String> {
+    let key = trim(value);
+    if key.len() != 24 {
+        return None;
+    }
+    let mut out = [0u8; 18];
+    match base64::engine::general_purpose::STANDARD.decode_slice(key, &mut out) {
+        Ok(16) => core::str::from_utf8(key).ok().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Whether a comma-separated header value holds `token` (case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token))
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !first.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !last.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// An HTTP token (RFC 9110 `tchar`s, at least one).
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455: base64(sha1(key + GUID))).
+pub fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// The full `101 Switching Protocols` response bytes.
+///
+/// `subprotocol` is written only when it is a valid HTTP token: anything
+/// else could split the header block, and [`RequestReader`] never negotiates
+/// such a name.
+pub fn switching_protocols(key: &str, subprotocol: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    out.extend_from_slice(b"Sec-WebSocket-Accept: ");
+    out.extend_from_slice(accept_key(key).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(p) = subprotocol.filter(|p| is_token(p.as_bytes())) {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The standard reason phrase for the statuses a handshake may answer with.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// Headers `refusal_response` writes itself, or that must never appear in a
+/// refusal; extra headers with these names are dropped.
+fn reserved_header(name: &str) -> bool {
+    [
+        "connection",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "upgrade",
+    ]
+    .iter()
+    .any(|r| name.eq_ignore_ascii_case(r))
+        || name
+            .get(..14)
+            .is_some_and(|p| p.eq_ignore_ascii_case("sec-websocket-"))
+}
+
+/// A refusal response: status line with the standard reason phrase,
+/// `Connection: close`, `Content-Type: text/plain`, `Content-Length` and the
+/// reason (plus a newline) as body. No WebSocket headers, except
+/// `Sec-WebSocket-Version: 13` on a 426.
+///
+/// `extra_headers` (e.g. `Retry-After`) are appended after ours; an entry is
+/// dropped if its name is not a token, its value holds a control character
+/// other than tab (it could forge headers), or it names a header this
+/// function owns (`Connection`, `Content-*`, `Transfer-Encoding`, `Upgrade`,
+/// `Sec-WebSocket-*`). A status outside 300..=599 is answered as 500, since
+/// anything else would not be a refusal.
+pub fn refusal_response(refusal: &Refusal, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    let status = if (300..=599).contains(&refusal.status) {
+        refusal.status
+    } else {
+        500
+    };
+    let mut out = Vec::with_capacity(160 + refusal.reason.len());
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+        reason_phrase(status),
+        refusal.reason.len() + 1
+    );
+    out.extend_from_slice(head.as_bytes());
+    if status == 426 {
+        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+    }
+    for (name, value) in extra_headers {
+        let safe_value = value.bytes().all(|b| b == b'\t' || !b.is_ascii_control());
+        if is_token(name.as_bytes()) && safe_value && !reserved_header(name) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.trim().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(refusal.reason.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+/// Whether the request's `Origin` is allowed by `allow`.
+///
+/// An empty list or a `*` entry allows every origin. A request without an
+/// `Origin` header is allowed: only browsers send one, and the allow-list
+/// exists to stop other sites' pages, not non-browser clients (authenticate
+/// those). Origins compare case-insensitively on scheme, host and port;
+/// a trailing `/` and a default port (`:80` for http/ws, `:443` for
+/// https/wss) are ignored on both sides. With several `Origin` headers, all
+/// must be allowed; a non-UTF-8 origin never is.
+pub fn origin_allowed(req: &UpgradeRequest, allow: &[String]) -> bool {
+    if allow.is_empty() || allow.iter().any(|a| a.trim() == "*") {
+        return true;
+    }
+    let allowed: Vec<String> = allow.iter().map(|a| normalize_origin(a)).collect();
+    req.header_values("origin").all(|value| {
+        core::str::from_utf8(value)
+            .map(normalize_origin)
+            .is_ok_and(|origin| allowed.contains(&origin))
+    })
+}
+
+/// Lower-cased `scheme://host[:port]`, without a trailing `/` or a default
+/// port.
+fn normalize_origin(origin: &str) -> String {
+    let mut s = origin.trim().to_ascii_lowercase();
+    if s.ends_with('/') {
+        s.pop();
+    }
+    let Some((scheme, authority)) = s.split_once("://") else {
+        return s;
+    };
+    let default_port = match scheme {
+        "http" | "ws" => "80",
+        "https" | "wss" => "443",
+        _ => return s,
+    };
+    // The port follows the last ':', unless that ':' is inside an IPv6 literal.
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if port == default_port && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            format!("{scheme}://{host}")
+        }
+        _ => s,
+    }
+}
+
+/// The first of `required` that the request lacks, or carries only empty or
+/// whitespace-only values for. Names compare case-insensitively.
+pub fn missing_required_header<'a>(
+    req: &UpgradeRequest,
+    required: &'a [String],
+) -> Option<&'a str> {
+    required
+        .iter()
+        .find(|name| !req.header_values(name).any(|v| !trim(v).is_empty()))
+        .map(String::as_str)
+}
+
+/// Feeds `data` in the chunk sizes `sizes` yields (cycled, each at least 1),
+/// stopping at the first outcome. Returns it, with `consumed` made absolute
+/// (relative to the start of `data`) for `Done`, and the reader.
+fn feed_in_chunks(
+    cfg: &HandshakeConfig,
+    data: &[u8],
+    mut sizes: impl FnMut() -> usize,
+    empty_feeds: bool,
+) -> (Parsed, RequestReader) {
+    let peer = PeerInfo::default();
+    let mut reader = RequestReader::new();
+    let mut at = 0;
+    while at < data.len() {
+        if empty_feeds {
+            let empty = reader.feed(cfg, &peer, &[]);
+            assert_eq!(empty, Parsed::Incomplete, "an empty feed decided something");
+        }
+        let len = sizes().clamp(1, data.len() - at);
+        let chunk = &data[at..at + len];
+        match reader.feed(cfg, &peer, chunk) {
+            Parsed::Incomplete => at += len,
+            Parsed::Done { upgrade, consumed } => {
+                assert!(consumed <= len, "consumed {consumed} of a {len}-byte feed");
+                assert!(consumed > 0, "a request finished without new bytes");
+                let consumed = at + consumed;
+                return (Parsed::Done { upgrade, consumed }, reader);
+            }
+            refused => return (refused, reader),
+        }
+    }
+    (Parsed::Incomplete, reader)
+}
+
+/// Asserts that `response` is one complete, well-formed HTTP response with
+/// this status, and returns its headers as owned pairs and its body.
+fn check_response(response: &[u8], status: u16) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let mut slots = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let head = match parsed.parse(response) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!("response does not parse: {other:?}"),
+    };
+    assert_eq!(parsed.version, Some(1), "response is not HTTP/1.1");
+    assert_eq!(parsed.code, Some(status), "response status");
+    let headers: Vec<(String, Vec<u8>)> = parsed
+        .headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect();
+    let body = response[head..].to_vec();
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| String::from_utf8_lossy(v).parse::<usize>());
+    match length {
+        Some(len) => assert_eq!(len.ok(), Some(body.len()), "Content-Length vs body"),
+        None => assert!(body.is_empty(), "body without Content-Length"),
+    }
+    (headers, body)
+}
+
+/// Fuzzing entry point: the first byte of `data` chooses how the rest is
+/// split into feeds (0 is byte by byte; the top bit adds empty feeds), the
+/// rest is fed with [`HandshakeConfig::default`], and the outcome must equal
+/// that of one whole feed, at the same request end. Any response built from
+/// the outcome must parse as HTTP.
+///
+/// # Panics
+///
+/// On any violation of those properties; that is its purpose.
+pub fn check_handshake_bytes(data: &[u8]) {
+    let Some((&seed, rest)) = data.split_first() else {
+        return;
+    };
+    let cfg = HandshakeConfig::default();
+    let mut whole = RequestReader::new();
+    let whole_result = whole.feed(&cfg, &PeerInfo::default(), rest);
+
+    let spread = usize::from(seed & 0x3f);
+    let mut state = u32::from(seed).wrapping_mul(0x9e37_79b9) | 1;
+    let sizes = move || {
+        // xorshift32: any cheap deterministic sequence will do.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        1 + state as usize % (spread + 1)
+    };
+    let (split_result, split) = feed_in_chunks(&cfg, rest, sizes, seed & 0x80 != 0);
+    assert_eq!(
+        whole_result, split_result,
+        "split feeding changed the outcome"
+    );
+
+    match &whole_result {
+        Parsed::Incomplete => {
+            assert_eq!(whole.buffered(), rest.len());
+            assert_eq!(split.buffered(), rest.len());
+            assert!(
+                rest.len() < cfg.max_request_bytes,
+                "over the limit yet incomplete"
+            );
+        }
+        Parsed::Done { upgrade, consumed } => {
+            assert!(*consumed <= rest.len());
+            assert_eq!((whole.buffered(), split.buffered()), (0, 0));
+            let response = switching_protocols(&upgrade.key, upgrade.subprotocol.as_deref());
+            let (headers, _) = check_response(&response, 101);
+            let accept = headers
+                .iter()
+                .find(|(n, _)| n == "Sec-WebSocket-Accept")
+                .map(|(_, v)| v.as_slice());
+            assert_eq!(accept, Some(accept_key(&upgrade.key).as_bytes()));
+        }
+        Parsed::Refused(refusal) => {
+            assert_eq!((whole.buffered(), split.buffered()), (0, 0));
+            let response = refusal_response(refusal, &[]);
+            let (_, body) = check_response(&response, refusal.status);
+            assert_eq!(body, format!("{}\n", refusal.reason).as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quickcheck::{QuickCheck, TestResult};
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn served() -> HandshakeConfig {
+        HandshakeConfig {
+            paths: vec!["/ws".into()],
+            subprotocols: vec!["b".into(), "c".into()],
+            ..HandshakeConfig::default()
+        }
+    }
+
+    /// A valid request to `target` with `extra` header lines (each ending in
+    /// CRLF) inserted after the standard ones.
+    fn request(target: &str, extra: &str) -> String {
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
+             {extra}\r\n"
+        )
+    }
+
+    /// A request built from raw header lines, for tests that replace the
+    /// standard ones.
+    fn raw(lines: &[&str]) -> String {
+        let mut s = String::new();
+        for line in lines {
+            s.push_str(line);
+            s.push_str("\r\n");
+        }
+        s.push_str("\r\n");
+        s
+    }
+
+    fn feed(cfg: &HandshakeConfig, bytes: &[u8]) -> Parsed {
+        RequestReader::new().feed(cfg, &PeerInfo::default(), bytes)
+    }
+
+    fn done(cfg: &HandshakeConfig, bytes: &[u8]) -> (Upgrade, usize) {
+        match feed(cfg, bytes) {
+            Parsed::Done { upgrade, consumed } => (upgrade, consumed),
+            other => panic!("expected Done, got {other:?}"),
+        }
+    }
+
+    fn refused(cfg: &HandshakeConfig, bytes: &[u8]) -> u16 {
+        match feed(cfg, bytes) {
+            Parsed::Refused(r) => r.status,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_request_yields_key_path_query_and_headers() {
+        let req = request("/ws?room=a%20b&x=1", "X-Custom: yes\r\n");
+        let (up, consumed) = done(&served(), req.as_bytes());
+        assert_eq!(consumed, req.len());
+        assert_eq!(up.key, KEY);
+        assert_eq!(up.request.path(), "/ws");
+        assert_eq!(up.request.query(), Some("room=a%20b&x=1"));
+        assert_eq!(up.request.query_param("room").as_deref(), Some("a b"));
+        assert_eq!(up.request.header("x-custom"), Some("yes"));
+        assert_eq!(up.request.header("HOST"), Some("example.com"));
+        assert_eq!(up.subprotocol, None);
+    }
+
+    #[test]
+    fn subprotocol_is_the_first_client_offer_we_support() {
+        let cfg = served();
+        let pick = |offer: &str| done(&cfg, request("/ws", offer).as_bytes()).0.subprotocol;
+        assert_eq!(
+            pick("Sec-WebSocket-Protocol: a, b\r\n").as_deref(),
+            Some("b")
+        );
+        // The client's order wins over ours.
+        assert_eq!(
+            pick("Sec-WebSocket-Protocol: c, b\r\n").as_deref(),
+            Some("c")
+        );
+        // Offers are merged across lines.
+        let two_lines = "Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: b\r\n";
+        assert_eq!(pick(two_lines).as_deref(), Some("b"));
+        assert_eq!(pick(""), None);
+        assert_eq!(pick("Sec-WebSocket-Protocol: a, d\r\n"), None);
+        // Names are case-sensitive (RFC 6455).
+        assert_eq!(pick("Sec-WebSocket-Protocol: B\r\n"), None);
+    }
+
+    #[test]
+    fn accept_key_matches_rfc_6455_vector() {
+        assert_eq!(accept_key(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn accept_key_agrees_with_tungstenite() {
+        for key in [KEY, "AQIDBAUGBwgJCgsMDQ4PEA==", "x"] {
+            assert_eq!(
+                accept_key(key),
+                tungstenite::handshake::derive_accept_key(key.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn request_line_errors_are_400() {
+        let cfg = served();
+        let bad_line = "GET /ws HTTP/1.1 extra\r\nHost: x\r\n\r\n";
+        assert_eq!(refused(&cfg, bad_line.as_bytes()), 400);
+        assert_eq!(refused(&cfg, b"GET /w s HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(refused(&cfg, b"\x00\x01\x02\r\n"), 400);
+        let post = request("/ws", "").replacen("GET", "POST", 1);
+        assert_eq!(refused(&cfg, post.as_bytes()), 400);
+        let lower = request("/ws", "").replacen("GET", "get", 1);
+        assert_eq!(refused(&cfg, lower.as_bytes()), 400);
+        let http10 = request("/ws", "").replacen("HTTP/1.1", "HTTP/1.0", 1);
+        assert_eq!(refused(&cfg, http10.as_bytes()), 400);
+        let http2 = request("/ws", "").replacen("HTTP/1.1", "HTTP/2.0", 1);
+        assert_eq!(refused(&cfg, http2.as_bytes()), 400);
+    }
+
+    #[test]
+    fn host_is_required_once() {
+        let cfg = served();
+        let no_host = request("/ws", "").replacen("Host: example.com\r\n", "", 1);
+        assert_eq!(refused(&cfg, no_host.as_bytes()), 400);
+        let two_hosts = request("/ws", "Host: other\r\n");
+        assert_eq!(refused(&cfg, two_hosts.as_bytes()), 400);
+    }
+
+    #[test]
+    fn oversized_request_is_431_even_while_incomplete() {
+        let cfg = served();
+        let padding = format!("X-Pad: {}\r\n", "a".repeat(cfg.max_request_bytes));
+        assert_eq!(refused(&cfg, request("/ws", &padding).as_bytes()), 431);
+        // Incomplete but at the limit: nothing more could fit.
+        let partial = vec![b'a'; cfg.max_request_bytes];
+        assert_eq!(refused(&cfg, &partial), 431);
+        // One byte short of the limit: still waiting.
+        assert_eq!(feed(&cfg, &partial[1..]), Parsed::Incomplete);
+        // A request exactly at the limit is fine.
+        let req = request("/ws", "");
+        let exact = HandshakeConfig {
+            max_request_bytes: req.len(),
+            ..served()
+        };
+        assert_eq!(done(&exact, req.as_bytes()).1, req.len());
+        let short = HandshakeConfig {
+            max_request_bytes: req.len() - 1,
+            ..served()
+        };
+        assert_eq!(refused(&short, req.as_bytes()), 431);
+    }
+
+    #[test]
+    fn too_many_headers_is_431_even_while_incomplete() {
+        let cfg = HandshakeConfig {
+            max_headers: 8,
+            ..served()
+        };
+        let many: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
+        assert_eq!(refused(&cfg, request("/ws", &many).as_bytes()), 431);
+        // The block has not ended yet, but the ninth header is already too many.
+        let req = request("/ws", &many);
+        let cut = req.find("X-H5").unwrap();
+        assert_eq!(refused(&cfg, &req.as_bytes()[..cut]), 431);
+        // Exactly the limit passes (5 standard + 3 extra = 8).
+        let eight = request("/ws", "X-A: 1\r\nX-B: 2\r\nX-C: 3\r\n");
+        assert_eq!(done(&cfg, eight.as_bytes()).1, eight.len());
+    }
+
+    #[test]
+    fn header_limits_above_the_stack_slots_work() {
+        let cfg = HandshakeConfig {
+            max_headers: STACK_HEADERS + 20,
+            max_request_bytes: 64 * 1024,
+            ..served()
+        };
+        let many: String = (0..STACK_HEADERS + 10)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect();
+        assert!(matches!(
+            feed(&cfg, request("/ws", &many).as_bytes()),
+            Parsed::Done { .. }
+        ));
+        let more: String = (0..STACK_HEADERS + 20)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect();
+        assert_eq!(refused(&cfg, request("/ws", &more).as_bytes()), 431);
+    }
+
+    #[test]
+    fn upgrade_header_must_offer_websocket() {
+        let cfg = served();
+        let missing = request("/ws", "").replacen("Upgrade: websocket\r\n", "", 1);
+        assert_eq!(refused(&cfg, missing.as_bytes()), 400);
+        let other = request("/ws", "").replacen("Upgrade: websocket", "Upgrade: h2c", 1);
+        assert_eq!(refused(&cfg, other.as_bytes()), 400);
+        let listed =
+            request("/ws", "").replacen("Upgrade: websocket", "Upgrade: h2c, WebSocket", 1);
+        assert!(matches!(feed(&cfg, listed.as_bytes()), Parsed::Done { .. }));
+    }
+
+    #[test]
+    fn connection_tokens_are_merged_across_lines() {
+        let cfg = served();
+        let std_line = "Connection: Upgrade\r\n";
+        let missing = request("/ws", "").replacen(std_line, "", 1);
+        assert_eq!(refused(&cfg, missing.as_bytes()), 400);
+        let keep_alive = request("/ws", "").replacen(std_line, "Connection: keep-alive\r\n", 1);
+        assert_eq!(refused(&cfg, keep_alive.as_bytes()), 400);
+        let listed =
+            request("/ws", "").replacen(std_line, "Connection: keep-alive, Upgrade\r\n", 1);
+        assert!(matches!(feed(&cfg, listed.as_bytes()), Parsed::Done { .. }));
+        let two = "Connection: keep-alive\r\nConnection: upgrade\r\n";
+        let two_lines = request("/ws", "").replacen(std_line, two, 1);
+        assert!(matches!(
+            feed(&cfg, two_lines.as_bytes()),
+            Parsed::Done { .. }
+        ));
+        // A token must match whole, not as a substring.
+        let sub = request("/ws", "").replacen(std_line, "Connection: upgraded\r\n", 1);
+        assert_eq!(refused(&cfg, sub.as_bytes()), 400);
+    }
+
+    #[test]
+    fn version_other_than_one_13_is_426_with_the_header() {
+        let cfg = served();
+        let v = "Sec-WebSocket-Version: 13\r\n";
+        for bad in [
+            "Sec-WebSocket-Version: 8\r\n",
+            "",
+            "Sec-WebSocket-Version: 13, 8\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n",
+        ] {
+            let req = request("/ws", "").replacen(v, bad, 1);
+            let Parsed::Refused(refusal) = feed(&cfg, req.as_bytes()) else {
+                panic!("version {bad:?} accepted");
+            };
+            assert_eq!(refusal.status, 426, "{bad:?}");
+            let response = refusal_response(&refusal, &[]);
+            let (headers, _) = check_response(&response, 426);
+            assert!(headers.contains(&("Sec-WebSocket-Version".into(), b"13".to_vec())));
+        }
+    }
+
+    #[test]
+    fn key_must_be_one_16_byte_base64_value() {
+        let cfg = served();
+        let with_key = |k: &str| request("/ws", "").replacen(KEY, k, 1);
+        for bad in [
+            "dGhlIHNhbXBsZSBub25jZQ",    // 22 chars, unpadded
+            "dGhlIHNhbXBsZSBub25jZQ===", // 25 chars
+            "dGhlIHNhbXBsZSBub25j!Q==",  // bad alphabet
+            "dGhlIHNhbXBsZSBub25jZR==",  // non-zero trailing bits
+            "dGhlIHNhbXBsZSBub25jZSE=",  // 24 chars but 17 bytes
+            "",
+        ] {
+            assert_eq!(refused(&cfg, with_key(bad).as_bytes()), 400, "{bad:?}");
+        }
+        let no_key = request("/ws", "").replacen(&format!("Sec-WebSocket-Key: {KEY}\r\n"), "", 1);
+        assert_eq!(refused(&cfg, no_key.as_bytes()), 400);
+        let two_keys = request("/ws", &format!("Sec-WebSocket-Key: {KEY}\r\n"));
+        assert_eq!(refused(&cfg, two_keys.as_bytes()), 400);
+    }
+
+    #[test]
+    fn unknown_path_is_404_and_empty_paths_serve_everything() {
+        assert_eq!(refused(&served(), request("/other", "").as_bytes()), 404);
+        assert_eq!(refused(&served(), request("/ws/", "").as_bytes()), 404);
+        let any = HandshakeConfig::default();
+        let (up, _) = done(&any, request("/anything?x=1", "").as_bytes());
+        assert_eq!(up.request.path(), "/anything");
+    }
+
+    #[test]
+    fn checks_run_in_protocol_order() {
+        let cfg = served();
+        // Wrong path and wrong version: the upgrade check (426) comes first.
+        let req = request("/other", "").replacen("Version: 13", "Version: 8", 1);
+        assert_eq!(refused(&cfg, req.as_bytes()), 426);
+        // POST without upgrade headers: the method (400) before the version.
+        assert_eq!(
+            refused(&cfg, b"POST /other HTTP/1.1\r\nHost: x\r\n\r\n"),
+            400
+        );
+        // Upgrade missing beats a bad version: the 400, not the 426.
+        let req = raw(&[
+            "GET /ws HTTP/1.1",
+            "Host: x",
+            "Connection: upgrade",
+            "Sec-WebSocket-Version: 8",
+        ]);
+        assert_eq!(refused(&cfg, req.as_bytes()), 400);
+    }
+
+    #[test]
+    fn pipelined_frame_bytes_are_left_to_the_caller() {
+        let req = request("/ws", "");
+        let mut bytes = req.clone().into_bytes();
+        bytes.extend_from_slice(&[0x81, 0x85, 1, 2, 3, 4, b'\n', b'\r', b'\n', 0, 0]);
+        let (_, consumed) = done(&served(), &bytes);
+        assert_eq!(consumed, req.len());
+        assert!(consumed < bytes.len());
+
+        // The request's end arrives in a second feed together with frame data:
+        // `consumed` counts only that feed's bytes.
+        let mut reader = RequestReader::new();
+        let peer = PeerInfo::default();
+        assert_eq!(
+            reader.feed(&served(), &peer, &bytes[..10]),
+            Parsed::Incomplete
+        );
+        assert_eq!(reader.buffered(), 10);
+        match reader.feed(&served(), &peer, &bytes[10..]) {
+            Parsed::Done { consumed, .. } => assert_eq!(consumed, req.len() - 10),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reader.buffered(), 0);
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_without_reparsing() {
+        let cfg = served();
+        let mut bytes = "\r\n\n".repeat(1000).into_bytes();
+        let lead = bytes.len();
+        bytes.extend_from_slice(request("/ws", "").as_bytes());
+        let mut reader = RequestReader::new();
+        let mut result = Parsed::Incomplete;
+        for b in &bytes {
+            result = reader.feed(&cfg, &PeerInfo::default(), core::slice::from_ref(b));
+        }
+        assert_eq!(result, feed(&cfg, &bytes).map_consumed(|_| 1));
+        assert!(matches!(result, Parsed::Done { consumed: 1, .. }));
+        assert!(reader.parses <= 10, "{} parses", reader.parses);
+        // A lone CR is not an empty line: httparse rejects it, so do we.
+        let mut bad = b"\r\r\n".to_vec();
+        bad.extend_from_slice(&bytes[lead..]);
+        assert_eq!(refused(&cfg, &bad), 400);
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_parses_once_per_line() {
+        let req = request("/ws?token=abc", "Sec-WebSocket-Protocol: b\r\n");
+        let lines = req.matches('\n').count();
+        let mut reader = RequestReader::new();
+        let mut last = Parsed::Incomplete;
+        for (i, b) in req.bytes().enumerate() {
+            last = reader.feed(&served(), &PeerInfo::default(), &[b]);
+            if i + 1 < req.len() {
+                assert_eq!(last, Parsed::Incomplete, "decided early at byte {i}");
+                assert_eq!(reader.buffered(), i + 1);
+            }
+        }
+        assert_eq!(last, feed(&served(), req.as_bytes()).map_consumed(|_| 1));
+        assert!(
+            reader.parses <= lines,
+            "{} parses for {lines} lines",
+            reader.parses
+        );
+        assert!(reader.parses >= 1);
+    }
+
+    impl Parsed {
+        fn map_consumed(self, f: impl FnOnce(usize) -> usize) -> Parsed {
+            match self {
+                Parsed::Done { upgrade, consumed } => Parsed::Done {
+                    upgrade,
+                    consumed: f(consumed),
+                },
+                other => other,
+            }
+        }
+    }
+
+    #[test]
+    fn reader_is_small_and_frees_its_buffer() {
+        let reader = RequestReader::new();
+        assert_eq!(reader.buf.capacity(), 0);
+        assert!(core::mem::size_of::<RequestReader>() <= 48);
+        let mut reader = RequestReader::new();
+        let peer = PeerInfo::default();
+        let cfg = HandshakeConfig {
+            max_request_bytes: 300,
+            ..served()
+        };
+        let head = format!(
+            "GET /nope HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+            "a".repeat(240)
+        );
+        for b in head.bytes() {
+            assert_eq!(reader.feed(&cfg, &peer, &[b]), Parsed::Incomplete);
+            assert!(reader.buf.capacity() <= cfg.max_request_bytes);
+        }
+        assert!(format!("{reader:?}").contains(&format!("buffered: {}", head.len())));
+        assert!(!format!("{reader:?}").contains("nope"));
+        assert!(matches!(
+            reader.feed(&cfg, &peer, b"\r\n\r\n"),
+            Parsed::Refused(_)
+        ));
+        assert_eq!((reader.buffered(), reader.buf.capacity()), (0, 0));
+        // Feeding after the outcome is refused rather than restarted.
+        assert!(matches!(
+            reader.feed(&cfg, &peer, b"GET"),
+            Parsed::Refused(Refusal { status: 400, .. })
+        ));
+    }
+
+    /// Sample requests covering each outcome, for the split properties.
+    fn samples() -> Vec<Vec<u8>> {
+        let mut pipelined = request("/ws", "Sec-WebSocket-Protocol: x, c\r\n").into_bytes();
+        pipelined.extend_from_slice(b"\x81\x80abcd\r\n\r\n");
+        vec![
+            request("/ws?token=t", "").into_bytes(),
+            pipelined,
+            request("/nope", "").into_bytes(),
+            request("/ws", "").replacen("13", "8", 1).into_bytes(),
+            format!("\r\n\n{}", request("/ws", "")).into_bytes(),
+            b"POST / HTTP/1.1\nHost: a\n\n".to_vec(),
+            request("/ws", &"X-Many: 1\r\n".repeat(70)).into_bytes(),
+            request("/ws", &format!("X-Big: {}\r\n", "b".repeat(9000))).into_bytes(),
+            request("/ws", "").replace("\r\n", "\n").into_bytes(),
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nX".to_vec(),
+        ]
+    }
+
+    #[test]
+    fn split_feeding_matches_whole_feeding() {
+        fn prop(which: u8, sizes: Vec<u8>, flip: Option<(u16, u8)>) -> TestResult {
+            let all = samples();
+            let mut data = all[usize::from(which) % all.len()].clone();
+            // A mutation exercises httparse errors at every position.
+            if let Some((at, byte)) = flip {
+                let at = usize::from(at) % data.len();
+                data[at] = byte;
+            }
+            let cfg = served();
+            let whole = feed(&cfg, &data);
+            let mut i = 0;
+            let next = || {
+                i += 1;
+                sizes
+                    .get(i % sizes.len().max(1))
+                    .map_or(1, |&s| usize::from(s % 40))
+            };
+            let (split, _) = feed_in_chunks(&cfg, &data, next, false);
+            if split == whole {
+                TestResult::passed()
+            } else {
+                TestResult::error(format!("whole {whole:?} vs split {split:?}"))
+            }
+        }
+        QuickCheck::new()
+            .tests(500)
+            .quickcheck(prop as fn(u8, Vec<u8>, Option<(u16, u8)>) -> TestResult);
+    }
+
+    #[test]
+    fn every_sample_splits_consistently_byte_by_byte() {
+        let cfg = served();
+        for data in samples() {
+            let (split, _) = feed_in_chunks(&cfg, &data, || 1, true);
+            assert_eq!(split, feed(&cfg, &data));
+        }
+    }
+
+    #[test]
+    fn switching_protocols_has_exactly_the_expected_headers() {
+        let response = switching_protocols(KEY, Some("chat"));
+        let (headers, body) = check_response(&response, 101);
+        assert!(body.is_empty());
+        let expected: Vec<(String, Vec<u8>)> = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            ("Sec-WebSocket-Protocol", "chat"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(headers, expected);
+        let (headers, _) = check_response(&switching_protocols(KEY, None), 101);
+        assert_eq!(headers, expected[..3]);
+        // A non-token subprotocol cannot inject a header.
+        let (headers, _) = check_response(&switching_protocols(KEY, Some("a\r\nX-Evil: 1")), 101);
+        assert_eq!(headers, expected[..3]);
+    }
+
+    #[test]
+    fn switching_protocols_satisfies_a_tungstenite_client() {
+        use tungstenite::handshake::client::generate_key;
+        use tungstenite::handshake::derive_accept_key;
+        let key = generate_key();
+        let (headers, _) = check_response(&switching_protocols(&key, None), 101);
+        let accept = headers
+            .iter()
+            .find(|(n, _)| n == "Sec-WebSocket-Accept")
+            .unwrap();
+        assert_eq!(accept.1, derive_accept_key(key.as_bytes()).into_bytes());
+    }
+
+    #[test]
+    fn refusal_responses_are_valid_http_without_websocket_headers() {
+        for status in [400, 401, 403, 404, 426, 431, 503] {
+            let refusal = Refusal::new(status, "nope");
+            let response = refusal_response(&refusal, &[("Retry-After", "5")]);
+            let (headers, body) = check_response(&response, status);
+            assert_eq!(body, b"nope\n");
+            let text = String::from_utf8(response.clone()).unwrap();
+            let phrase = reason_phrase(status);
+            assert!(
+                text.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\n")),
+                "{text}"
+            );
+            let has = |n: &str, v: &str| headers.contains(&(n.into(), v.as_bytes().to_vec()));
+            assert!(has("Connection", "close") && has("Content-Type", "text/plain"));
+            assert!(has("Retry-After", "5"));
+            let ws: Vec<_> = headers
+                .iter()
+                .filter(|(n, _)| n.to_ascii_lowercase().starts_with("sec-websocket"))
+                .collect();
+            if status == 426 {
+                assert_eq!(ws, [&("Sec-WebSocket-Version".to_string(), b"13".to_vec())]);
+            } else {
+                assert!(ws.is_empty(), "{status}: {ws:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusal_extra_headers_cannot_inject_or_override() {
+        let refusal = Refusal::new(503, "busy");
+        let extras = [
+            ("Retry-After", "1\r\nX-Evil: 1"),
+            ("Bad Name", "x"),
+            ("Content-Length", "0"),
+            ("sec-websocket-accept", "x"),
+            ("X-Fine", " ok "),
+        ];
+        let (headers, body) = check_response(&refusal_response(&refusal, &extras), 503);
+        assert_eq!(body, b"busy\n");
+        let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Connection", "Content-Type", "Content-Length", "X-Fine"]
+        );
+        // A status that is no refusal becomes a 500.
+        check_response(&refusal_response(&Refusal::new(101, "x"), &[]), 500);
+        check_response(&refusal_response(&Refusal::new(0, "x"), &[]), 500);
+    }
+
+    #[test]
+    fn refusals_never_echo_credentials() {
+        let token = "s3cr3t-token-value";
+        let req = request(
+            &format!("/private?token={token}"),
+            &format!("Authorization: Bearer {token}\r\nSec-WebSocket-Protocol: {token}\r\n"),
+        );
+        let Parsed::Refused(refusal) = feed(&served(), req.as_bytes()) else {
+            panic!("expected a 404");
+        };
+        assert_eq!(refusal.status, 404);
+        let response = refusal_response(&refusal, &[]);
+        let text = String::from_utf8_lossy(&response);
+        assert!(!text.contains(token) && !text.contains("private"), "{text}");
+        assert!(!format!("{refusal:?}").contains(token));
+    }
+
+    fn with_headers(headers: &[(&str, &str)]) -> UpgradeRequest {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        UpgradeRequest::new("/ws", headers, PeerInfo::default())
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let allow = strings(&["https://app.example.com", "http://localhost:3000"]);
+        let origin = |o: &str| with_headers(&[("Origin", o)]);
+        assert!(origin_allowed(&origin("https://app.example.com"), &allow));
+        assert!(origin_allowed(&origin("HTTPS://App.Example.COM"), &allow));
+        assert!(origin_allowed(
+            &origin("https://app.example.com:443"),
+            &allow
+        ));
+        assert!(origin_allowed(&origin("https://app.example.com/"), &allow));
+        assert!(origin_allowed(&origin("http://localhost:3000"), &allow));
+        assert!(!origin_allowed(&origin("http://localhost:3001"), &allow));
+        assert!(!origin_allowed(&origin("http://localhost"), &allow));
+        assert!(!origin_allowed(&origin("http://app.example.com"), &allow));
+        assert!(!origin_allowed(
+            &origin("https://app.example.com.evil.net"),
+            &allow
+        ));
+        assert!(!origin_allowed(&origin("https://evil.net"), &allow));
+        assert!(!origin_allowed(&origin("null"), &allow));
+        assert!(!origin_allowed(&origin(""), &allow));
+        // Every Origin line must pass.
+        let two = with_headers(&[
+            ("Origin", "https://app.example.com"),
+            ("Origin", "https://evil.net"),
+        ]);
+        assert!(!origin_allowed(&two, &allow));
+        // No Origin: a non-browser client, allowed.
+        assert!(origin_allowed(&with_headers(&[]), &allow));
+        // Empty list and `*` allow everything.
+        assert!(origin_allowed(&origin("https://evil.net"), &[]));
+        assert!(origin_allowed(
+            &origin("https://evil.net"),
+            &strings(&["https://a", "*"])
+        ));
+        // IPv6 literals keep their inner colons.
+        let v6 = strings(&["http://[::1]:8080"]);
+        assert!(origin_allowed(&origin("http://[::1]:8080"), &v6));
+        assert!(!origin_allowed(&origin("http://[::1]"), &v6));
+        assert!(origin_allowed(
+            &origin("http://[::1]:80"),
+            &strings(&["http://[::1]"])
+        ));
+    }
+
+    #[test]
+    fn required_headers() {
+        let required = strings(&["X-Client", "X-Version"]);
+        let req = with_headers(&[("x-client", "web"), ("X-Version", "2")]);
+        assert_eq!(missing_required_header(&req, &required), None);
+        let req = with_headers(&[("X-Client", "web")]);
+        assert_eq!(missing_required_header(&req, &required), Some("X-Version"));
+        let req = with_headers(&[("X-Client", "  \t"), ("X-Version", "2")]);
+        assert_eq!(missing_required_header(&req, &required), Some("X-Client"));
+        let req = with_headers(&[("X-Client", ""), ("X-Client", "web"), ("X-Version", "2")]);
+        assert_eq!(missing_required_header(&req, &required), None);
+        assert_eq!(missing_required_header(&with_headers(&[]), &[]), None);
+    }
+
+    #[test]
+    fn check_handshake_bytes_accepts_consistent_inputs() {
+        let req = request("/ws?x", "Sec-WebSocket-Protocol: a\r\n");
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for seed in [0u8, 1, 7, 63, 0x80, 0xc5, 0xff] {
+            for body in samples()
+                .into_iter()
+                .chain([req.clone().into_bytes(), Vec::new()])
+            {
+                let mut data = vec![seed];
+                data.extend_from_slice(&body);
+                inputs.push(data);
+            }
+        }
+        inputs.push(Vec::new());
+        inputs.push(vec![0]);
+        inputs.push(vec![3; 9000]);
+        for data in &inputs {
+            check_handshake_bytes(data);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "response status")]
+    fn check_response_catches_a_wrong_status() {
+        check_response(&refusal_response(&Refusal::new(404, "x"), &[]), 400);
+    }
+}

@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(r.query_param("a").as_deref(), Some("1"));
         assert_eq!(r.query_param("missing"), None);
         assert_eq!(req("/ws?token=%zz", &[]).query_param("token"), None);
-        assert_eq!(req("/ws?token", &[]).query_param("token").as_deref(), Some(""));
+        assert_eq!(
+            req("/ws?token", &[]).query_param("token").as_deref(),
+            Some("")
+        );
     }
 
     #[test]

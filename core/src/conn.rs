@@ -1,0 +1,99 @@
+//! Per-connection state held by the hub.
+
+use std::time::Instant;
+
+use crate::event::CloseReason;
+use crate::frame::FrameDecoder;
+use crate::handshake::{RequestReader, Upgrade};
+use crate::outbound::Outbound;
+use crate::request::{Identity, PeerInfo};
+use crate::router::Subscriptions;
+
+/// Where a connection is in its life.
+pub(crate) enum Phase {
+    /// Reading the upgrade request.
+    Handshake(Box<RequestReader>),
+    /// Request parsed, waiting for the application's auth answer; frame bytes
+    /// that arrive meanwhile are kept (bounded) for after the 101.
+    AuthPending(Box<(Upgrade, Vec<u8>)>),
+    /// Upgraded and exchanging frames.
+    Open(FrameDecoder),
+    /// We sent a close frame and wait for the peer's.
+    Closing(FrameDecoder),
+    /// Nothing more is read; the connection ends once its output is written.
+    Draining,
+}
+
+/// One connection.
+pub(crate) struct Conn {
+    pub gen: u32,
+    pub phase: Phase,
+    pub out: Outbound,
+    pub subs: Subscriptions,
+    pub identity: Option<Box<Identity>>,
+    pub peer: PeerInfo,
+    pub opened_at: Instant,
+    /// Last frame received (any frame counts as life).
+    pub last_seen: Instant,
+    pub last_ping: Instant,
+    /// Last time output made progress, or became pending.
+    pub last_progress: Instant,
+    /// When our close (or refusal) started.
+    pub close_started: Option<Instant>,
+    /// The instant of this connection's live main entry in the timer heap.
+    pub armed: Option<Instant>,
+    /// Whether a write-stall check is in the timer heap.
+    pub stall_armed: bool,
+    pub in_ready: bool,
+    pub connected: bool,
+    pub invalid_messages: u32,
+    /// Why it is closing and the close code involved, once decided.
+    pub ending: Option<(CloseReason, Option<u16>)>,
+}
+
+impl Conn {
+    pub fn new(gen: u32, now: Instant, peer: PeerInfo) -> Self {
+        Conn {
+            gen,
+            phase: Phase::Handshake(Box::new(RequestReader::new())),
+            out: Outbound::default(),
+            subs: Subscriptions::default(),
+            identity: None,
+            peer,
+            opened_at: now,
+            last_seen: now,
+            last_ping: now,
+            last_progress: now,
+            close_started: None,
+            armed: None,
+            stall_armed: false,
+            in_ready: false,
+            connected: false,
+            invalid_messages: 0,
+            ending: None,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<&str> {
+        self.identity
+            .as_deref()
+            .map(|i| i.user_id.as_str())
+            .filter(|u| !u.is_empty())
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open(_))
+    }
+
+    /// Heap bytes this connection holds beyond its inline size (approximate;
+    /// for memory tests).
+    pub fn heap_bytes(&self) -> usize {
+        let phase = match &self.phase {
+            Phase::Handshake(r) => core::mem::size_of::<RequestReader>() + r.buffered(),
+            Phase::AuthPending(b) => core::mem::size_of::<(Upgrade, Vec<u8>)>() + b.1.capacity(),
+            Phase::Open(d) | Phase::Closing(d) => d.buffered(),
+            Phase::Draining => 0,
+        };
+        phase + self.out.bytes() + self.subs.len() * 16
+    }
+}
