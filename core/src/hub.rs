@@ -948,17 +948,16 @@ impl Hub {
             return Err((ErrorCode::BadRequest, "invalid channel name"));
         }
         let conn = &mut self.conns[slot as usize];
-        let who = conn.identity.as_deref().cloned().unwrap_or_default();
-        if !self.cfg.policy.can_subscribe(&who, channel) {
+        let anonymous = Identity::default();
+        let who = conn.identity.as_deref().unwrap_or(&anonymous);
+        if !self.cfg.policy.can_subscribe(who, channel) {
             return Err((ErrorCode::Forbidden, "subscribe not allowed"));
         }
+        // Re-subscribing to a channel already held is not a new subscription.
         if conn.subs.len() >= self.cfg.max_subscriptions
-            && self.router.members(channel).binary_search(&slot).is_err()
+            && !self.router.is_subscribed(&conn.subs, channel)
         {
-            // A re-subscribe to a channel already held is not a new subscription.
-            if !self.router.members(channel).contains(&slot) {
-                return Err((ErrorCode::Limit, "too many subscriptions"));
-            }
+            return Err((ErrorCode::Limit, "too many subscriptions"));
         }
         self.router.subscribe(slot, &mut conn.subs, channel);
         Ok(())
@@ -974,9 +973,12 @@ impl Hub {
         if self.check_channel(channel).is_err() {
             return Err((ErrorCode::BadRequest, "invalid channel name"));
         }
-        let conn = &self.conns[slot as usize];
-        let who = conn.identity.as_deref().cloned().unwrap_or_default();
-        if !self.cfg.policy.can_publish(&who, channel) {
+        let anonymous = Identity::default();
+        let who = self.conns[slot as usize]
+            .identity
+            .as_deref()
+            .unwrap_or(&anonymous);
+        if !self.cfg.policy.can_publish(who, channel) {
             return Err((ErrorCode::Forbidden, "publish not allowed"));
         }
         let mut m = Message::new(TYPE_EVENT, data);

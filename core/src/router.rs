@@ -139,6 +139,13 @@ impl Router {
         }
     }
 
+    /// Whether the connection with `subs` is in `name`.
+    pub fn is_subscribed(&self, subs: &Subscriptions, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|k| subs.positions.contains_key(k))
+    }
+
     /// Subscribers of a channel (empty when it does not exist).
     pub fn members(&self, name: &str) -> &[Slot] {
         match self.by_name.get(name) {

@@ -1,0 +1,290 @@
+//! The hub thread: owns the core, sleeps until a command or the core's next
+//! deadline, and routes output to connection writers.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use wshub_core::{
+    AuthDecision, ConnId, Event, Hub, HubConfig, Identity, Message, PeerInfo, Rejection, Stats,
+};
+
+use crate::conn::{self, ConnThreads, Settings};
+use crate::handle::Handle;
+use crate::DeferredAuth;
+
+/// Everything the hub thread is told.
+pub(crate) enum Cmd {
+    Open(TcpStream, Option<SocketAddr>),
+    Read(ConnId, Vec<u8>),
+    Written(ConnId, usize),
+    Eof(ConnId),
+    IoError(ConnId),
+    Publish(String, Message, SyncSender<usize>),
+    Broadcast(Message, SyncSender<usize>),
+    Send(ConnId, Message),
+    SendToUser(String, Message, SyncSender<usize>),
+    Subscribe(ConnId, String),
+    Unsubscribe(ConnId, String),
+    Close(ConnId, u16, String),
+    Accept(ConnId, Identity),
+    Reject(ConnId, Rejection),
+    AuthAnswer(ConnId, AuthDecision),
+    Stats(SyncSender<Stats>),
+    SubscriberCount(String, SyncSender<usize>),
+    Channels(SyncSender<Vec<(String, usize)>>),
+    Shutdown(SyncSender<bool>),
+    Stop,
+}
+
+/// Commands in flight before readers block: bounds memory under a flood.
+const COMMAND_QUEUE: usize = 4096;
+
+pub(crate) fn spawn(
+    config: HubConfig,
+    events: Sender<Event>,
+    deferred: Option<DeferredAuth>,
+    settings: Settings,
+) -> io::Result<(Handle, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+    let handle = Handle {
+        tx: tx.clone(),
+        stopping: Arc::new(AtomicBool::new(false)),
+        listen_addr: Arc::new(std::sync::OnceLock::new()),
+    };
+    let now = Instant::now();
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let hub =
+        Hub::new(config, now, unix).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut state = HubThread {
+        hub,
+        conns: HashMap::new(),
+        events,
+        deferred,
+        settings,
+        tx,
+        shutdown_waiters: Vec::new(),
+        frames: Vec::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("wshub-hub".into())
+        .spawn(move || state.run(rx))?;
+    Ok((handle, thread))
+}
+
+struct HubThread {
+    hub: Hub,
+    conns: HashMap<ConnId, ConnThreads>,
+    events: Sender<Event>,
+    deferred: Option<DeferredAuth>,
+    settings: Settings,
+    tx: SyncSender<Cmd>,
+    shutdown_waiters: Vec<SyncSender<bool>>,
+    frames: Vec<bytes::Bytes>,
+}
+
+impl HubThread {
+    fn run(&mut self, rx: mpsc::Receiver<Cmd>) {
+        loop {
+            let cmd = match self.hub.poll_timeout() {
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(cmd) => Some(cmd),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return self.cut_all(),
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => return self.cut_all(),
+                },
+            };
+            let mut next = cmd;
+            // Take a batch of commands before draining, so output for many
+            // publishes goes out in few writes.
+            for _ in 0..256 {
+                let Some(cmd) = next.take() else { break };
+                if !self.apply(cmd) {
+                    return self.cut_all();
+                }
+                next = rx.try_recv().ok();
+            }
+            if let Some(cmd) = next {
+                if !self.apply(cmd) {
+                    return self.cut_all();
+                }
+            }
+            self.hub.handle_timeout(Instant::now());
+            self.drain();
+        }
+    }
+
+    /// Applies one command; false means stop.
+    fn apply(&mut self, cmd: Cmd) -> bool {
+        let now = Instant::now();
+        let hub = &mut self.hub;
+        match cmd {
+            Cmd::Open(stream, peer) => self.open(now, stream, peer),
+            Cmd::Read(id, data) => {
+                let _ = hub.handle_read(now, id, &data);
+            }
+            Cmd::Written(id, n) => {
+                let _ = hub.handle_written(now, id, n);
+            }
+            Cmd::Eof(id) => {
+                let _ = hub.handle_eof(now, id);
+            }
+            Cmd::IoError(id) => {
+                let _ = hub.handle_io_error(now, id);
+            }
+            Cmd::Publish(ch, m, reply) => {
+                let _ = reply.send(hub.publish(now, &ch, m));
+            }
+            Cmd::Broadcast(m, reply) => {
+                let _ = reply.send(hub.broadcast(now, &m));
+            }
+            Cmd::Send(id, m) => {
+                let _ = hub.send(now, id, &m);
+            }
+            Cmd::SendToUser(user, m, reply) => {
+                let _ = reply.send(hub.send_to_user(now, &user, &m));
+            }
+            Cmd::Subscribe(id, ch) => {
+                let _ = hub.subscribe(now, id, &ch);
+            }
+            Cmd::Unsubscribe(id, ch) => {
+                let _ = hub.unsubscribe(now, id, &ch);
+            }
+            Cmd::Close(id, code, reason) => {
+                let _ = hub.close(now, id, code, &reason);
+            }
+            Cmd::Accept(id, identity) => {
+                let _ = hub.accept(now, id, identity);
+            }
+            Cmd::Reject(id, rejection) => {
+                let _ = hub.reject(now, id, rejection);
+            }
+            Cmd::AuthAnswer(id, decision) => {
+                let _ = match decision {
+                    AuthDecision::Accept(identity) => hub.accept(now, id, identity),
+                    AuthDecision::Reject(rejection) => hub.reject(now, id, rejection),
+                    // A deferred authenticator that defers again cannot decide.
+                    AuthDecision::Defer => hub.reject(
+                        now,
+                        id,
+                        Rejection::unauthorized(wshub_core::AuthFailure::Other("undecided".into())),
+                    ),
+                };
+            }
+            Cmd::Stats(reply) => {
+                let _ = reply.send(hub.stats());
+            }
+            Cmd::SubscriberCount(ch, reply) => {
+                let _ = reply.send(hub.subscriber_count(&ch));
+            }
+            Cmd::Channels(reply) => {
+                let _ = reply.send(hub.channels());
+            }
+            Cmd::Shutdown(reply) => {
+                hub.shutdown(now);
+                self.shutdown_waiters.push(reply);
+            }
+            Cmd::Stop => return false,
+        }
+        true
+    }
+
+    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
+        let Ok(id) = self.hub.open(now, PeerInfo { addr: peer }) else {
+            return; // shutting down: dropping the stream closes it
+        };
+        match conn::spawn(id, stream, self.tx.clone(), self.settings) {
+            Ok(threads) => {
+                self.conns.insert(id, threads);
+            }
+            Err(_) => {
+                // Out of threads: the connection cannot be served.
+                let _ = self.hub.handle_io_error(now, id);
+            }
+        }
+    }
+
+    /// Routes events and output until the core has nothing more.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.hub.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
+                progressed = true;
+                let batch = std::mem::take(&mut self.frames);
+                if let Some(c) = self.conns.get(&id) {
+                    // A writer that has gone reports the error itself.
+                    let _ = c.frames.send(batch);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match &event {
+            Event::Closed { conn, .. } => {
+                if let Some(c) = self.conns.remove(conn) {
+                    c.end();
+                }
+            }
+            Event::AuthPending { conn, request } => {
+                if let Some(f) = self.deferred.clone() {
+                    let (id, request, tx) = (*conn, request.clone(), self.tx.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("wshub-auth".into())
+                        .stack_size(self.settings.stack.max(256 * 1024))
+                        .spawn(move || {
+                            let decision = f(&request);
+                            let _ = tx.send(Cmd::AuthAnswer(id, decision));
+                        });
+                    if spawned.is_err() {
+                        let _ = self.hub.reject(
+                            Instant::now(),
+                            *conn,
+                            Rejection::unauthorized(wshub_core::AuthFailure::Other(
+                                "no worker".into(),
+                            )),
+                        );
+                    }
+                    return;
+                }
+            }
+            Event::ShutdownComplete => {
+                for w in self.shutdown_waiters.drain(..) {
+                    let _ = w.send(true);
+                }
+            }
+            _ => {}
+        }
+        // Nobody listening is fine: events are then dropped.
+        let _ = self.events.send(event);
+    }
+
+    fn cut_all(&mut self) {
+        for (_, c) in self.conns.drain() {
+            c.cut();
+        }
+        for w in self.shutdown_waiters.drain(..) {
+            let _ = w.send(false);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test wshub has, on a fresh machine of this kind. Installs what it
+# needs that a fresh machine lacks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint (clippy, warnings are errors; core/clippy.toml bans clocks in the core)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "design guard: the core does no I/O, spawns nothing, needs no runtime (clocks: core/clippy.toml)"
+if grep -rnE 'std::net|std::fs|std::thread|std::process|tokio|smol|async_io' core/src | grep -vE '^[^:]+:[0-9]+:\s*//'; then
+  echo "the core must stay pure (see ../shared/DESIGN.md)"; exit 1
+fi
+if grep -nE '^(tokio|smol|async-io|async-std|mio|polling)\b' core/Cargo.toml; then
+  echo "the core must not depend on a runtime"; exit 1
+fi
+
+step "tests"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
