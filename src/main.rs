@@ -42,6 +42,13 @@ fn serve(opts: Box<ServeOptions>) -> std::io::Result<()> {
         policy: Arc::new(PublishPatterns::new(opts.publish.clone())),
         ..HubConfig::default()
     };
+    if opts.echo {
+        // Conformance suites send messages up to 16 MiB and bursts of
+        // thousands; echo mode gets room for them unless flags say otherwise.
+        config.max_message_size = 64 * 1024 * 1024;
+        config.max_queued_messages = 1 << 20;
+        config.max_queued_bytes = 256 * 1024 * 1024;
+    }
     opts.limits.apply(&mut config);
     let mut keys = opts.api_keys.clone();
     let generated = if opts.no_auth || !keys.is_empty() {

@@ -691,3 +691,84 @@ fn app_close_codes_are_checked() {
         matches!(frames.last(), Some(Decoded::Close(Some((4404, r)))) if r == "no server with that id")
     );
 }
+
+#[test]
+fn oversized_and_overfull_requests_get_431_and_others_carry_on() {
+    let cfg = HubConfig {
+        max_request_bytes: 1024,
+        max_headers: 8,
+        ..HubConfig::default()
+    };
+    let mut sim = Sim::new(cfg);
+    let other = sim.connect();
+    sim.send_text(other, r#"{"type":"subscribe","data":"c"}"#);
+    let big = sim.open();
+    let filler = "x".repeat(2000);
+    sim.feed(
+        big,
+        format!("GET /ws HTTP/1.1\r\nHost: t\r\nX-Filler: {filler}\r\n").as_bytes(),
+    );
+    assert_eq!(sim.rx[&big].status(), Some(431));
+    let many = sim.open();
+    let headers: String = (0..20).map(|i| format!("X-H{i}: v\r\n")).collect();
+    sim.feed(
+        many,
+        format!("GET /ws HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes(),
+    );
+    assert_eq!(sim.rx[&many].status(), Some(431));
+    assert!(!sim.hub.contains(big) && !sim.hub.contains(many));
+    assert_eq!(
+        sim.hub
+            .publish(sim.now, "c", Message::new("x", Value::Null)),
+        1
+    );
+    assert_eq!(sim.hub.stats().connections, 1);
+}
+
+#[test]
+fn resubscribing_at_the_limit_is_not_a_new_subscription() {
+    let cfg = HubConfig {
+        max_subscriptions: 1,
+        ..HubConfig::default()
+    };
+    let mut sim = Sim::new(cfg);
+    let a = sim.connect();
+    sim.send_text(a, r#"{"type":"subscribe","channel":"c","id":1}"#);
+    sim.send_text(a, r#"{"type":"subscribe","channel":"c","id":2}"#);
+    sim.send_text(a, r#"{"type":"subscribe","channel":"d","id":3}"#);
+    let got = sim.take_json(a);
+    assert_eq!(types(&got), ["ack", "ack", "error"]);
+    assert_eq!(got[2]["data"]["code"], "limit");
+}
+
+#[test]
+fn every_open_gets_exactly_one_closed() {
+    let mut sim = Sim::new(HubConfig {
+        max_connections: 3,
+        ..HubConfig::default()
+    });
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let id = sim.open();
+        match i % 4 {
+            0 => sim.feed(id, &request("/ws", &[])),
+            1 => sim.feed(id, b"BREW /pot HTTP/1.1\r\n\r\n"),
+            2 => sim.feed(id, b"GET /ws HT"),
+            _ => {
+                sim.feed(id, &request("/ws", &[]));
+                // Refused with 503 past the limit: then the handle is stale.
+                if sim.hub.contains(id) {
+                    sim.feed(id, &masked(OpCode::Text, &[0xc3]));
+                }
+            }
+        }
+        ids.push(id);
+    }
+    sim.hub.handle_eof(sim.now, ids[0]).unwrap();
+    sim.hub.shutdown(sim.now);
+    sim.advance(Duration::from_secs(30));
+    assert_eq!(sim.events.last(), Some(&Event::ShutdownComplete));
+    for id in ids {
+        assert_eq!(sim.closed(id).len(), 1, "{id}");
+    }
+}
