@@ -23,3 +23,7 @@ fi
 step "tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+step "conformance: Autobahn|Testsuite (cases 1-13) against every runtime's echo mode"
+# Installs the suite into target/autobahn-venv on first use (Python 2.7 from pyenv).
+./conformance/autobahn/check.sh

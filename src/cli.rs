@@ -18,6 +18,7 @@ options:
   --require-header NAME      header every upgrade must carry; repeatable
   --publish PATTERN          channels clients may publish to (* globs); repeatable
   --echo                     echo mode (conformance testing)
+  --runtime NAME             blocking (default), smol or tokio
   --ping-interval DURATION   server ping interval (default 30s)
   --pong-timeout DURATION    drop after this long without a frame (default 60s)
   --write-timeout DURATION   cut a stalled writer after this (default 10s)
@@ -37,6 +38,29 @@ pub enum Command {
     Serve(Box<ServeOptions>),
     /// `--help`.
     Help,
+    /// `wshub runtimes`: list the runtimes this build can serve on.
+    Runtimes,
+}
+
+/// Which adapter serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Runtime {
+    /// std threads (wshub-blocking).
+    #[default]
+    Blocking,
+    /// smol / async-io (wshub-smol).
+    Smol,
+    /// tokio (wshub-tokio).
+    Tokio,
+}
+
+impl Runtime {
+    /// Every runtime, by name.
+    pub const ALL: [(&'static str, Runtime); 3] = [
+        ("blocking", Runtime::Blocking),
+        ("smol", Runtime::Smol),
+        ("tokio", Runtime::Tokio),
+    ];
 }
 
 /// Options of `wshub serve`.
@@ -56,6 +80,8 @@ pub struct ServeOptions {
     pub publish: Vec<String>,
     /// Echo mode.
     pub echo: bool,
+    /// The adapter that serves.
+    pub runtime: Runtime,
     /// Limits and timers.
     pub limits: Limits,
 }
@@ -159,6 +185,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     match it.next().map(String::as_str) {
         Some("serve") => {}
         Some("-h" | "--help" | "help") | None => return Ok(Command::Help),
+        Some("runtimes") => return Ok(Command::Runtimes),
         Some(other) => return Err(CliError(format!("unknown command `{other}`"))),
     }
     let mut o = ServeOptions {
@@ -193,6 +220,14 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
             }
             "--no-auth" => o.no_auth = true,
             "--echo" => o.echo = true,
+            "--runtime" => {
+                let v = value("blocking, smol or tokio")?;
+                o.runtime = Runtime::ALL
+                    .iter()
+                    .find(|(n, _)| *n == v)
+                    .map(|(_, r)| *r)
+                    .ok_or_else(|| bad(&v, "a runtime: blocking, smol or tokio"))?;
+            }
             "--allow-origin" => o.allow_origins.push(value("an origin")?),
             "--require-header" => o.require_headers.push(value("a header name")?),
             "--publish" => o.publish.push(value("a channel pattern")?),
@@ -291,6 +326,7 @@ mod tests {
             ("serve --listen", "--listen"),
             ("serve --ping-interval 90s", "--pong-timeout"),
             ("serve --bogus", "--bogus"),
+            ("serve --runtime async-std", "--runtime"),
         ] {
             let e = parse(&args(line)).unwrap_err();
             assert!(e.0.contains(flag), "{line}: {e}");

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use wshub::cli::{parse, Command, ServeOptions, USAGE};
+use wshub::cli::{parse, Command, Runtime, ServeOptions, USAGE};
 use wshub_blocking::Server;
 use wshub_core::auth::{AllowAll, ApiKeyAuth, TokenSource};
 use wshub_core::config::PublishPatterns;
@@ -18,6 +18,14 @@ fn main() -> ExitCode {
     match parse(&args) {
         Ok(Command::Help) => {
             println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Runtimes) => {
+            for (name, rt) in Runtime::ALL {
+                if available(rt) {
+                    println!("{name}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Ok(Command::Serve(opts)) => match serve(opts) {
@@ -63,6 +71,12 @@ fn serve(opts: Box<ServeOptions>) -> std::io::Result<()> {
     } else {
         let source = TokenSource::BearerOrQuery("token".into());
         config.authenticator = Arc::new(ApiKeyAuth::new(keys).source(source));
+    }
+    if !available(opts.runtime) {
+        return Err(std::io::Error::other(format!(
+            "runtime {:?} is not available in this build",
+            opts.runtime
+        )));
     }
     let server = Server::builder(config).bind(&opts.listen)?;
     let addr = server
@@ -114,4 +128,9 @@ fn serve(opts: Box<ServeOptions>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runtimes this build can serve on.
+fn available(rt: Runtime) -> bool {
+    matches!(rt, Runtime::Blocking)
 }
