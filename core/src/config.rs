@@ -132,6 +132,12 @@ pub struct HubConfig {
     pub max_invalid_messages: u32,
     /// Largest number of frames one `poll_transmit` hands out for a connection.
     pub max_frames_per_transmit: usize,
+    /// Hand plain HTTP requests to the application as
+    /// [`crate::Event::HttpRequest`] instead of refusing them (an HTTP API on
+    /// the WebSocket port). Off by default.
+    pub http_fallback: bool,
+    /// Largest plain-HTTP request body (413 past it).
+    pub max_http_body: usize,
 }
 
 impl Default for HubConfig {
@@ -160,6 +166,8 @@ impl Default for HubConfig {
             max_connections: 100_000,
             max_invalid_messages: 100,
             max_frames_per_transmit: 64,
+            http_fallback: false,
+            max_http_body: 64 * 1024,
         }
     }
 }

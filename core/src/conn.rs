@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::event::CloseReason;
 use crate::frame::FrameDecoder;
-use crate::handshake::{RequestReader, Upgrade};
+use crate::handshake::{HttpHead, RequestReader, Upgrade};
 use crate::outbound::Outbound;
 use crate::request::{Identity, PeerInfo};
 use crate::router::Subscriptions;
@@ -16,12 +16,22 @@ pub(crate) enum Phase {
     /// Request parsed, waiting for the application's auth answer; frame bytes
     /// that arrive meanwhile are kept (bounded) for after the 101.
     AuthPending(Box<(Upgrade, Vec<u8>)>),
+    /// A plain HTTP request: reading its body, then awaiting the answer.
+    Http(Box<HttpPending>),
     /// Upgraded and exchanging frames.
     Open(FrameDecoder),
     /// We sent a close frame and wait for the peer's.
     Closing(FrameDecoder),
     /// Nothing more is read; the connection ends once its output is written.
     Draining,
+}
+
+/// A plain HTTP request in progress.
+pub(crate) struct HttpPending {
+    pub head: Option<HttpHead>,
+    pub body: Vec<u8>,
+    /// Body bytes still to read.
+    pub need: usize,
 }
 
 /// One connection.
@@ -91,6 +101,7 @@ impl Conn {
         let phase = match &self.phase {
             Phase::Handshake(r) => core::mem::size_of::<RequestReader>() + r.buffered(),
             Phase::AuthPending(b) => core::mem::size_of::<(Upgrade, Vec<u8>)>() + b.1.capacity(),
+            Phase::Http(h) => core::mem::size_of::<HttpPending>() + h.body.capacity(),
             Phase::Open(d) | Phase::Closing(d) => d.buffered(),
             Phase::Draining => 0,
         };

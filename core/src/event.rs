@@ -127,6 +127,19 @@ pub enum Event {
         /// Its user id, if it had one.
         user_id: Option<String>,
     },
+    /// A plain HTTP request with its whole body (only with
+    /// [`crate::HubConfig::http_fallback`]). Answer with
+    /// [`crate::Hub::http_respond`] before the handshake timeout.
+    HttpRequest {
+        /// The connection.
+        conn: ConnId,
+        /// `GET`, `POST`, ...
+        method: String,
+        /// Target and headers (its `Debug` redacts credentials).
+        request: UpgradeRequest,
+        /// The body (`Content-Length` bytes).
+        body: Vec<u8>,
+    },
     /// After [`crate::Hub::shutdown`]: every connection is closed.
     ShutdownComplete,
 }

@@ -36,6 +36,10 @@ pub struct HandshakeConfig {
     /// Subprotocols we speak. The one chosen is the first the *client* offers
     /// that appears here (names compare case-sensitively, as RFC 6455 says).
     pub subprotocols: Vec<String>,
+    /// Hand well-formed requests that are not WebSocket upgrades (no
+    /// `Upgrade: websocket`) back as [`Parsed::Http`] instead of refusing
+    /// them, so one port can serve an HTTP API beside the WebSocket endpoint.
+    pub http_fallback: bool,
 }
 
 impl Default for HandshakeConfig {
@@ -45,6 +49,7 @@ impl Default for HandshakeConfig {
             max_headers: 64,
             paths: Vec::new(),
             subprotocols: Vec::new(),
+            http_fallback: false,
         }
     }
 }
@@ -91,6 +96,23 @@ pub enum Parsed {
     },
     /// The request must be refused; write [`refusal_response`] and close.
     Refused(Refusal),
+    /// A plain HTTP request (only with [`HandshakeConfig::http_fallback`]).
+    Http {
+        /// Its method and head.
+        head: HttpHead,
+        /// Bytes of this call's input that belonged to the head; the rest
+        /// starts the body.
+        consumed: usize,
+    },
+}
+
+/// The head of a plain (non-upgrade) HTTP request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpHead {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Target, headers and peer (its `Debug` redacts credentials).
+    pub request: UpgradeRequest,
 }
 
 /// Incremental request reader for one connection.
@@ -131,6 +153,7 @@ impl core::fmt::Debug for RequestReader {
 enum Step {
     Incomplete,
     Done(Upgrade, usize),
+    Http(HttpHead, usize),
     Refused(Refusal),
 }
 
@@ -185,6 +208,13 @@ impl RequestReader {
                     consumed: end.saturating_sub(old),
                 }
             }
+            Step::Http(head, end) => {
+                self.finish();
+                Parsed::Http {
+                    head,
+                    consumed: end.saturating_sub(old),
+                }
+            }
             Step::Refused(refusal) => {
                 self.finish();
                 Parsed::Refused(refusal)
@@ -213,6 +243,7 @@ impl RequestReader {
         }
         match parse_request(cfg, peer, &data[self.lead..end]) {
             Step::Done(upgrade, n) => Step::Done(upgrade, self.lead + n),
+            Step::Http(head, n) => Step::Http(head, self.lead + n),
             other => other,
         }
     }
@@ -273,7 +304,8 @@ fn parse_with_slots<'b>(
     match req.parse_with_uninit_headers(bytes, slots) {
         Ok(httparse::Status::Partial) => Step::Incomplete,
         Ok(httparse::Status::Complete(n)) => match validate(cfg, peer, &req) {
-            Ok(upgrade) => Step::Done(upgrade, n),
+            Ok(Ok(upgrade)) => Step::Done(upgrade, n),
+            Ok(Err(head)) => Step::Http(head, n),
             Err(refusal) => Step::Refused(refusal),
         },
         Err(httparse::Error::TooManyHeaders) => {
@@ -283,13 +315,19 @@ fn parse_with_slots<'b>(
     }
 }
 
-/// Steps 1-3 of PROTOCOL.md on a complete request, in that order.
+/// Steps 1-3 of PROTOCOL.md on a complete request, in that order; with the
+/// HTTP fallback on, a request that is not an upgrade comes back as `Ok(Err(head))`.
 fn validate(
     cfg: &HandshakeConfig,
     peer: &PeerInfo,
     req: &httparse::Request<'_, '_>,
-) -> Result<Upgrade, Refusal> {
-    if req.method != Some("GET") {
+) -> Result<Result<Upgrade, HttpHead>, Refusal> {
+    let fallback = cfg.http_fallback
+        && !req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("upgrade") && has_token(h.value, b"websocket"));
+    if req.method != Some("GET") && !fallback {
         return Err(Refusal::new(400, "method must be GET"));
     }
     if req.version != Some(1) {
@@ -307,6 +345,16 @@ fn validate(
         0 => return Err(Refusal::new(400, "missing Host header")),
         1 => {}
         _ => return Err(Refusal::new(400, "duplicate Host header")),
+    }
+    if fallback {
+        let owned = headers
+            .iter()
+            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .collect();
+        return Ok(Err(HttpHead {
+            method: req.method.unwrap_or("").to_owned(),
+            request: UpgradeRequest::new(req.path.unwrap_or(""), owned, peer.clone()),
+        }));
     }
 
     if !values("upgrade").any(|v| has_token(v, b"websocket")) {
@@ -347,11 +395,11 @@ fn validate(
         .iter()
         .map(|h| (h.name.to_owned(), h.value.to_vec()))
         .collect();
-    Ok(Upgrade {
+    Ok(Ok(Upgrade {
         request: UpgradeRequest::new(target, owned, peer.clone()),
         key,
         subprotocol,
-    })
+    }))
 }
 
 /// A key is 24 base64 characters that decode to exactly 16 bytes. The
@@ -432,6 +480,10 @@ pub fn switching_protocols(key: &str, subprotocol: Option<&str>) -> Vec<u8> {
 /// The standard reason phrase for the statuses a handshake may answer with.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
         301 => "Moved Permanently",
         302 => "Found",
         307 => "Temporary Redirect",
@@ -448,8 +500,10 @@ fn reason_phrase(status: u16) -> &'static str {
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        _ if status < 400 => "Status",
         _ => "Error",
     }
 }
@@ -510,6 +564,39 @@ pub fn refusal_response(refusal: &Refusal, extra_headers: &[(&str, &str)]) -> Ve
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(refusal.reason.as_bytes());
     out.push(b'\n');
+    out
+}
+
+/// A complete HTTP/1.1 response to a plain request: status, the given headers
+/// (unsafe names or values dropped, as for [`refusal_response`]; a
+/// `Content-Type` may be given here), `Content-Length` and `Connection: close`.
+pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let status = if (100..=599).contains(&status) {
+        status
+    } else {
+        500
+    };
+    let mut out = Vec::with_capacity(128 + body.len());
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            reason_phrase(status),
+            body.len()
+        )
+        .as_bytes(),
+    );
+    for (name, value) in headers {
+        let safe_value = value.bytes().all(|b| b == b'\t' || !b.is_ascii_control());
+        let owned = reserved_header(name) && !name.eq_ignore_ascii_case("content-type");
+        if is_token(name.as_bytes()) && safe_value && !owned {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.trim().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
     out
 }
 
@@ -599,6 +686,11 @@ fn feed_in_chunks(
                 let consumed = at + consumed;
                 return (Parsed::Done { upgrade, consumed }, reader);
             }
+            Parsed::Http { head, consumed } => {
+                assert!(consumed <= len && consumed > 0);
+                let consumed = at + consumed;
+                return (Parsed::Http { head, consumed }, reader);
+            }
             refused => return (refused, reader),
         }
     }
@@ -684,6 +776,10 @@ pub fn check_handshake_bytes(data: &[u8]) {
                 .find(|(n, _)| n == "Sec-WebSocket-Accept")
                 .map(|(_, v)| v.as_slice());
             assert_eq!(accept, Some(accept_key(&upgrade.key).as_bytes()));
+        }
+        Parsed::Http { consumed, .. } => {
+            assert!(*consumed <= rest.len());
+            assert_eq!((whole.buffered(), split.buffered()), (0, 0));
         }
         Parsed::Refused(refusal) => {
             assert_eq!((whole.buffered(), split.buffered()), (0, 0));
@@ -990,6 +1086,35 @@ mod tests {
             "Sec-WebSocket-Version: 8",
         ]);
         assert_eq!(refused(&cfg, req.as_bytes()), 400);
+    }
+
+    #[test]
+    fn http_fallback_hands_back_plain_requests() {
+        let cfg = HandshakeConfig {
+            http_fallback: true,
+            ..served()
+        };
+        let req = b"POST /api/publish?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
+        match feed(&cfg, req) {
+            Parsed::Http { head, consumed } => {
+                assert_eq!(head.method, "POST");
+                assert_eq!(head.request.path(), "/api/publish");
+                assert_eq!(&req[consumed..], b"{}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Upgrades still go the WebSocket way, and without the fallback a
+        // plain GET is refused.
+        assert!(matches!(
+            feed(&cfg, request("/ws", "").as_bytes()),
+            Parsed::Done { .. }
+        ));
+        assert_eq!(
+            refused(&served(), b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"),
+            400
+        );
+        // Still HTTP/1.1 with one Host.
+        assert_eq!(refused(&cfg, b"GET / HTTP/1.1\r\n\r\n"), 400);
     }
 
     #[test]

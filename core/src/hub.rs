@@ -10,10 +10,10 @@ use slab::Slab;
 
 use crate::auth::{AuthDecision, Rejection};
 use crate::config::{HubConfig, Mode};
-use crate::conn::{Conn, Phase};
+use crate::conn::{Conn, HttpPending, Phase};
 use crate::event::{CloseReason, ConnId, Event, Stats, UsageError};
 use crate::frame::{self, Decoded, FrameDecoder, OpCode, Role};
-use crate::handshake::{self, HandshakeConfig, Parsed, Refusal, Upgrade};
+use crate::handshake::{self, HandshakeConfig, HttpHead, Parsed, Refusal, Upgrade};
 use crate::message::{
     parse_client, ClientMessage, ErrorCode, Message, ParseError, Timestamp, TYPE_ACK, TYPE_ERROR,
     TYPE_EVENT, TYPE_PONG,
@@ -64,6 +64,7 @@ impl Hub {
             max_headers: config.max_headers,
             paths: config.paths.clone(),
             subprotocols: config.subprotocols.clone(),
+            http_fallback: config.http_fallback,
         };
         Ok(Hub {
             cfg: config,
@@ -133,7 +134,12 @@ impl Hub {
                     let tail = data.get(consumed..).unwrap_or(&[]);
                     self.decide(now, slot, upgrade, tail);
                 }
+                Parsed::Http { head, consumed } => {
+                    let tail = data.get(consumed..).unwrap_or(&[]);
+                    self.http_head(now, slot, head, tail);
+                }
             },
+            Phase::Http(_) => self.http_body(now, slot, data),
             Phase::AuthPending(pending) => {
                 // A client may pipeline frames after its request; keep them for
                 // after the 101, but no more than one message's worth.
@@ -161,7 +167,7 @@ impl Hub {
         let conn = &self.conns[slot as usize];
         let (reason, code) = match (&conn.ending, &conn.phase) {
             (Some(ending), _) => ending.clone(),
-            (None, Phase::Handshake(_) | Phase::AuthPending(_)) => {
+            (None, Phase::Handshake(_) | Phase::AuthPending(_) | Phase::Http(_)) => {
                 (CloseReason::HandshakeAborted, None)
             }
             (None, _) => (CloseReason::Eof, Some(1006)),
@@ -475,7 +481,9 @@ impl Hub {
             Phase::Open(_) => {
                 self.start_close(now, slot, code, reason, CloseReason::Local(code), true)
             }
-            Phase::Handshake(_) => self.finish(slot, CloseReason::Local(code), None),
+            Phase::Handshake(_) | Phase::Http(_) => {
+                self.finish(slot, CloseReason::Local(code), None)
+            }
             Phase::AuthPending(_) => {
                 let r = Refusal {
                     status: 503,
@@ -488,6 +496,32 @@ impl Hub {
         if self.conns.get(slot as usize).is_some() {
             self.arm(slot);
         }
+        Ok(())
+    }
+
+    /// Answers a plain HTTP request ([`Event::HttpRequest`]); the connection
+    /// ends once the response is written.
+    pub fn http_respond(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), UsageError> {
+        self.touch(now);
+        let slot = self.slot(id)?;
+        let conn = &mut self.conns[slot as usize];
+        match &conn.phase {
+            Phase::Http(p) if p.need == 0 && p.head.is_none() => {}
+            _ => return Err(UsageError::WrongState),
+        }
+        conn.phase = Phase::Draining;
+        conn.close_started = Some(now);
+        conn.ending = Some((CloseReason::Local(1000), None));
+        let response = handshake::http_response(status, headers, body);
+        self.push_frame(now, slot, Bytes::from(response));
+        self.arm(slot);
         Ok(())
     }
 
@@ -508,7 +542,9 @@ impl Hub {
                     CloseReason::Shutdown,
                     true,
                 ),
-                Phase::Handshake(_) => self.finish(slot, CloseReason::Shutdown, None),
+                Phase::Handshake(_) | Phase::Http(_) => {
+                    self.finish(slot, CloseReason::Shutdown, None)
+                }
                 Phase::AuthPending(_) => {
                     let r = Refusal {
                         status: 503,
@@ -689,6 +725,60 @@ impl Hub {
                 conn.phase = Phase::AuthPending(Box::new((upgrade, tail.to_vec())));
                 let conn = self.id_of(slot);
                 self.events.push_back(Event::AuthPending { conn, request });
+            }
+        }
+    }
+
+    /// A plain HTTP request head arrived: size its body, then read it.
+    fn http_head(&mut self, now: Instant, slot: Slot, head: HttpHead, tail: &[u8]) {
+        let refuse = |status, reason| Refusal { status, reason };
+        if head.request.header("transfer-encoding").is_some() {
+            let r = refuse(501, "chunked bodies are not supported; send Content-Length");
+            return self.refuse(now, slot, &r, CloseReason::HandshakeRefused(501));
+        }
+        let lengths: Vec<&[u8]> = head.request.header_values("content-length").collect();
+        let need = match lengths[..] {
+            [] => Some(0),
+            [v] => core::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok()),
+            _ => None,
+        };
+        let Some(need) = need else {
+            let r = refuse(400, "bad Content-Length");
+            return self.refuse(now, slot, &r, CloseReason::HandshakeRefused(400));
+        };
+        if need > self.cfg.max_http_body {
+            let r = refuse(413, "request body too large");
+            return self.refuse(now, slot, &r, CloseReason::HandshakeRefused(413));
+        }
+        self.conns[slot as usize].phase = Phase::Http(Box::new(HttpPending {
+            head: Some(head),
+            body: Vec::with_capacity(need.min(4096)),
+            need,
+        }));
+        self.http_body(now, slot, tail);
+    }
+
+    /// Body bytes of a plain HTTP request; bytes past the body are ignored
+    /// (one request per connection: the response closes it).
+    fn http_body(&mut self, _now: Instant, slot: Slot, data: &[u8]) {
+        let Phase::Http(pending) = &mut self.conns[slot as usize].phase else {
+            return;
+        };
+        let take = data.len().min(pending.need);
+        pending.body.extend_from_slice(&data[..take]);
+        pending.need -= take;
+        if pending.need == 0 {
+            if let Some(head) = pending.head.take() {
+                let body = std::mem::take(&mut pending.body);
+                let conn = self.id_of(slot);
+                self.events.push_back(Event::HttpRequest {
+                    conn,
+                    method: head.method,
+                    request: head.request,
+                    body,
+                });
             }
         }
     }
@@ -1192,6 +1282,15 @@ impl Hub {
                     self.finish(slot, CloseReason::HandshakeTimeout, None);
                 }
             }
+            Phase::Http(_) => {
+                if now >= conn.opened_at + cfg.handshake_timeout {
+                    let r = Refusal {
+                        status: 408,
+                        reason: "request timed out",
+                    };
+                    self.refuse(now, slot, &r, CloseReason::HandshakeTimeout);
+                }
+            }
             Phase::AuthPending(_) => {
                 if now >= conn.opened_at + cfg.handshake_timeout {
                     let r = Refusal {
@@ -1226,7 +1325,9 @@ impl Hub {
     /// The connection's next main deadline.
     fn next_deadline(cfg: &HubConfig, conn: &Conn) -> Instant {
         match conn.phase {
-            Phase::Handshake(_) | Phase::AuthPending(_) => conn.opened_at + cfg.handshake_timeout,
+            Phase::Handshake(_) | Phase::AuthPending(_) | Phase::Http(_) => {
+                conn.opened_at + cfg.handshake_timeout
+            }
             Phase::Open(_) => {
                 (conn.last_seen + cfg.pong_timeout).min(conn.last_ping + cfg.ping_interval)
             }
