@@ -122,6 +122,18 @@ impl Handle {
         self.tell(Cmd::Reject(conn, rejection))
     }
 
+    /// Answers a plain HTTP request (`Event::HttpRequest`, with
+    /// `HubConfig::http_fallback` on).
+    pub fn http_respond(
+        &self,
+        conn: ConnId,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<(), Stopped> {
+        self.tell(Cmd::HttpRespond(conn, status, headers, body))
+    }
+
     /// Counters and sizes.
     pub fn stats(&self) -> Result<Stats, Stopped> {
         self.ask(Cmd::Stats)

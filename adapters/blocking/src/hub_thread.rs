@@ -35,6 +35,7 @@ pub(crate) enum Cmd {
     Accept(ConnId, Identity),
     Reject(ConnId, Rejection),
     AuthAnswer(ConnId, AuthDecision),
+    HttpRespond(ConnId, u16, Vec<(String, String)>, Vec<u8>),
     Stats(SyncSender<Stats>),
     SubscriberCount(String, SyncSender<usize>),
     Channels(SyncSender<Vec<(String, usize)>>),
@@ -183,6 +184,11 @@ impl HubThread {
                         Rejection::unauthorized(wshub_core::AuthFailure::Other("undecided".into())),
                     ),
                 };
+            }
+            Cmd::HttpRespond(id, status, headers, body) => {
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let _ = hub.http_respond(now, id, status, &headers, &body);
             }
             Cmd::Stats(reply) => {
                 let _ = reply.send(hub.stats());
