@@ -1,9 +1,9 @@
 //! One connection's outbound queue: shared frames waiting to be written.
 //!
-//! Frames stay here until the adapter reports them written, so the byte and
-//! message caps cover everything the connection still owes the socket. Frames
-//! already handed to the adapter (leased) are marked, not removed, so a second
-//! `lease` hands out only newer ones.
+//! Frames handed to the adapter (leased) move out of the queue (no refcount
+//! traffic per delivery beyond the fan-out's one clone); only their lengths stay,
+//! so the byte and message caps still cover everything the connection owes
+//! the socket until the adapter reports it written.
 
 use std::collections::VecDeque;
 
@@ -12,12 +12,13 @@ use bytes::Bytes;
 /// Frames owed to one socket.
 #[derive(Default, Debug)]
 pub struct Outbound {
+    /// Frames not yet handed to the adapter.
     frames: VecDeque<Bytes>,
-    /// Bytes of the front frame already written.
+    /// Lengths of frames handed out and not yet fully written, oldest first.
+    leased: VecDeque<usize>,
+    /// Bytes of the oldest leased frame already written.
     front_written: usize,
-    /// Frames from the front already handed to the adapter.
-    leased: usize,
-    /// Unwritten bytes in `frames`.
+    /// Unwritten bytes, leased or not.
     bytes: usize,
 }
 
@@ -35,46 +36,44 @@ impl Outbound {
 
     /// Frames not yet fully written.
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.frames.len() + self.leased.len()
     }
 
     /// Nothing owed.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.frames.is_empty() && self.leased.is_empty()
     }
 
     /// Frames not yet handed to the adapter.
     pub fn has_unleased(&self) -> bool {
-        self.leased < self.frames.len()
+        !self.frames.is_empty()
     }
 
-    /// Hands out up to `max` frames not yet leased (refcount clones). The first
-    /// frame of a lease is whole: partial writes are the adapter's to track.
+    /// Moves up to `max` frames not yet leased into `out`, in order. Partial
+    /// writes are the adapter's to track; it reports progress in bytes.
     pub fn lease(&mut self, out: &mut Vec<Bytes>, max: usize) -> usize {
-        let start = self.leased;
-        let end = self.frames.len().min(start.saturating_add(max));
-        for f in self.frames.range(start..end) {
-            out.push(f.clone());
+        let n = self.frames.len().min(max);
+        for f in self.frames.drain(..n) {
+            self.leased.push_back(f.len());
+            out.push(f);
         }
-        self.leased = end;
-        end - start
+        n
     }
 
     /// The adapter wrote `n` more bytes, in order. Returns the bytes actually
     /// accounted (never more than were leased).
     pub fn written(&mut self, mut n: usize) -> usize {
         let mut done = 0;
-        while n > 0 && self.leased > 0 {
-            let Some(front) = self.frames.front() else {
+        while n > 0 {
+            let Some(&len) = self.leased.front() else {
                 break;
             };
-            let left = front.len() - self.front_written;
+            let left = len - self.front_written;
             if n >= left {
                 n -= left;
                 done += left;
-                self.frames.pop_front();
+                self.leased.pop_front();
                 self.front_written = 0;
-                self.leased -= 1;
             } else {
                 self.front_written += n;
                 done += n;
@@ -88,8 +87,8 @@ impl Outbound {
     /// Drops every frame not yet leased (a connection being cut keeps only what
     /// the adapter already holds). Returns the frames dropped.
     pub fn drop_unleased(&mut self) -> usize {
-        let dropped = self.frames.len() - self.leased;
-        for f in self.frames.drain(self.leased..) {
+        let dropped = self.frames.len();
+        for f in self.frames.drain(..) {
             self.bytes -= f.len();
         }
         dropped
@@ -97,8 +96,13 @@ impl Outbound {
 
     /// Releases memory held by a queue that grew large and emptied.
     pub fn shrink_if_idle(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 16 {
-            self.frames = VecDeque::new();
+        if self.is_empty() {
+            if self.frames.capacity() > 16 {
+                self.frames = VecDeque::new();
+            }
+            if self.leased.capacity() > 16 {
+                self.leased = VecDeque::new();
+            }
         }
     }
 }
@@ -117,6 +121,7 @@ mod tests {
         assert_eq!(q.lease(&mut out, 1), 1);
         assert_eq!(out, vec![Bytes::from_static(b"abcd")]);
         assert!(q.has_unleased());
+        assert_eq!((q.len(), q.bytes()), (2, 6), "leased frames still count");
         // Writing more than was leased only accounts the leased bytes.
         assert_eq!(q.written(10), 4);
         assert_eq!((q.len(), q.bytes()), (1, 2));
