@@ -126,6 +126,10 @@ pub enum Event {
         was_connected: bool,
         /// Its user id, if it had one.
         user_id: Option<String>,
+        /// Everything queued for it was reported written: close the socket
+        /// gracefully (after the writer finishes). False after EOF, an I/O
+        /// error, a stall or a timeout: cut it at once, nobody is reading.
+        flushed: bool,
     },
     /// A plain HTTP request with its whole body (only with
     /// [`crate::HubConfig::http_fallback`]). Answer with

@@ -325,6 +325,28 @@ impl Hub {
         Ok(())
     }
 
+    /// Answers a deferred authentication with an authenticator's decision:
+    /// accept, reject, or `Defer` (still undecided: nothing changes and the
+    /// handshake timeout keeps running).
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        decision: AuthDecision,
+    ) -> Result<(), UsageError> {
+        match decision {
+            AuthDecision::Accept(identity) => self.accept(now, id, identity),
+            AuthDecision::Reject(rejection) => self.reject(now, id, rejection),
+            AuthDecision::Defer => {
+                let slot = self.slot(id)?;
+                match self.conns[slot as usize].phase {
+                    Phase::AuthPending(_) => Ok(()),
+                    _ => Err(UsageError::WrongState),
+                }
+            }
+        }
+    }
+
     /// Rejects a deferred authentication with its status (401 or 403).
     pub fn reject(
         &mut self,
@@ -1374,6 +1396,7 @@ impl Hub {
             code,
             was_connected: conn.connected,
             user_id,
+            flushed: conn.out.is_empty(),
         });
         self.check_shutdown_done();
     }

@@ -174,20 +174,13 @@ impl HubThread {
                 let _ = hub.reject(now, id, rejection);
             }
             Cmd::AuthAnswer(id, decision) => {
-                let _ = match decision {
-                    AuthDecision::Accept(identity) => hub.accept(now, id, identity),
-                    AuthDecision::Reject(rejection) => hub.reject(now, id, rejection),
-                    // A deferred authenticator that defers again cannot decide.
-                    AuthDecision::Defer => hub.reject(
-                        now,
-                        id,
-                        Rejection::unauthorized(wshub_core::AuthFailure::Other("undecided".into())),
-                    ),
-                };
+                let _ = hub.answer(now, id, decision);
             }
             Cmd::HttpRespond(id, status, headers, body) => {
-                let headers: Vec<(&str, &str)> =
-                    headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
                 let _ = hub.http_respond(now, id, status, &headers, &body);
             }
             Cmd::Stats(reply) => {
@@ -247,9 +240,14 @@ impl HubThread {
 
     fn on_event(&mut self, event: Event) {
         match &event {
-            Event::Closed { conn, .. } => {
+            Event::Closed { conn, flushed, .. } => {
                 if let Some(c) = self.conns.remove(conn) {
-                    c.end();
+                    // The core knows whether the peer is owed anything.
+                    if *flushed {
+                        c.end();
+                    } else {
+                        c.cut();
+                    }
                 }
             }
             Event::AuthPending { conn, request } => {

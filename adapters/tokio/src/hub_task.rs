@@ -1,0 +1,341 @@
+//! The hub task: owns the core, sleeps until a command or the core's next
+//! deadline, and routes output to connection writers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use wshub_core::{
+    AuthDecision, ConnId, Event, Hub, HubConfig, Identity, Message, PeerInfo, Rejection, Stats,
+};
+
+use crate::conn::{self, ConnTasks};
+use crate::handle::Handle;
+use crate::DeferredAuth;
+
+/// Everything the hub task is told.
+pub(crate) enum Cmd {
+    Open(TcpStream, Option<SocketAddr>),
+    Read(ConnId, Vec<u8>),
+    Written(ConnId, usize),
+    Eof(ConnId),
+    IoError(ConnId),
+    Publish(String, Message, oneshot::Sender<usize>),
+    Broadcast(Message, oneshot::Sender<usize>),
+    Send(ConnId, Message),
+    SendToUser(String, Message, oneshot::Sender<usize>),
+    Subscribe(ConnId, String),
+    Unsubscribe(ConnId, String),
+    Close(ConnId, u16, String),
+    Accept(ConnId, Identity),
+    Reject(ConnId, Rejection),
+    AuthAnswer(ConnId, AuthDecision),
+    HttpRespond(ConnId, u16, Vec<(String, String)>, Vec<u8>),
+    Stats(oneshot::Sender<Stats>),
+    SubscriberCount(String, oneshot::Sender<usize>),
+    Channels(oneshot::Sender<Vec<(String, usize)>>),
+    /// Graceful shutdown, cut short at the deadline.
+    Shutdown(Instant, oneshot::Sender<bool>),
+}
+
+/// Commands in flight before readers wait: bounds memory under a flood, and
+/// a flooding peer waits in TCP instead.
+const COMMAND_QUEUE: usize = 4096;
+
+/// Commands taken per wake-up before output is drained, so the output of many
+/// publishes goes out in few writes.
+const BATCH: usize = 256;
+
+/// The clock fed to the core: tokio's, so `tokio::time::pause` applies.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+pub(crate) struct Started {
+    pub handle: Handle,
+    pub task: JoinHandle<()>,
+    /// Turns true when shutdown starts; its sender drops when the hub ends.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Starts the hub task on the current runtime.
+pub(crate) fn spawn(
+    config: HubConfig,
+    events: mpsc::UnboundedSender<Event>,
+    deferred: Option<DeferredAuth>,
+    read_buffer: usize,
+) -> io::Result<Started> {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let hub = Hub::new(config, now(), unix)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| io::Error::other(format!("wshub-tokio must start inside a runtime: {e}")))?;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let state = HubTask {
+        hub,
+        conns: Vec::new(),
+        events,
+        deferred,
+        read_buffer,
+        tx: tx.clone(),
+        stopping: stopping_tx,
+        shutdown_deadline: None,
+        shutdown_waiters: Vec::new(),
+        done: false,
+        frames: Vec::new(),
+    };
+    let task = runtime.spawn(state.run(rx));
+    Ok(Started {
+        handle: Handle { tx },
+        task,
+        stopping,
+    })
+}
+
+struct HubTask {
+    hub: Hub,
+    /// Connection tasks by slot (dense, reused; the id checks the generation).
+    conns: Vec<Option<ConnTasks>>,
+    events: mpsc::UnboundedSender<Event>,
+    deferred: Option<DeferredAuth>,
+    read_buffer: usize,
+    tx: mpsc::Sender<Cmd>,
+    stopping: watch::Sender<bool>,
+    shutdown_deadline: Option<Instant>,
+    shutdown_waiters: Vec<oneshot::Sender<bool>>,
+    /// Shutdown completed: stop after this round.
+    done: bool,
+    frames: Vec<Bytes>,
+}
+
+impl HubTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        // One timer, moved to each new deadline rather than re-created.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let deadline = match (self.hub.poll_timeout(), self.shutdown_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let closed = match deadline {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    if sleep.deadline() != at {
+                        sleep.as_mut().reset(at);
+                    }
+                    tokio::select! {
+                        biased;
+                        n = rx.recv_many(&mut batch, BATCH) => n == 0,
+                        () = &mut sleep => false,
+                    }
+                }
+                None => rx.recv_many(&mut batch, BATCH).await == 0,
+            };
+            if closed {
+                break; // cannot happen while this task holds a sender; be safe
+            }
+            for cmd in batch.drain(..) {
+                self.apply(cmd);
+            }
+            // Timers are checked after every batch, so a busy command channel
+            // (the select above prefers it) never starves them.
+            let now = now();
+            if self.shutdown_deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            self.hub.handle_timeout(now);
+            self.drain();
+            if self.done {
+                break;
+            }
+        }
+        self.cut_all();
+    }
+
+    fn apply(&mut self, cmd: Cmd) {
+        let now = now();
+        let hub = &mut self.hub;
+        // `Err(UsageError)` here means a stale id (the connection closed while
+        // the command was in flight) or a command its state does not allow:
+        // nothing to do either way.
+        match cmd {
+            Cmd::Open(stream, peer) => self.open(now, stream, peer),
+            Cmd::Read(id, data) => {
+                let _ = hub.handle_read(now, id, &data);
+            }
+            Cmd::Written(id, n) => {
+                let _ = hub.handle_written(now, id, n);
+            }
+            Cmd::Eof(id) => {
+                let _ = hub.handle_eof(now, id);
+            }
+            Cmd::IoError(id) => {
+                let _ = hub.handle_io_error(now, id);
+            }
+            Cmd::Publish(ch, m, reply) => {
+                let _ = reply.send(hub.publish(now, &ch, m));
+            }
+            Cmd::Broadcast(m, reply) => {
+                let _ = reply.send(hub.broadcast(now, &m));
+            }
+            Cmd::Send(id, m) => {
+                let _ = hub.send(now, id, &m);
+            }
+            Cmd::SendToUser(user, m, reply) => {
+                let _ = reply.send(hub.send_to_user(now, &user, &m));
+            }
+            Cmd::Subscribe(id, ch) => {
+                let _ = hub.subscribe(now, id, &ch);
+            }
+            Cmd::Unsubscribe(id, ch) => {
+                let _ = hub.unsubscribe(now, id, &ch);
+            }
+            Cmd::Close(id, code, reason) => {
+                let _ = hub.close(now, id, code, &reason);
+            }
+            Cmd::Accept(id, identity) => {
+                let _ = hub.accept(now, id, identity);
+            }
+            Cmd::Reject(id, rejection) => {
+                let _ = hub.reject(now, id, rejection);
+            }
+            Cmd::AuthAnswer(id, decision) => {
+                let _ = hub.answer(now, id, decision);
+            }
+            Cmd::HttpRespond(id, status, headers, body) => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let _ = hub.http_respond(now, id, status, &headers, &body);
+            }
+            Cmd::Stats(reply) => {
+                let _ = reply.send(hub.stats());
+            }
+            Cmd::SubscriberCount(ch, reply) => {
+                let _ = reply.send(hub.subscriber_count(&ch));
+            }
+            Cmd::Channels(reply) => {
+                let _ = reply.send(hub.channels());
+            }
+            Cmd::Shutdown(deadline, reply) => {
+                self.stopping.send_replace(true);
+                hub.shutdown(now);
+                self.shutdown_waiters.push(reply);
+                let d = self.shutdown_deadline.map_or(deadline, |d| d.min(deadline));
+                self.shutdown_deadline = Some(d);
+            }
+        }
+    }
+
+    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
+        let Ok(id) = self.hub.open(now, PeerInfo { addr: peer }) else {
+            return; // shutting down: dropping the stream closes it
+        };
+        let tasks = conn::spawn(id, stream, self.tx.clone(), self.read_buffer);
+        let slot = id.slot();
+        if slot >= self.conns.len() {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        if let Some(old) = self.conns[slot].replace(tasks) {
+            old.cut(); // unreachable: the core reports `Closed` before reusing a slot
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnTasks> {
+        self.conns
+            .get_mut(id.slot())
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<ConnTasks> {
+        let entry = self.conns.get_mut(id.slot())?;
+        if entry.as_ref()?.id == id {
+            entry.take()
+        } else {
+            None
+        }
+    }
+
+    /// Routes events and output until the core has nothing more.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.hub.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
+                progressed = true;
+                let batch = std::mem::take(&mut self.frames);
+                if let Some(c) = self.conn_mut(id) {
+                    // A writer that has gone reports the error itself.
+                    let _ = c.frames.send(batch);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let event = match event {
+            Event::Closed { conn, flushed, .. } => {
+                if let Some(c) = self.remove(conn) {
+                    // The core knows whether the peer is owed anything.
+                    if flushed {
+                        c.end();
+                    } else {
+                        c.cut();
+                    }
+                }
+                event
+            }
+            Event::AuthPending { conn, request } if self.deferred.is_some() => {
+                let f = self.deferred.clone().expect("checked");
+                let tx = self.tx.clone();
+                let task = tokio::spawn(async move {
+                    let decision = f(request).await;
+                    let _ = tx.send(Cmd::AuthAnswer(conn, decision)).await;
+                });
+                match self.conn_mut(conn) {
+                    // Aborted if the connection ends first (handshake timeout).
+                    Some(c) => c.auth = Some(task.abort_handle()),
+                    None => task.abort(),
+                }
+                return;
+            }
+            Event::ShutdownComplete => {
+                self.done = true;
+                for w in self.shutdown_waiters.drain(..) {
+                    let _ = w.send(true);
+                }
+                event
+            }
+            other => other,
+        };
+        // Nobody listening is fine: events are then dropped.
+        let _ = self.events.send(event);
+    }
+
+    /// The hub is stopping: cut what is left, answer pending shutdowns.
+    fn cut_all(&mut self) {
+        for c in self.conns.drain(..).flatten() {
+            c.cut();
+        }
+        for w in self.shutdown_waiters.drain(..) {
+            let _ = w.send(false);
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! wshub-tokio: runs a [`wshub_core::Hub`] on a tokio runtime.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use wshub_core::{Event, HubConfig};
+//! use wshub_tokio::Server;
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let mut server = Server::builder(HubConfig::default())
+//!         .bind("127.0.0.1:8080")
+//!         .await?;
+//!     let hub = server.handle();
+//!     tokio::spawn(async move {
+//!         while hub.process_output("build-1", "compiling...").await.is_ok() {
+//!             tokio::time::sleep(Duration::from_secs(1)).await;
+//!         }
+//!     });
+//!     while let Some(event) = server.events().recv().await {
+//!         if let Event::Connected { conn, identity, .. } = event {
+//!             println!("{conn} connected as {:?}", identity.user_id);
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Design
+//!
+//! Everything runs as tasks spawned on the runtime the server is started in,
+//! `current_thread` or multi-thread alike (the core's [`wshub_core::Hub`] is
+//! `Send`, so no `LocalSet` is needed):
+//!
+//! - **One hub task** owns the core. It sleeps until a command arrives on its
+//!   bounded channel or the core's next deadline (`sleep_until`, one timer
+//!   moved from deadline to deadline, never a fixed tick), takes up to 256
+//!   commands, fires due timers, then drains events and output.
+//! - **A reader task per connection** reads into a small reused buffer (4 KiB
+//!   by default) and sends the bytes to the hub task. The command channel is
+//!   bounded, so a peer that floods waits in TCP, not in memory.
+//! - **A writer task per connection** receives batches of the core's shared
+//!   frames and writes them with `write_vectored`, never copying them, looping
+//!   on partial writes and reporting every write back to the hub task. A
+//!   client that stops reading stalls only its own writer; the core's queue
+//!   caps and write-stall timer then close it with 1013.
+//! - **Deferred authentication** ([`Builder::deferred_auth`]) runs as a task
+//!   per pending request; other connections carry on meanwhile.
+//! - When the core reports a connection `Closed`, its writer flushes what it
+//!   holds (within a second) and shuts the socket down; its reader stops
+//!   feeding the hub and waits briefly for the peer's FIN.
+//!
+//! The adapter makes no protocol decisions: the handshake, authentication,
+//! framing, heartbeats and queue limits are the core's.
+//!
+//! Application commands go through a [`Handle`] (async methods) or a
+//! [`BlockingHandle`] (the same as blocking calls, for threads outside the
+//! runtime). Events arrive on a tokio unbounded channel ([`Server::events`]).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod conn;
+mod handle;
+mod hub_task;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use wshub_core::{AuthDecision, Event, HubConfig, UpgradeRequest};
+
+pub use handle::{BlockingHandle, Handle, Stopped};
+pub use wshub_core;
+
+use hub_task::Cmd;
+
+/// A boxed deferred-authentication future.
+pub type AuthFuture = Pin<Box<dyn Future<Output = AuthDecision> + Send>>;
+
+/// An authenticator that does I/O (a database lookup, a JWKS fetch): run as
+/// a task for each request the core's authenticator deferred.
+pub type DeferredAuth = Arc<dyn Fn(UpgradeRequest) -> AuthFuture + Send + Sync>;
+
+/// Configures and starts a [`Server`].
+pub struct Builder {
+    config: HubConfig,
+    deferred_auth: Option<DeferredAuth>,
+    read_buffer: usize,
+}
+
+impl Builder {
+    /// Decides deferred authentications with the async function `f`, run as a
+    /// task per request (`Event::AuthPending` is then not reported). Without
+    /// it, deferred requests surface as `Event::AuthPending` for the
+    /// application to answer through [`Handle::accept`] / [`Handle::reject`].
+    /// An answer that comes after the core's handshake timeout is ignored
+    /// (the client got 503), and the task is aborted. Blocking work belongs
+    /// in `tokio::task::spawn_blocking`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> std::io::Result<()> {
+    /// use wshub_core::{AuthDecision, HubConfig, Identity, Rejection};
+    /// let server = wshub_tokio::Server::builder(HubConfig::default())
+    ///     .deferred_auth(|req| async move {
+    ///         match req.query_param("user") {
+    ///             Some(u) => AuthDecision::Accept(Identity::user(u)),
+    ///             None => AuthDecision::Reject(Rejection::forbidden()),
+    ///         }
+    ///     })
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn deferred_auth<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = AuthDecision> + Send + 'static,
+    {
+        self.deferred_auth = Some(Arc::new(move |req| Box::pin(f(req)) as AuthFuture));
+        self
+    }
+
+    /// Size of each connection's read buffer (default 4 KiB).
+    pub fn read_buffer(mut self, bytes: usize) -> Self {
+        self.read_buffer = bytes.max(64);
+        self
+    }
+
+    /// Binds a TCP listener and serves it.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
+        self.listener(TcpListener::bind(addr).await?)
+    }
+
+    /// Serves an already bound listener. Must be called inside a runtime.
+    pub fn listener(self, listener: TcpListener) -> io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let mut server = self.start()?;
+        server.local_addr = Some(addr);
+        tokio::spawn(accept_loop(
+            listener,
+            server.handle.clone(),
+            server.stopping.clone(),
+        ));
+        Ok(server)
+    }
+
+    /// Starts with no listener: hand it streams with [`Handle::add_stream`]
+    /// (to share a port with an HTTP server, say). Must be called inside a
+    /// runtime; the hub's tasks are spawned on it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use std::time::Duration;
+    /// use wshub_core::HubConfig;
+    ///
+    /// let server = wshub_tokio::Server::builder(HubConfig::default()).start()?;
+    /// let hub = server.handle();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let client = tokio::net::TcpStream::connect(addr).await?;
+    /// let (accepted, _) = listener.accept().await?;
+    /// // An HTTP server saw an upgrade request coming: hand the stream over.
+    /// hub.add_stream(accepted).await.unwrap();
+    /// assert_eq!(hub.stats().await.unwrap().pending, 1);
+    /// assert!(hub.shutdown(Duration::from_secs(1)).await);
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
+    pub fn start(self) -> io::Result<Server> {
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let started = hub_task::spawn(self.config, event_tx, self.deferred_auth, self.read_buffer)?;
+        Ok(Server {
+            handle: started.handle,
+            events,
+            local_addr: None,
+            task: started.task,
+            stopping: started.stopping,
+        })
+    }
+}
+
+/// A running hub. Dropping it leaves the hub running (until
+/// [`Handle::shutdown`] or the runtime's end); its events are then dropped.
+pub struct Server {
+    handle: Handle,
+    events: mpsc::UnboundedReceiver<Event>,
+    local_addr: Option<SocketAddr>,
+    task: JoinHandle<()>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// A builder with `config`.
+    pub fn builder(config: HubConfig) -> Builder {
+        Builder {
+            config,
+            deferred_auth: None,
+            read_buffer: 4096,
+        }
+    }
+
+    /// A handle to command the hub from any task (or, through
+    /// [`Handle::blocking`], any thread).
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The bound address, when serving a listener.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The hub's events: connected, closed, auth failures, application
+    /// messages, slow consumers, pending authentications (without
+    /// [`Builder::deferred_auth`]), plain HTTP requests (with
+    /// `HubConfig::http_fallback`). Read them, or the channel grows. The
+    /// channel ends when the hub task does.
+    pub fn events(&mut self) -> &mut mpsc::UnboundedReceiver<Event> {
+        &mut self.events
+    }
+
+    /// Takes the event receiver (to read it in another task); [`Server::events`]
+    /// then returns a receiver that is already closed.
+    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<Event> {
+        let (_, closed) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.events, closed)
+    }
+
+    /// Waits for the hub task to end (after [`Handle::shutdown`]).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Accepts until shutdown starts or the hub ends.
+async fn accept_loop(listener: TcpListener, handle: Handle, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            // True, or the hub task is gone (its sender dropped).
+            _ = stopping.wait_for(|s| *s) => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if handle.tx.send(Cmd::Open(stream, Some(peer))).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) if is_transient(&e) => {
+                // Out of descriptors or an aborted connection: back off briefly
+                // instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::NotConnected
+    )
+}
