@@ -14,11 +14,13 @@ options:
   --api-key KEY=USER         accept this key (bearer or ?token=) as USER; repeatable
   --api-keys-env VAR         read KEY=USER[,KEY=USER...] from environment variable VAR
   --no-auth                  accept everyone (says so in the log)
+  --admin-key KEY            key for POST /api/publish and /api/broadcast
+                             (default: the generated token; --admin-key-env VAR reads it)
   --allow-origin ORIGIN      allowed Origin; repeatable (default: any)
   --require-header NAME      header every upgrade must carry; repeatable
   --publish PATTERN          channels clients may publish to (* globs); repeatable
   --echo                     echo mode (conformance testing)
-  --runtime NAME             blocking (default), smol or tokio
+  --runtime NAME             tokio (default), smol or blocking
   --ping-interval DURATION   server ping interval (default 30s)
   --pong-timeout DURATION    drop after this long without a frame (default 60s)
   --write-timeout DURATION   cut a stalled writer after this (default 10s)
@@ -46,11 +48,13 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Runtime {
     /// std threads (wshub-blocking).
-    #[default]
     Blocking,
     /// smol / async-io (wshub-smol).
     Smol,
-    /// tokio (wshub-tokio).
+    /// tokio (wshub-tokio). The default for the standalone server: its
+    /// work-stealing scheduler uses every core for tens of thousands of
+    /// connections, where the blocking adapter needs two threads each.
+    #[default]
     Tokio,
 }
 
@@ -72,6 +76,8 @@ pub struct ServeOptions {
     pub api_keys: Vec<(String, String)>,
     /// Auth off.
     pub no_auth: bool,
+    /// The key that may use the publish API (default: the generated token).
+    pub admin_key: Option<String>,
     /// Allowed origins.
     pub allow_origins: Vec<String>,
     /// Required headers.
@@ -199,6 +205,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 .ok_or_else(|| CliError(format!("{flag} needs a value ({what})")))
         };
         let bad = |v: &str, what: &str| CliError(format!("{flag}: `{v}` is not {what}"));
+        let _ = &bad;
         match flag.as_str() {
             "--listen" => o.listen = value("an address like 127.0.0.1:8080")?,
             "--api-key" => {
@@ -219,6 +226,17 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 }
             }
             "--no-auth" => o.no_auth = true,
+            "--admin-key" => o.admin_key = Some(value("a key")?),
+            "--admin-key-env" => {
+                let var = value("a variable name")?;
+                let key = std::env::var(&var).map_err(|_| {
+                    CliError(format!("{flag}: environment variable {var} is not set"))
+                })?;
+                if key.is_empty() {
+                    return Err(CliError(format!("{flag}: {var} is empty")));
+                }
+                o.admin_key = Some(key);
+            }
             "--echo" => o.echo = true,
             "--runtime" => {
                 let v = value("blocking, smol or tokio")?;

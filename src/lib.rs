@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
+pub mod running;
 
 pub use wshub_blocking as blocking;
 pub use wshub_core as core;

@@ -1,17 +1,21 @@
 //! `wshub`: a standalone hub server.
 //!
-//! `wshub serve` listens on 127.0.0.1:8080 with the WebSocket endpoint at `/ws`.
-//! With no auth option it generates a token at start and prints the URL to use,
-//! as Jupyter does; `--no-auth` turns auth off.
+//! `wshub serve` listens on 127.0.0.1:8080 with the WebSocket endpoint at `/ws`
+//! and an HTTP API on the same port (`/`, `/healthz`, `/api/stats`,
+//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`). With no auth
+//! option it generates a token at start and prints the page URL with it, as
+//! Jupyter does; `--no-auth` turns auth off.
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use wshub::api::{self, HubOps};
 use wshub::cli::{parse, Command, Runtime, ServeOptions, USAGE};
-use wshub_blocking::Server;
+use wshub::running::Running;
 use wshub_core::auth::{AllowAll, ApiKeyAuth, TokenSource};
 use wshub_core::config::PublishPatterns;
-use wshub_core::{Event, HubConfig, Mode};
+use wshub_core::{AuthDecision, Event, HubConfig, Message, Mode, Stats};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,14 +25,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Runtimes) => {
-            for (name, rt) in Runtime::ALL {
-                if available(rt) {
-                    println!("{name}");
-                }
+            for (name, _) in Runtime::ALL {
+                println!("{name}");
             }
             ExitCode::SUCCESS
         }
-        Ok(Command::Serve(opts)) => match serve(opts) {
+        Ok(Command::Serve(opts)) => match serve(*opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("wshub: {e}");
@@ -42,12 +44,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(opts: Box<ServeOptions>) -> std::io::Result<()> {
+struct Ops<'a>(&'a Running);
+
+impl HubOps for Ops<'_> {
+    fn publish(&self, channel: &str, m: Message) -> Option<usize> {
+        self.0.publish(channel, m).ok()
+    }
+    fn broadcast(&self, m: Message) -> Option<usize> {
+        self.0.broadcast(m).ok()
+    }
+    fn stats(&self) -> Option<Stats> {
+        self.0.stats().ok()
+    }
+    fn channels(&self) -> Option<Vec<(String, usize)>> {
+        self.0.channels().ok()
+    }
+}
+
+fn serve(opts: ServeOptions) -> std::io::Result<()> {
     let mut config = HubConfig {
         mode: if opts.echo { Mode::Echo } else { Mode::Hub },
         allowed_origins: opts.allow_origins.clone(),
         required_headers: opts.require_headers.clone(),
         policy: Arc::new(PublishPatterns::new(opts.publish.clone())),
+        http_fallback: !opts.echo,
         ..HubConfig::default()
     };
     if opts.echo {
@@ -66,34 +86,56 @@ fn serve(opts: Box<ServeOptions>) -> std::io::Result<()> {
         keys.push((token.clone(), "user".to_owned()));
         Some(token)
     };
+    let admin_key = opts.admin_key.clone().or_else(|| generated.clone());
     if opts.no_auth {
         config.authenticator = Arc::new(AllowAll);
     } else {
         let source = TokenSource::BearerOrQuery("token".into());
         config.authenticator = Arc::new(ApiKeyAuth::new(keys).source(source));
     }
-    if !available(opts.runtime) {
-        return Err(std::io::Error::other(format!(
-            "runtime {:?} is not available in this build",
-            opts.runtime
-        )));
-    }
-    let server = Server::builder(config).bind(&opts.listen)?;
-    let addr = server
-        .local_addr()
-        .map_or(opts.listen.clone(), |a| a.to_string());
-    eprintln!("wshub: listening on ws://{addr}/ws");
+    let authenticator = config.authenticator.clone();
+    let running = Arc::new(Running::start(opts.runtime, config, &opts.listen)?);
+    let addr = running.local_addr();
+    eprintln!(
+        "wshub: listening on ws://{addr}/ws ({:?} runtime)",
+        opts.runtime
+    );
     if opts.no_auth {
         eprintln!(
             "wshub: authentication is OFF (--no-auth): anyone who can reach {addr} can connect"
         );
     }
-    if let Some(token) = generated {
-        // Printed once, on purpose, like Jupyter: the operator needs it.
-        println!("ws://{addr}/ws?token={token}");
+    if admin_key.is_none() {
+        eprintln!("wshub: the publish API is off (no --admin-key)");
     }
-    for event in server.events() {
+    if let Some(token) = &generated {
+        // Printed once, on purpose, like Jupyter: the operator needs it.
+        println!("http://{addr}/?token={token}");
+    }
+    watch_signals(running.clone())?;
+
+    let check_token = |r: &wshub_core::UpgradeRequest| {
+        matches!(authenticator.authenticate(r), AuthDecision::Accept(_))
+    };
+    while let Some(event) = running.next_event() {
         match event {
+            Event::HttpRequest {
+                conn,
+                method,
+                request,
+                body,
+            } => {
+                let r = api::route(
+                    &method,
+                    &request,
+                    &body,
+                    admin_key.as_deref(),
+                    &check_token,
+                    &Ops(&running),
+                );
+                let headers = r.headers();
+                let _ = running.http_respond(conn, r.status, headers, r.body);
+            }
             Event::Connected { conn, identity, .. } => {
                 eprintln!("wshub: {conn} connected user={:?}", identity.user_id)
             }
@@ -124,13 +166,31 @@ fn serve(opts: Box<ServeOptions>) -> std::io::Result<()> {
             } => {
                 eprintln!("wshub: {conn} slow consumer cut with {queued_messages} messages queued")
             }
+            Event::ShutdownComplete => {
+                eprintln!("wshub: shutdown complete");
+                break;
+            }
             _ => {}
         }
     }
     Ok(())
 }
 
-/// Runtimes this build can serve on.
-fn available(rt: Runtime) -> bool {
-    matches!(rt, Runtime::Blocking)
+/// SIGINT and SIGTERM start a graceful shutdown: 1001 to every client, flush,
+/// then the event loop ends and the process exits 0.
+fn watch_signals(running: Arc<Running>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("wshub-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                eprintln!("wshub: signal {sig}: shutting down");
+                if !running.shutdown(Duration::from_secs(10)) {
+                    eprintln!("wshub: shutdown deadline passed; remaining connections cut");
+                    std::process::exit(0);
+                }
+            }
+        })?;
+    Ok(())
 }

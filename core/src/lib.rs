@@ -74,6 +74,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod client;
 pub mod config;
 mod conn;
 pub mod event;

@@ -1,0 +1,2654 @@
+//! The reconnecting client: a sans-IO state machine that connects to one of
+//! several endpoints, speaks the wshub protocol, and comes back after every
+//! outage with its subscriptions restored.
+//!
+//! It has the hub's shape: **feed it what happened, then drain what it wants
+//! done.** It never opens a socket, reads a clock or draws entropy: it asks the
+//! driver to open a connection ([`ClientEvent::Connect`]) or drop one
+//! ([`ClientEvent::CloseSocket`]), takes `now: Instant` on every call that can
+//! move a timer, and draws WebSocket keys, frame masks and backoff jitter from
+//! a [`SplitMix64`] seeded by the caller.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use wshub_core::client::{Client, ClientConfig, ClientEvent, ClientState, Endpoint};
+//! use wshub_core::{Hub, HubConfig, PeerInfo};
+//!
+//! let mut now = Instant::now(); // the driver reads the clock; the core never does
+//! let endpoint = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+//! let mut client = Client::new(ClientConfig::new(vec![endpoint]), now, 0x5eed).unwrap();
+//! client.subscribe(now, "process:build-1");
+//! client.start(now);
+//!
+//! // Stand-in for the network: a hub in the same process.
+//! let mut hub = Hub::new(HubConfig::default(), now, Duration::from_secs(1_700_000_000)).unwrap();
+//! let mut socket = None;
+//! let mut frames = Vec::new();
+//! let mut restored = Vec::new();
+//! for _ in 0..4 {
+//!     // 1. Events: open and drop sockets as asked, hand the rest to the app.
+//!     while let Some(event) = client.poll_event() {
+//!         match event {
+//!             ClientEvent::Connect { endpoint, .. } => {
+//!                 // A real driver connects to (endpoint.host, endpoint.port),
+//!                 // with TLS if endpoint.tls, then reports the outcome.
+//!                 socket = Some(hub.open(now, PeerInfo::default()).unwrap());
+//!                 client.handle_connected(now);
+//!             }
+//!             ClientEvent::CloseSocket => socket = None,
+//!             ClientEvent::SubscriptionsRestored { restored: r, .. } => restored = r,
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//!     // 2. Write what the client wants sent, and feed back what the peer answered.
+//!     while let Some(bytes) = client.poll_transmit() {
+//!         hub.handle_read(now, socket.unwrap(), &bytes).unwrap();
+//!     }
+//!     while let Some(id) = hub.poll_transmit(&mut frames) {
+//!         let n = frames.iter().map(|f| f.len()).sum();
+//!         for f in frames.drain(..) {
+//!             client.handle_read(now, &f);
+//!         }
+//!         hub.handle_written(now, id, n).unwrap();
+//!     }
+//!     // 3. Sleep until the deadline (or until the socket is readable), then tell the client.
+//!     if let Some(deadline) = client.poll_timeout() {
+//!         now = now.max(deadline);
+//!     }
+//!     client.handle_timeout(now);
+//! }
+//! assert_eq!(client.state(), ClientState::Connected { endpoint: 0 });
+//! assert_eq!(restored, ["process:build-1"]);
+//! assert_eq!(hub.subscriber_count("process:build-1"), 1);
+//! ```
+//!
+//! # Method groups
+//!
+//! - **Inputs** (`handle_*`): the connect outcome, bytes read (any split), EOF
+//!   or an I/O error, time passing. Early or repeated
+//!   [`Client::handle_timeout`] calls are no-ops; inputs that do not fit the
+//!   current state (bytes for a socket already dropped) are ignored.
+//! - **Outputs** (`poll_*`): [`Client::poll_event`], [`Client::poll_transmit`]
+//!   (owned bytes; write all of them), [`Client::poll_timeout`] (the last `now`
+//!   while anything is waiting). Drain all three after every input.
+//! - **Commands**: [`Client::start`], [`Client::subscribe`],
+//!   [`Client::unsubscribe`], [`Client::send`] (and `send_text`,
+//!   `send_binary`), [`Client::close`], [`Client::set_token`].
+//! - **Queries**: [`Client::state`], [`Client::subscriptions`],
+//!   [`Client::queued`], [`Client::config`].
+//!
+//! # The socket contract
+//!
+//! Every [`ClientEvent::Connect`] starts one connection attempt, and exactly
+//! one thing ends it: the driver's [`Client::handle_connect_failed`], or a
+//! later [`ClientEvent::CloseSocket`] (which also cancels a connect still in
+//! progress). So the driver holds at most one socket, and after `CloseSocket`
+//! it must not report anything more about that socket. `CloseSocket` is held
+//! back while output is waiting in [`Client::poll_transmit`] (a close frame
+//! that must go out first), so a driver that drains both in a loop writes the
+//! close before it drops the socket.
+//!
+//! # Reconnecting
+//!
+//! Endpoints are tried in order. A refused connection, a handshake status
+//! other than 101 (5xx, 404, a redirect: redirects are not followed), an
+//! invalid 101, or no 101 within `connect_timeout` moves on to the next
+//! endpoint at once. When every endpoint has failed, the walk waits the
+//! [`Backoff`] delay and starts again from the first. A connection that
+//! drops after it was established counts as a failed walk too: the first
+//! reconnect also waits a (jittered) delay, which is what spreads a hub
+//! restart's thousands of clients over time instead of landing them all on
+//! the hub in the same millisecond. A connection that stayed up for the
+//! policy's `reset_after` starts the schedule from `initial` again.
+//!
+//! An HTTP 401 or 403 ends everything at once: the same token would fail on
+//! every endpoint, so no other endpoint is tried and nothing is retried
+//! ([`ClientState::AuthFailed`], distinct from [`ClientState::GivenUp`] so the
+//! application can tell "fix the credentials" from "the servers are down").
+//! Only the application restarts it ([`Client::set_token`] and
+//! [`Client::start`]).
+//!
+//! The server can ask for a longer wait: `Retry-After: <seconds>` on a 503 or
+//! 429 becomes a floor under the next delay (it may exceed the policy's `max`,
+//! up to [`MAX_FLOOR`]), and a close with code
+//! 1013 ("try again later") makes the next delay at least half of `max`
+//! (exactly `max` without jitter). The floor applies after the current walk:
+//! the next endpoint may well be healthy, so it is still tried at once.
+//!
+//! # Subscriptions and sending
+//!
+//! Subscriptions are remembered and sent again, with level-1 request ids
+//! (strings `sub-N`, so they cannot collide with numeric ids an application
+//! puts on its own messages), after every (re)connect; the replies are matched to report
+//! [`ClientEvent::SubscriptionsRestored`]. A subscription the server refuses
+//! is forgotten (re-sending it on every reconnect would only be refused
+//! again). A server that does not answer ids (level 0, go-ws) leaves them
+//! `unconfirmed` after `ack_timeout`.
+//!
+//! Messages sent while no connection is up are refused
+//! ([`SendError::NotConnected`], as go-ws does) unless `offline_queue` is
+//! set, in which case up to that many wait and are sent, in order, right after
+//! the subscriptions on the next connection. Delivery is at most once: bytes
+//! handed to the driver when the connection died are not sent again.
+//!
+//! # Secrets
+//!
+//! The token is held in a [`Secret`]; events, errors, states and every
+//! `Debug` output here leave it out (headers are shown by name only, query
+//! values as `<redacted>`). It appears only in the handshake bytes handed to
+//! the driver.
+//!
+//! # Randomness
+//!
+//! The seed should come from the operating system's RNG in production. The
+//! WebSocket key and masks only need to be unpredictable to intermediaries
+//! (RFC 6455 §10.3), and jitter only needs to differ between clients; the
+//! seed makes a whole run reproducible in tests and simulations.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::backoff::{Backoff, BackoffPolicy, Jitter, SplitMix64, MAX_FLOOR};
+use crate::frame::{self, Decoded, FrameDecoder, OpCode, Role, Violation};
+use crate::handshake::accept_key;
+use crate::request::Secret;
+
+/// Header slots for parsing the handshake response; more headers is a failure.
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+// ---------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------
+
+/// A server to connect to: where to open the socket and what to ask for.
+///
+/// `Debug` shows query values as `<redacted>` (a URL may carry a credential).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP address, without brackets for IPv6.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// The request target: a path starting with `/`, optionally `?query`.
+    pub path_and_query: String,
+    /// Whether the driver must speak TLS (`wss://`).
+    pub tls: bool,
+}
+
+/// Why a URL is not a usable [`Endpoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointError {
+    /// The scheme is not `ws` or `wss`.
+    Scheme,
+    /// The host is missing or has characters a host name cannot have.
+    Host,
+    /// The port is not a number in 1..=65535.
+    Port,
+    /// User info (`user:pass@`) is not supported: it would be sent nowhere.
+    UserInfo,
+    /// WebSocket URLs must not have a fragment (RFC 6455 §3).
+    Fragment,
+    /// The path or query has spaces, control or non-ASCII characters
+    /// (percent-encode them).
+    Path,
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndpointError::Scheme => "invalid endpoint: scheme must be ws or wss",
+            EndpointError::Host => "invalid endpoint: bad or missing host",
+            EndpointError::Port => "invalid endpoint: port must be in 1..=65535",
+            EndpointError::UserInfo => "invalid endpoint: user info is not supported",
+            EndpointError::Fragment => "invalid endpoint: a WebSocket URL has no fragment",
+            EndpointError::Path => {
+                "invalid endpoint: path or query has spaces, control or non-ASCII characters"
+            }
+        })
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+impl Endpoint {
+    /// Parses `ws://host[:port][/path][?query]` or `wss://...`. IPv6 hosts go
+    /// in brackets (`ws://[::1]:8080/ws`). The port defaults to 80 (ws) or
+    /// 443 (wss), the path to `/`.
+    pub fn parse(url: &str) -> Result<Endpoint, EndpointError> {
+        let (scheme, rest) = url.split_once("://").ok_or(EndpointError::Scheme)?;
+        let tls = if scheme.eq_ignore_ascii_case("ws") {
+            false
+        } else if scheme.eq_ignore_ascii_case("wss") {
+            true
+        } else {
+            return Err(EndpointError::Scheme);
+        };
+        if rest.contains('#') {
+            return Err(EndpointError::Fragment);
+        }
+        let (authority, target) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(EndpointError::UserInfo);
+        }
+        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+            let (host, tail) = inner.split_once(']').ok_or(EndpointError::Host)?;
+            let port = match tail {
+                "" => None,
+                t => Some(t.strip_prefix(':').ok_or(EndpointError::Port)?),
+            };
+            (host, port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        let port = match port {
+            None if tls => 443,
+            None => 80,
+            Some(p) => parse_port(p).ok_or(EndpointError::Port)?,
+        };
+        let path_and_query = match target {
+            "" => "/".to_owned(),
+            t if t.starts_with('?') => format!("/{t}"),
+            t => t.to_owned(),
+        };
+        let endpoint = Endpoint {
+            host: host.to_owned(),
+            port,
+            path_and_query,
+            tls,
+        };
+        endpoint.validate()?;
+        Ok(endpoint)
+    }
+
+    /// Checks the fields (they are public, so a hand-built endpoint is checked
+    /// again by [`ClientConfig::validate`]): anything that could break the
+    /// request line or the `Host` header is refused.
+    pub fn validate(&self) -> Result<(), EndpointError> {
+        let ipv6 = self.host.contains(':');
+        let host_ok = !self.host.is_empty()
+            && self.host.bytes().all(|b| {
+                if ipv6 {
+                    b.is_ascii_hexdigit() || b == b':' || b == b'.'
+                } else {
+                    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+                }
+            });
+        if !host_ok {
+            return Err(EndpointError::Host);
+        }
+        if self.port == 0 {
+            return Err(EndpointError::Port);
+        }
+        let path_ok = self.path_and_query.starts_with('/')
+            && self
+                .path_and_query
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'#');
+        if !path_ok {
+            return Err(EndpointError::Path);
+        }
+        Ok(())
+    }
+
+    /// The `Host` header value: the host (bracketed if IPv6) and the port
+    /// unless it is the scheme's default.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.tls { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    // `u16::from_str` would take "+80"; a port is digits only.
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|&p| p != 0)
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("path_and_query", &redact_query(&self.path_and_query))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// `path?a=<redacted>&b=<redacted>`: parameter names stay, values go.
+fn redact_query(target: &str) -> String {
+    match target.split_once('?') {
+        None => target.to_owned(),
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+                .map(|k| format!("{k}=<redacted>"))
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// Where the token goes in the upgrade request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenPlacement {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `?<param>=<token>` appended to the request target (percent-encoded),
+    /// as browsers must do.
+    Query(String),
+}
+
+/// Everything a [`Client`] can be told. Build with [`ClientConfig::new`] and
+/// adjust fields; [`Client::new`] validates.
+///
+/// `Debug` shows header names but not their values, and never the token.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Servers, in order of preference; at least one.
+    pub endpoints: Vec<Endpoint>,
+    /// The reconnect schedule (go-ws defaults, full jitter).
+    pub backoff: BackoffPolicy,
+    /// A credential and where to put it.
+    pub token: Option<(Secret, TokenPlacement)>,
+    /// Extra request headers (`Origin`, a tenant id). Names the handshake
+    /// owns (`Host`, `Upgrade`, `Connection`, `Sec-WebSocket-*`, framing
+    /// headers) are refused; so is `Authorization` with a bearer token.
+    pub headers: Vec<(String, String)>,
+    /// Subprotocols offered, in preference order.
+    pub subprotocols: Vec<String>,
+    /// How often to send an application-level `{"type":"ping"}` while
+    /// connected, so that a quiet connection still hears from the server.
+    /// Zero disables it. Default 30 s.
+    pub ping_interval: Duration,
+    /// Nothing at all received for this long: the server is presumed dead,
+    /// the socket dropped and a reconnect scheduled. Zero disables it.
+    /// Default 75 s (two missed pings and some slack).
+    pub dead_timeout: Duration,
+    /// From [`ClientEvent::Connect`] to a valid 101 (TCP, TLS and the
+    /// upgrade). Default 10 s, the hub's handshake timeout.
+    pub connect_timeout: Duration,
+    /// How long to wait for the replies to re-sent subscriptions before
+    /// reporting them as unconfirmed. Default 10 s.
+    pub ack_timeout: Duration,
+    /// After [`Client::close`], how long to wait for the server's close
+    /// reply before dropping the socket. Default 5 s.
+    pub close_timeout: Duration,
+    /// Largest message accepted from the server (close 1009 past it) and
+    /// sent to it ([`SendError::TooLarge`]). Default 64 KiB, go-ws's limit.
+    pub max_message_size: usize,
+    /// Largest handshake response head (status line and headers). Default 16 KiB.
+    pub max_response_bytes: usize,
+    /// Messages kept while disconnected: 0 (default) refuses them with
+    /// [`SendError::NotConnected`] as go-ws does; more keeps that many,
+    /// sent in order after the next connect.
+    pub offline_queue: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for everything but the endpoints.
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        ClientConfig {
+            endpoints,
+            backoff: BackoffPolicy::default(),
+            token: None,
+            headers: Vec::new(),
+            subprotocols: Vec::new(),
+            ping_interval: Duration::from_secs(30),
+            dead_timeout: Duration::from_secs(75),
+            connect_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_message_size: 64 * 1024,
+            max_response_bytes: 16 * 1024,
+            offline_queue: 0,
+        }
+    }
+
+    /// Checks that the configuration can work; [`Client::new`] refuses one
+    /// that does not.
+    pub fn validate(&self) -> Result<(), ClientConfigError> {
+        let err = |field, problem| Err(ClientConfigError { field, problem });
+        if self.endpoints.is_empty() {
+            return err("endpoints", "must not be empty");
+        }
+        if self.endpoints.iter().any(|e| e.validate().is_err()) {
+            return err(
+                "endpoints",
+                "holds an invalid endpoint (see Endpoint::validate)",
+            );
+        }
+        if self.backoff.validate().is_err() {
+            return err(
+                "backoff",
+                "is not a valid policy (see BackoffPolicy::validate)",
+            );
+        }
+        if self.connect_timeout.is_zero() {
+            return err("connect_timeout", "must be positive");
+        }
+        if self.ack_timeout.is_zero() {
+            return err("ack_timeout", "must be positive");
+        }
+        if self.close_timeout.is_zero() {
+            return err("close_timeout", "must be positive");
+        }
+        if !self.ping_interval.is_zero()
+            && !self.dead_timeout.is_zero()
+            && self.dead_timeout <= self.ping_interval
+        {
+            // A quiet but healthy server answers our ping only after it
+            // arrives: a dead timeout within one ping interval would kill it.
+            return err("dead_timeout", "must exceed ping_interval");
+        }
+        if self.max_message_size == 0 {
+            return err("max_message_size", "must be positive");
+        }
+        if self.max_response_bytes < 256 {
+            return err("max_response_bytes", "must be at least 256");
+        }
+        if self.subprotocols.iter().any(|p| !is_token(p)) {
+            return err("subprotocols", "must be HTTP tokens");
+        }
+        let bearer = matches!(self.token, Some((_, TokenPlacement::Bearer)));
+        for (name, value) in &self.headers {
+            if !is_token(name) {
+                return err("headers", "a header name is not an HTTP token");
+            }
+            if value.bytes().any(|b| b != b'\t' && b.is_ascii_control()) {
+                // A CR or LF would let a value forge headers of its own.
+                return err("headers", "a header value has a control character");
+            }
+            if reserved_header(name) {
+                return err("headers", "a header the handshake sets itself was given");
+            }
+            if bearer && name.eq_ignore_ascii_case("authorization") {
+                return err("headers", "Authorization given with a bearer token");
+            }
+        }
+        match &self.token {
+            None => {}
+            Some((secret, TokenPlacement::Bearer)) => {
+                let t = secret.expose();
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    return err(
+                        "token",
+                        "a bearer token must be visible ASCII without spaces",
+                    );
+                }
+            }
+            Some((secret, TokenPlacement::Query(param))) => {
+                if secret.expose().is_empty() {
+                    return err("token", "must not be empty");
+                }
+                if param.is_empty() || !param.bytes().all(is_unreserved) {
+                    return err(
+                        "token",
+                        "the query parameter name must be unreserved characters",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials (a cookie, an API key): names only.
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        let token = self.token.as_ref().map(|(s, p)| (s, p));
+        f.debug_struct("ClientConfig")
+            .field("endpoints", &self.endpoints)
+            .field("backoff", &self.backoff)
+            .field("token", &token)
+            .field("headers", &header_names)
+            .field("subprotocols", &self.subprotocols)
+            .field("ping_interval", &self.ping_interval)
+            .field("dead_timeout", &self.dead_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("close_timeout", &self.close_timeout)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("offline_queue", &self.offline_queue)
+            .finish()
+    }
+}
+
+/// A configuration value that cannot work. The message never includes the
+/// token or a header value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfigError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl fmt::Display for ClientConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid client config: {} {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ClientConfigError {}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+fn reserved_header(name: &str) -> bool {
+    [
+        "host",
+        "upgrade",
+        "connection",
+        "content-length",
+        "transfer-encoding",
+    ]
+    .iter()
+    .any(|r| name.eq_ignore_ascii_case(r))
+        || name
+            .get(..14)
+            .is_some_and(|p| p.eq_ignore_ascii_case("sec-websocket-"))
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if is_unreserved(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// States, events, errors
+// ---------------------------------------------------------------------------
+
+/// Where the client is, readable at any time ([`Client::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    /// No connection: not started yet (`next_attempt: None`), or waiting for
+    /// the backoff delay to pass.
+    Disconnected {
+        /// When the next walk over the endpoints starts.
+        next_attempt: Option<Instant>,
+    },
+    /// A connection attempt is in progress (TCP, TLS or the upgrade).
+    Connecting {
+        /// Connection attempts since the start or the last drop, this one
+        /// included (1-based; counts every endpoint tried).
+        attempt: u32,
+        /// Which endpoint is being tried.
+        endpoint: usize,
+    },
+    /// Upgraded and speaking the protocol.
+    Connected {
+        /// Which endpoint.
+        endpoint: usize,
+    },
+    /// The retry limit was reached; nothing happens until [`Client::start`].
+    GivenUp,
+    /// The server refused the credentials (401 or 403); nothing happens until
+    /// [`Client::start`].
+    AuthFailed {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// [`Client::close`] was called (the close handshake may still be
+    /// finishing; [`ClientEvent::Closed`] says when it has).
+    Closed,
+}
+
+/// Why a connection attempt failed or an established connection ended.
+/// Never holds a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The driver could not connect ([`Client::handle_connect_failed`]).
+    ConnectFailed,
+    /// No valid 101 within `connect_timeout`.
+    ConnectTimeout,
+    /// The server answered the upgrade with this status (not 101, 401, 403).
+    Status(u16),
+    /// The 101 response, or the HTTP around it, is not acceptable; says why.
+    BadResponse(&'static str),
+    /// The response head exceeded `max_response_bytes`.
+    ResponseTooLarge,
+    /// The socket ended without a close frame.
+    Eof,
+    /// The driver reported an I/O error ([`Client::handle_io_error`]).
+    Io,
+    /// The server sent a close frame.
+    ServerClosed {
+        /// Its code, if it sent one.
+        code: Option<u16>,
+        /// Its reason text (the server's words).
+        reason: String,
+    },
+    /// The server broke RFC 6455 (or sent too big a message); we closed with
+    /// the matching code.
+    Protocol(Violation),
+    /// Nothing arrived within `dead_timeout`.
+    DeadServer,
+    /// [`Client::close`].
+    Local,
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisconnectReason::ConnectFailed => f.write_str("could not connect"),
+            DisconnectReason::ConnectTimeout => f.write_str("no handshake response in time"),
+            DisconnectReason::Status(s) => write!(f, "handshake refused with HTTP {s}"),
+            DisconnectReason::BadResponse(why) => write!(f, "invalid handshake response: {why}"),
+            DisconnectReason::ResponseTooLarge => f.write_str("handshake response too large"),
+            DisconnectReason::Eof => f.write_str("connection closed without a close frame"),
+            DisconnectReason::Io => f.write_str("I/O error"),
+            DisconnectReason::ServerClosed {
+                code: Some(c),
+                reason,
+            } => {
+                write!(f, "server closed the connection ({c} {reason:?})")
+            }
+            DisconnectReason::ServerClosed { code: None, .. } => {
+                f.write_str("server closed the connection")
+            }
+            DisconnectReason::Protocol(v) => write!(f, "server broke the protocol: {v}"),
+            DisconnectReason::DeadServer => f.write_str("nothing received from the server in time"),
+            DisconnectReason::Local => f.write_str("closed by the application"),
+        }
+    }
+}
+
+/// A JSON message from the server (PROTOCOL.md), as far as the client reads
+/// it. Fields other than these are dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerMessage {
+    /// `type`: `process_output`, `event`, `error`, an application type...
+    pub kind: String,
+    /// `channel`, for channel publishes.
+    pub channel: Option<String>,
+    /// `processId`, for process messages.
+    pub process_id: Option<String>,
+    /// `data`; `Null` when absent.
+    pub data: Value,
+    /// `timestamp` as sent (RFC 3339).
+    pub timestamp: Option<String>,
+    /// `id`: the level-1 request id this replies to.
+    pub id: Option<Value>,
+}
+
+/// Parses one text frame from the server: one JSON object, or several
+/// separated by whitespace (go-ws batches with `\n`). `None` unless every
+/// value is an object with a string `type`.
+pub fn parse_server_messages(text: &str) -> Option<Vec<ServerMessage>> {
+    let mut out = Vec::new();
+    for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        let Ok(Value::Object(mut obj)) = value else {
+            return None;
+        };
+        let Some(Value::String(kind)) = obj.remove("type") else {
+            return None;
+        };
+        let string = |v: Option<Value>| match v {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        out.push(ServerMessage {
+            kind,
+            channel: string(obj.remove("channel")),
+            process_id: string(obj.remove("processId")),
+            data: obj.remove("data").unwrap_or(Value::Null),
+            timestamp: string(obj.remove("timestamp")),
+            id: obj.remove("id"),
+        });
+    }
+    if out.is_empty() {
+        None
+    } else {
+        Some(out)
+    }
+}
+
+/// What the driver must do, or the application must know.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// Open a TCP connection (TLS if `endpoint.tls`) to this endpoint, then
+    /// call [`Client::handle_connected`] or [`Client::handle_connect_failed`].
+    Connect {
+        /// Index into [`ClientConfig::endpoints`].
+        endpoint_index: usize,
+        /// The endpoint itself.
+        endpoint: Endpoint,
+    },
+    /// Drop the socket (or cancel the connect in progress). Delivered only
+    /// once [`Client::poll_transmit`] is empty, so a final close frame goes
+    /// out first.
+    CloseSocket,
+    /// One connection attempt failed; the walk goes on (or waits).
+    ConnectFailed {
+        /// Which endpoint.
+        endpoint_index: usize,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// The first connection since [`Client::start`] is up.
+    Connected {
+        /// Which endpoint.
+        endpoint_index: usize,
+        /// The subprotocol the server chose.
+        subprotocol: Option<String>,
+    },
+    /// A later connection is up (exactly one of `Connected` and
+    /// `Reconnected` per connection).
+    Reconnected {
+        /// Connection attempts since the previous connection dropped, this one
+        /// included (1 = the first try succeeded).
+        attempt: u32,
+        /// Which endpoint.
+        endpoint_index: usize,
+        /// The subprotocol the server chose.
+        subprotocol: Option<String>,
+    },
+    /// An established connection ended; a reconnect is scheduled unless the
+    /// application closed it.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A message from the server (`ack`/`error` replies to the client's own
+    /// requests and `pong`s are consumed, not delivered).
+    Message(ServerMessage),
+    /// A text frame that is not a JSON object stream with `type`s.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// The subscriptions re-sent after a connect were answered (or the
+    /// `ack_timeout` passed). Only on connects with something to restore.
+    SubscriptionsRestored {
+        /// Acknowledged, sorted.
+        restored: Vec<String>,
+        /// Refused by the server and therefore forgotten, sorted.
+        refused: Vec<String>,
+        /// No reply within `ack_timeout` (a level-0 server never replies);
+        /// still remembered, sorted.
+        unconfirmed: Vec<String>,
+    },
+    /// The server refused a subscription made while connected; it is
+    /// forgotten.
+    SubscribeRefused {
+        /// The channel.
+        channel: String,
+        /// The level-1 error code (`forbidden`, `limit`, `bad_request`).
+        code: String,
+    },
+    /// The server refused the credentials: nothing more will be tried.
+    AuthFailed {
+        /// Which endpoint refused.
+        endpoint_index: usize,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The retry limit was reached: nothing more will be tried.
+    GaveUp,
+    /// [`Client::close`] has finished; the last event.
+    Closed,
+}
+
+/// Why [`Client::send`] did not take a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Not connected and no offline queue configured.
+    NotConnected,
+    /// Not connected and the offline queue is full.
+    QueueFull,
+    /// The message exceeds `max_message_size`.
+    TooLarge,
+    /// The client is closed, has given up, or was refused authentication.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::NotConnected => "not connected",
+            SendError::QueueFull => "not connected and the offline queue is full",
+            SendError::TooLarge => "message exceeds the maximum message size",
+            SendError::Closed => "the client is closed or has stopped reconnecting",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+// ---------------------------------------------------------------------------
+// The state machine
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Outgoing {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// Re-sent after a connect; counts towards `SubscriptionsRestored`.
+    Restore,
+    /// Subscribed while connected (or a restore past its `ack_timeout`).
+    Live,
+    /// An unsubscribe; its reply is swallowed.
+    Unsubscribe,
+}
+
+struct Restore {
+    deadline: Instant,
+    waiting: BTreeSet<String>,
+    restored: Vec<String>,
+    refused: Vec<String>,
+}
+
+struct Open {
+    endpoint: usize,
+    decoder: FrameDecoder,
+    last_rx: Instant,
+    next_ping: Option<Instant>,
+    /// Request id (`sub-N`, `unsub-N`) -> (channel, why it was sent).
+    pending: HashMap<String, (String, Purpose)>,
+    restore: Option<Restore>,
+}
+
+struct Handshake {
+    expected_accept: String,
+    buf: Vec<u8>,
+}
+
+enum Phase {
+    /// Before [`Client::start`].
+    Idle,
+    /// Waiting for the backoff trigger (held by `Client::backoff`).
+    Waiting,
+    /// `Connect` emitted; waiting for the driver's outcome.
+    Dialing {
+        endpoint: usize,
+        deadline: Instant,
+    },
+    /// Request written; reading the response.
+    Handshaking {
+        endpoint: usize,
+        deadline: Instant,
+        hs: Box<Handshake>,
+    },
+    Open(Box<Open>),
+    /// Our close frame is out; waiting for the server's.
+    Closing {
+        deadline: Instant,
+        decoder: FrameDecoder,
+    },
+    GivenUp,
+    AuthFailed {
+        status: u16,
+    },
+    Closed,
+}
+
+/// The sans-IO reconnecting client. See the module docs for the contract.
+pub struct Client {
+    cfg: ClientConfig,
+    backoff: Backoff,
+    rng: SplitMix64,
+    phase: Phase,
+    last_now: Instant,
+    events: VecDeque<ClientEvent>,
+    /// Bytes for the current socket, handed out whole by `poll_transmit`.
+    transmit: Vec<u8>,
+    subs: BTreeSet<String>,
+    next_id: u64,
+    offline: VecDeque<Outgoing>,
+    ever_connected: bool,
+    /// Connection attempts since the start or the last drop.
+    dials: u32,
+    /// The longest floor a server asked for during the current walk.
+    walk_floor: Option<Duration>,
+}
+
+// The config holds the token and `transmit` holds the request with it: show
+// neither.
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .field("endpoints", &self.cfg.endpoints)
+            .field("subscriptions", &self.subs.len())
+            .field("offline_queued", &self.offline.len())
+            .field("events", &self.events.len())
+            .field("transmit_bytes", &self.transmit.len())
+            .field("backoff_attempt", &self.backoff.attempt())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `now + d`, saturating at the latest representable instant on the way:
+/// a configured timeout of centuries must not panic.
+fn after(now: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(t) = now.checked_add(d) {
+            return t;
+        }
+        d /= 2;
+    }
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl Client {
+    /// A client that will connect to `cfg.endpoints` once [`Client::start`]
+    /// is called. `seed` feeds every random choice (see the module docs).
+    pub fn new(cfg: ClientConfig, now: Instant, seed: u64) -> Result<Client, ClientConfigError> {
+        cfg.validate()?;
+        Ok(Client {
+            backoff: Backoff::new(cfg.backoff.clone()),
+            cfg,
+            rng: SplitMix64::new(seed),
+            phase: Phase::Idle,
+            last_now: now,
+            events: VecDeque::new(),
+            transmit: Vec::new(),
+            subs: BTreeSet::new(),
+            next_id: 1,
+            offline: VecDeque::new(),
+            ever_connected: false,
+            dials: 0,
+            walk_floor: None,
+        })
+    }
+
+    // ----- commands -------------------------------------------------------
+
+    /// Starts connecting (to the first endpoint, at once).
+    ///
+    /// Also restarts a client that gave up, was refused authentication or was
+    /// closed, with a fresh backoff schedule; a close still in progress is cut
+    /// short. Otherwise (already connecting, connected or waiting) a no-op.
+    pub fn start(&mut self, now: Instant) {
+        self.touch(now);
+        match self.phase {
+            Phase::Idle | Phase::GivenUp | Phase::AuthFailed { .. } | Phase::Closed => {}
+            Phase::Closing { .. } => self.finish_close(false),
+            Phase::Waiting | Phase::Dialing { .. } | Phase::Handshaking { .. } | Phase::Open(_) => {
+                return
+            }
+        }
+        self.backoff.reset();
+        self.dials = 0;
+        self.walk_floor = None;
+        self.dial(now, 0);
+    }
+
+    /// Replaces the token used by the next handshakes (for example after
+    /// [`ClientEvent::AuthFailed`], before [`Client::start`]). The current
+    /// connection is not affected.
+    pub fn set_token(
+        &mut self,
+        token: Option<(Secret, TokenPlacement)>,
+    ) -> Result<(), ClientConfigError> {
+        let mut cfg = self.cfg.clone();
+        cfg.token = token;
+        cfg.validate()?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    /// Remembers a subscription (in any state), and sends it now if
+    /// connected. It is sent again after every connect until
+    /// [`Client::unsubscribe`] or a refusal.
+    /// Returns `false` if it was already remembered (nothing is sent).
+    pub fn subscribe(&mut self, now: Instant, channel: &str) -> bool {
+        self.touch(now);
+        if !self.subs.insert(channel.to_owned()) {
+            return false;
+        }
+        if matches!(self.phase, Phase::Open(_)) {
+            self.send_subscription(channel, Purpose::Live);
+        }
+        true
+    }
+
+    /// Forgets a subscription, and sends the unsubscribe now if connected.
+    /// Returns `false` if it was not remembered (nothing is sent).
+    pub fn unsubscribe(&mut self, now: Instant, channel: &str) -> bool {
+        self.touch(now);
+        if !self.subs.remove(channel) {
+            return false;
+        }
+        let Phase::Open(open) = &mut self.phase else {
+            return true;
+        };
+        // No longer wanted: it is neither restored nor refused.
+        let restore_done = open
+            .restore
+            .as_mut()
+            .is_some_and(|r| r.waiting.remove(channel) && r.waiting.is_empty());
+        if restore_done {
+            self.finish_restore(false);
+        }
+        self.send_subscription(channel, Purpose::Unsubscribe);
+        true
+    }
+
+    /// Sends a JSON message (serialized compactly, one text frame).
+    pub fn send(&mut self, now: Instant, msg: &Value) -> Result<(), SendError> {
+        let text = serde_json::to_string(msg).unwrap_or_default();
+        self.send_outgoing(now, Outgoing::Text(text))
+    }
+
+    /// Sends a text frame as is.
+    pub fn send_text(&mut self, now: Instant, text: &str) -> Result<(), SendError> {
+        self.send_outgoing(now, Outgoing::Text(text.to_owned()))
+    }
+
+    /// Sends a binary frame.
+    pub fn send_binary(&mut self, now: Instant, data: &[u8]) -> Result<(), SendError> {
+        self.send_outgoing(now, Outgoing::Binary(data.to_vec()))
+    }
+
+    /// Closes for good: sends a 1000 close and waits (up to `close_timeout`)
+    /// for the server's reply before dropping the socket; cancels any pending
+    /// reconnect. Ends with [`ClientEvent::Closed`]. The offline queue is
+    /// dropped.
+    pub fn close(&mut self, now: Instant) {
+        self.touch(now);
+        self.offline.clear();
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Open(_) => {
+                let mask = self.mask();
+                self.transmit
+                    .extend_from_slice(&frame::close_frame(1000, "", Some(mask)));
+                self.phase = Phase::Closing {
+                    deadline: after(now, self.cfg.close_timeout),
+                    decoder: FrameDecoder::new(Role::Client, self.cfg.max_message_size),
+                };
+            }
+            Phase::Dialing { .. } | Phase::Handshaking { .. } => {
+                self.close_socket(false);
+                self.events.push_back(ClientEvent::Closed);
+            }
+            Phase::Idle | Phase::Waiting | Phase::GivenUp | Phase::AuthFailed { .. } => {
+                self.backoff.reset();
+                self.events.push_back(ClientEvent::Closed);
+            }
+            closing @ Phase::Closing { .. } => self.phase = closing,
+            Phase::Closed => {}
+        }
+    }
+
+    // ----- inputs ---------------------------------------------------------
+
+    /// The connection asked for by the last [`ClientEvent::Connect`] is up
+    /// (TCP, and TLS if any): the upgrade request is queued for
+    /// [`Client::poll_transmit`].
+    pub fn handle_connected(&mut self, now: Instant) {
+        self.touch(now);
+        let Phase::Dialing { endpoint, deadline } = self.phase else {
+            return;
+        };
+        let mut key_bytes = [0u8; 16];
+        key_bytes[..8].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        key_bytes[8..].copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+        let request = self.request(endpoint, &key);
+        self.transmit.extend_from_slice(&request);
+        self.phase = Phase::Handshaking {
+            endpoint,
+            deadline,
+            hs: Box::new(Handshake {
+                expected_accept: accept_key(&key),
+                buf: Vec::new(),
+            }),
+        };
+    }
+
+    /// The connection asked for by the last [`ClientEvent::Connect`] could
+    /// not be made. No `CloseSocket` follows: there is no socket.
+    pub fn handle_connect_failed(&mut self, now: Instant) {
+        self.touch(now);
+        if let Phase::Dialing { endpoint, .. } = self.phase {
+            self.attempt_failed(now, endpoint, DisconnectReason::ConnectFailed, None, false);
+        }
+    }
+
+    /// Bytes read from the socket, in any split: the handshake response, then
+    /// frames (both may come in one read).
+    pub fn handle_read(&mut self, now: Instant, bytes: &[u8]) {
+        self.touch(now);
+        if bytes.is_empty() {
+            return;
+        }
+        match &mut self.phase {
+            Phase::Handshaking { hs, .. } => {
+                hs.buf.extend_from_slice(bytes);
+                let parse = bytes.contains(&b'\n');
+                self.handshake_step(now, parse);
+            }
+            Phase::Open(open) => {
+                open.last_rx = now;
+                self.read_frames(now, bytes);
+            }
+            Phase::Closing { decoder, .. } => {
+                // After our close only the server's close matters.
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let (n, result) = decoder.decode(rest);
+                    rest = rest.get(n..).unwrap_or_default();
+                    match result {
+                        Ok(Some(Decoded::Close(_))) | Err(_) => {
+                            self.finish_close(true);
+                            return;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) if n == 0 => return,
+                        Ok(None) => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The server closed the socket (read returned 0).
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.socket_ended(now, DisconnectReason::Eof);
+    }
+
+    /// Reading or writing the socket failed.
+    pub fn handle_io_error(&mut self, now: Instant) {
+        self.socket_ended(now, DisconnectReason::Io);
+    }
+
+    /// Fires everything due at `now`: the backoff trigger, the connect
+    /// timeout, the ping, the dead-server timeout, the restore and close
+    /// deadlines. Early or repeated calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.touch(now);
+        match &mut self.phase {
+            Phase::Waiting => {
+                if self.backoff.handle_timeout(now) {
+                    self.dial(now, 0);
+                }
+            }
+            Phase::Dialing { endpoint, deadline }
+            | Phase::Handshaking {
+                endpoint, deadline, ..
+            } => {
+                if *deadline <= now {
+                    let endpoint = *endpoint;
+                    self.attempt_failed(
+                        now,
+                        endpoint,
+                        DisconnectReason::ConnectTimeout,
+                        None,
+                        true,
+                    );
+                }
+            }
+            Phase::Open(open) => {
+                let dead = self.cfg.dead_timeout;
+                if !dead.is_zero() && after(open.last_rx, dead) <= now {
+                    self.connection_lost(now, DisconnectReason::DeadServer, false, None);
+                    return;
+                }
+                if open.restore.as_ref().is_some_and(|r| r.deadline <= now) {
+                    self.finish_restore(true);
+                }
+                if let Phase::Open(open) = &mut self.phase {
+                    if open.next_ping.is_some_and(|t| t <= now) {
+                        open.next_ping = Some(after(now, self.cfg.ping_interval));
+                        self.push_frame(OpCode::Text, br#"{"type":"ping"}"#);
+                    }
+                }
+            }
+            Phase::Closing { deadline, .. } => {
+                if *deadline <= now {
+                    self.finish_close(false);
+                }
+            }
+            Phase::Idle | Phase::GivenUp | Phase::AuthFailed { .. } | Phase::Closed => {}
+        }
+    }
+
+    // ----- outputs --------------------------------------------------------
+
+    /// The next event. A [`ClientEvent::CloseSocket`] (and everything after
+    /// it) waits until [`Client::poll_transmit`] has been drained.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        if matches!(self.events.front(), Some(ClientEvent::CloseSocket))
+            && !self.transmit.is_empty()
+        {
+            return None;
+        }
+        self.events.pop_front()
+    }
+
+    /// Everything to write to the current socket, as one buffer. The driver
+    /// writes all of it, in order, before the next buffer.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.transmit.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.transmit))
+        }
+    }
+
+    /// When to call [`Client::handle_timeout`] next; the last `now` seen while
+    /// events or output are waiting, so a driver never sleeps on them.
+    /// `None` when nothing will happen without an input.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.events.is_empty() || !self.transmit.is_empty() {
+            return Some(self.last_now);
+        }
+        match &self.phase {
+            Phase::Waiting => self.backoff.next_trigger(),
+            Phase::Dialing { deadline, .. }
+            | Phase::Handshaking { deadline, .. }
+            | Phase::Closing { deadline, .. } => Some(*deadline),
+            Phase::Open(open) => {
+                let dead = (!self.cfg.dead_timeout.is_zero())
+                    .then(|| after(open.last_rx, self.cfg.dead_timeout));
+                let restore = open.restore.as_ref().map(|r| r.deadline);
+                min_opt(min_opt(dead, open.next_ping), restore)
+            }
+            Phase::Idle | Phase::GivenUp | Phase::AuthFailed { .. } | Phase::Closed => None,
+        }
+    }
+
+    // ----- queries --------------------------------------------------------
+
+    /// Where the client is.
+    #[must_use]
+    pub fn state(&self) -> ClientState {
+        match &self.phase {
+            Phase::Idle => ClientState::Disconnected { next_attempt: None },
+            Phase::Waiting => ClientState::Disconnected {
+                next_attempt: self.backoff.next_trigger(),
+            },
+            Phase::Dialing { endpoint, .. } | Phase::Handshaking { endpoint, .. } => {
+                ClientState::Connecting {
+                    attempt: self.dials,
+                    endpoint: *endpoint,
+                }
+            }
+            Phase::Open(open) => ClientState::Connected {
+                endpoint: open.endpoint,
+            },
+            Phase::GivenUp => ClientState::GivenUp,
+            Phase::AuthFailed { status } => ClientState::AuthFailed { status: *status },
+            Phase::Closing { .. } | Phase::Closed => ClientState::Closed,
+        }
+    }
+
+    /// The remembered subscriptions, sorted.
+    #[must_use]
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.subs.iter().cloned().collect()
+    }
+
+    /// Messages waiting in the offline queue.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.offline.len()
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    // ----- internals ------------------------------------------------------
+
+    fn touch(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+    }
+
+    fn mask(&mut self) -> [u8; 4] {
+        (self.rng.next_u64() as u32).to_le_bytes()
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = self.mask();
+        frame::encode_frame(&mut self.transmit, opcode, payload, Some(mask));
+    }
+
+    fn send_outgoing(&mut self, now: Instant, out: Outgoing) -> Result<(), SendError> {
+        self.touch(now);
+        let len = match &out {
+            Outgoing::Text(t) => t.len(),
+            Outgoing::Binary(b) => b.len(),
+        };
+        if len > self.cfg.max_message_size {
+            return Err(SendError::TooLarge);
+        }
+        match self.phase {
+            Phase::Open(_) => {
+                self.write_outgoing(&out);
+                Ok(())
+            }
+            Phase::GivenUp | Phase::AuthFailed { .. } | Phase::Closing { .. } | Phase::Closed => {
+                Err(SendError::Closed)
+            }
+            Phase::Idle | Phase::Waiting | Phase::Dialing { .. } | Phase::Handshaking { .. } => {
+                if self.cfg.offline_queue == 0 {
+                    Err(SendError::NotConnected)
+                } else if self.offline.len() >= self.cfg.offline_queue {
+                    Err(SendError::QueueFull)
+                } else {
+                    self.offline.push_back(out);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn write_outgoing(&mut self, out: &Outgoing) {
+        match out {
+            Outgoing::Text(t) => self.push_frame(OpCode::Text, t.as_bytes()),
+            Outgoing::Binary(b) => self.push_frame(OpCode::Binary, b),
+        }
+    }
+
+    /// Sends `{"type":"subscribe","channel":c,"id":"sub-N"}` (or the
+    /// unsubscribe with `"unsub-N"`) and remembers what the id was for. Only
+    /// while open.
+    ///
+    /// The ids are prefixed strings rather than bare numbers because the hub
+    /// answers every message that carries an id: an application numbering
+    /// its own requests from 1 would otherwise have its replies taken for
+    /// ours (and ours delivered to it).
+    fn send_subscription(&mut self, channel: &str, purpose: Purpose) {
+        let n = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let (kind, id) = if purpose == Purpose::Unsubscribe {
+            ("unsubscribe", format!("unsub-{n}"))
+        } else {
+            ("subscribe", format!("sub-{n}"))
+        };
+        // Serializing a &str cannot fail.
+        let quoted = serde_json::to_string(channel).unwrap_or_default();
+        let text = format!(r#"{{"type":"{kind}","channel":{quoted},"id":"{id}"}}"#);
+        self.push_frame(OpCode::Text, text.as_bytes());
+        if let Phase::Open(open) = &mut self.phase {
+            open.pending.insert(id, (channel.to_owned(), purpose));
+        }
+    }
+
+    fn dial(&mut self, now: Instant, endpoint: usize) {
+        let Some(target) = self.cfg.endpoints.get(endpoint).cloned() else {
+            return;
+        };
+        self.dials = self.dials.saturating_add(1);
+        self.phase = Phase::Dialing {
+            endpoint,
+            deadline: after(now, self.cfg.connect_timeout),
+        };
+        self.events.push_back(ClientEvent::Connect {
+            endpoint_index: endpoint,
+            endpoint: target,
+        });
+    }
+
+    /// Ends the driver's socket: `flush` keeps queued output (a close frame)
+    /// to be written first; otherwise it is dropped with the socket.
+    fn close_socket(&mut self, flush: bool) {
+        if !flush {
+            self.transmit.clear();
+        }
+        self.events.push_back(ClientEvent::CloseSocket);
+    }
+
+    /// One endpoint failed before the connection was established.
+    fn attempt_failed(
+        &mut self,
+        now: Instant,
+        endpoint: usize,
+        reason: DisconnectReason,
+        floor: Option<Duration>,
+        socket: bool,
+    ) {
+        if socket {
+            self.close_socket(false);
+        }
+        self.events.push_back(ClientEvent::ConnectFailed {
+            endpoint_index: endpoint,
+            reason,
+        });
+        self.walk_floor = self.walk_floor.max(floor);
+        if endpoint + 1 < self.cfg.endpoints.len() {
+            self.dial(now, endpoint + 1);
+        } else {
+            self.walk_failed(now);
+        }
+    }
+
+    /// The whole walk failed (or an established connection dropped): wait
+    /// the backoff delay, or give up.
+    fn walk_failed(&mut self, now: Instant) {
+        let floor = self.walk_floor.take();
+        let random = self.rng.next_u64();
+        match self.backoff.on_failure(now, random, floor) {
+            Some(_) => self.phase = Phase::Waiting,
+            None => {
+                self.phase = Phase::GivenUp;
+                self.offline.clear();
+                self.events.push_back(ClientEvent::GaveUp);
+            }
+        }
+    }
+
+    /// An established connection ended.
+    fn connection_lost(
+        &mut self,
+        now: Instant,
+        reason: DisconnectReason,
+        flush: bool,
+        floor: Option<Duration>,
+    ) {
+        self.close_socket(flush);
+        self.events.push_back(ClientEvent::Disconnected { reason });
+        self.backoff.on_disconnected(now);
+        self.dials = 0;
+        self.walk_floor = floor;
+        self.walk_failed(now);
+    }
+
+    fn socket_ended(&mut self, now: Instant, reason: DisconnectReason) {
+        self.touch(now);
+        match self.phase {
+            Phase::Dialing { endpoint, .. } | Phase::Handshaking { endpoint, .. } => {
+                self.attempt_failed(now, endpoint, reason, None, true);
+            }
+            Phase::Open(_) => self.connection_lost(now, reason, false, None),
+            Phase::Closing { .. } => self.finish_close(false),
+            _ => {}
+        }
+    }
+
+    fn finish_close(&mut self, flush: bool) {
+        self.close_socket(flush);
+        self.phase = Phase::Closed;
+        self.events.push_back(ClientEvent::Disconnected {
+            reason: DisconnectReason::Local,
+        });
+        self.events.push_back(ClientEvent::Closed);
+    }
+
+    fn request(&self, endpoint: usize, key: &str) -> Vec<u8> {
+        let Some(ep) = self.cfg.endpoints.get(endpoint) else {
+            return Vec::new();
+        };
+        let mut target = ep.path_and_query.clone();
+        if let Some((secret, TokenPlacement::Query(param))) = &self.cfg.token {
+            target.push(if target.contains('?') { '&' } else { '?' });
+            target.push_str(param);
+            target.push('=');
+            target.push_str(&percent_encode(secret.expose()));
+        }
+        let mut r = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+            ep.host_header()
+        );
+        if !self.cfg.subprotocols.is_empty() {
+            r.push_str("Sec-WebSocket-Protocol: ");
+            r.push_str(&self.cfg.subprotocols.join(", "));
+            r.push_str("\r\n");
+        }
+        if let Some((secret, TokenPlacement::Bearer)) = &self.cfg.token {
+            r.push_str("Authorization: Bearer ");
+            r.push_str(secret.expose());
+            r.push_str("\r\n");
+        }
+        for (name, value) in &self.cfg.headers {
+            r.push_str(name);
+            r.push_str(": ");
+            r.push_str(value.trim());
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    }
+
+    /// Judges the buffered response; `parse` is false when the new bytes
+    /// brought no `\n` (the head cannot have completed).
+    fn handshake_step(&mut self, now: Instant, parse: bool) {
+        let Phase::Handshaking { endpoint, hs, .. } = &mut self.phase else {
+            return;
+        };
+        let endpoint = *endpoint;
+        let limit = self.cfg.max_response_bytes;
+        let verdict = if parse {
+            judge_response(&hs.buf, &hs.expected_accept, &self.cfg.subprotocols, limit)
+        } else {
+            Verdict::Incomplete
+        };
+        match verdict {
+            Verdict::Incomplete if hs.buf.len() >= limit => {
+                self.attempt_failed(
+                    now,
+                    endpoint,
+                    DisconnectReason::ResponseTooLarge,
+                    None,
+                    true,
+                );
+            }
+            Verdict::Incomplete => {}
+            Verdict::Fail(reason, floor) => self.attempt_failed(now, endpoint, reason, floor, true),
+            Verdict::Auth(status) => {
+                self.close_socket(false);
+                self.phase = Phase::AuthFailed { status };
+                self.offline.clear();
+                self.backoff.reset();
+                self.events.push_back(ClientEvent::AuthFailed {
+                    endpoint_index: endpoint,
+                    status,
+                });
+            }
+            Verdict::Open {
+                subprotocol,
+                head_len,
+            } => {
+                let tail = hs.buf.split_off(head_len.min(hs.buf.len()));
+                self.opened(now, endpoint, subprotocol, &tail);
+            }
+        }
+    }
+
+    fn opened(&mut self, now: Instant, endpoint: usize, subprotocol: Option<String>, tail: &[u8]) {
+        self.backoff.on_connected(now);
+        let attempt = std::mem::take(&mut self.dials);
+        self.walk_floor = None;
+        let restoring: BTreeSet<String> = self.subs.clone();
+        self.phase = Phase::Open(Box::new(Open {
+            endpoint,
+            decoder: FrameDecoder::new(Role::Client, self.cfg.max_message_size),
+            last_rx: now,
+            next_ping: (!self.cfg.ping_interval.is_zero())
+                .then(|| after(now, self.cfg.ping_interval)),
+            pending: HashMap::new(),
+            restore: (!restoring.is_empty()).then(|| Restore {
+                deadline: after(now, self.cfg.ack_timeout),
+                waiting: restoring.clone(),
+                restored: Vec::new(),
+                refused: Vec::new(),
+            }),
+        }));
+        self.events.push_back(if self.ever_connected {
+            ClientEvent::Reconnected {
+                attempt,
+                endpoint_index: endpoint,
+                subprotocol,
+            }
+        } else {
+            ClientEvent::Connected {
+                endpoint_index: endpoint,
+                subprotocol,
+            }
+        });
+        self.ever_connected = true;
+        // Subscriptions first, so that queued messages (a publish to a
+        // channel, a request that expects its events) find them in place.
+        for channel in &restoring {
+            self.send_subscription(channel, Purpose::Restore);
+        }
+        while let Some(out) = self.offline.pop_front() {
+            self.write_outgoing(&out);
+        }
+        if !tail.is_empty() {
+            self.read_frames(now, tail);
+        }
+    }
+
+    fn read_frames(&mut self, now: Instant, bytes: &[u8]) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let Phase::Open(open) = &mut self.phase else {
+                return;
+            };
+            let (n, result) = open.decoder.decode(rest);
+            rest = rest.get(n..).unwrap_or_default();
+            match result {
+                Ok(Some(decoded)) => self.on_frame(now, decoded),
+                Ok(None) if n == 0 => return,
+                Ok(None) => {}
+                Err(violation) => {
+                    let mask = self.mask();
+                    let close = frame::close_frame(
+                        violation.close_code(),
+                        &violation.to_string(),
+                        Some(mask),
+                    );
+                    self.transmit.extend_from_slice(&close);
+                    self.connection_lost(now, DisconnectReason::Protocol(violation), true, None);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_frame(&mut self, now: Instant, decoded: Decoded) {
+        match decoded {
+            Decoded::Text(text) => match parse_server_messages(&text) {
+                Some(messages) => {
+                    for m in messages {
+                        self.on_message(m);
+                    }
+                }
+                None => self.events.push_back(ClientEvent::Text(text)),
+            },
+            Decoded::Binary(data) => self.events.push_back(ClientEvent::Binary(data)),
+            Decoded::Ping(payload) => self.push_frame(OpCode::Pong, &payload),
+            Decoded::Pong(_) => {}
+            Decoded::Close(close) => {
+                let mask = self.mask();
+                let (code, reason) = match close {
+                    Some((code, reason)) => {
+                        let reply = frame::close_frame(code, "", Some(mask));
+                        self.transmit.extend_from_slice(&reply);
+                        (Some(code), reason)
+                    }
+                    None => {
+                        frame::encode_frame(&mut self.transmit, OpCode::Close, &[], Some(mask));
+                        (None, String::new())
+                    }
+                };
+                let floor = (code == Some(1013)).then(|| self.try_again_later_floor());
+                self.connection_lost(
+                    now,
+                    DisconnectReason::ServerClosed { code, reason },
+                    true,
+                    floor,
+                );
+            }
+        }
+    }
+
+    /// The floor after a 1013 close: the server is overloaded or we were too
+    /// slow, so wait at least half the policy's `max`. Jittered like an
+    /// "equal jitter" delay so that the clients one overloaded server shed
+    /// together do not all return together; never above `max`.
+    fn try_again_later_floor(&mut self) -> Duration {
+        let policy = self.backoff.policy();
+        let spread = BackoffPolicy {
+            initial: policy.max,
+            max: policy.max,
+            multiplier: 1.0,
+            max_retries: None,
+            jitter: if policy.jitter == Jitter::None {
+                Jitter::None
+            } else {
+                Jitter::Equal
+            },
+            reset_after: policy.reset_after,
+        };
+        let random = self.rng.next_u64();
+        spread.delay(0, random)
+    }
+
+    fn on_message(&mut self, m: ServerMessage) {
+        if m.kind == "pong" {
+            // Answers to our keepalive; the application did not ask.
+            return;
+        }
+        let reply_to = match (&m.kind[..], m.id.as_ref().and_then(Value::as_str)) {
+            ("ack" | "error", Some(id)) => match &mut self.phase {
+                Phase::Open(open) => open.pending.remove(id),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((channel, purpose)) = reply_to else {
+            self.events.push_back(ClientEvent::Message(m));
+            return;
+        };
+        let refused = m.kind == "error";
+        let code = m
+            .data
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+            .to_owned();
+        match purpose {
+            Purpose::Unsubscribe => {}
+            Purpose::Live => {
+                if refused {
+                    self.subs.remove(&channel);
+                    self.events
+                        .push_back(ClientEvent::SubscribeRefused { channel, code });
+                }
+            }
+            Purpose::Restore => {
+                let Phase::Open(open) = &mut self.phase else {
+                    return;
+                };
+                let Some(r) = &mut open.restore else {
+                    return;
+                };
+                if !r.waiting.remove(&channel) {
+                    return; // unsubscribed meanwhile
+                }
+                if refused {
+                    self.subs.remove(&channel);
+                    r.refused.push(channel);
+                } else {
+                    r.restored.push(channel);
+                }
+                if r.waiting.is_empty() {
+                    self.finish_restore(false);
+                }
+            }
+        }
+    }
+
+    /// Reports the restore; on a timeout the channels still waiting are
+    /// `unconfirmed`, and later replies are treated as live ones.
+    fn finish_restore(&mut self, timed_out: bool) {
+        let Phase::Open(open) = &mut self.phase else {
+            return;
+        };
+        let Some(mut r) = open.restore.take() else {
+            return;
+        };
+        if timed_out {
+            for (channel, purpose) in open.pending.values_mut() {
+                if *purpose == Purpose::Restore && r.waiting.contains(channel) {
+                    *purpose = Purpose::Live;
+                }
+            }
+        }
+        r.restored.sort();
+        r.refused.sort();
+        self.events.push_back(ClientEvent::SubscriptionsRestored {
+            restored: r.restored,
+            refused: r.refused,
+            unconfirmed: r.waiting.into_iter().collect(),
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The handshake response
+// ---------------------------------------------------------------------------
+
+enum Verdict {
+    Incomplete,
+    Open {
+        subprotocol: Option<String>,
+        head_len: usize,
+    },
+    Auth(u16),
+    Fail(DisconnectReason, Option<Duration>),
+}
+
+fn judge_response(buf: &[u8], expected_accept: &str, offered: &[String], limit: usize) -> Verdict {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Partial) => return Verdict::Incomplete,
+        Ok(httparse::Status::Complete(n)) => n,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Verdict::Fail(DisconnectReason::BadResponse("too many headers"), None)
+        }
+        Err(_) => return Verdict::Fail(DisconnectReason::BadResponse("malformed HTTP"), None),
+    };
+    // Judged on the head alone, so the verdict does not depend on how many
+    // frame bytes happened to arrive in the same read.
+    if head_len > limit {
+        return Verdict::Fail(DisconnectReason::ResponseTooLarge, None);
+    }
+    if resp.version != Some(1) {
+        return Verdict::Fail(DisconnectReason::BadResponse("not HTTP/1.1"), None);
+    }
+    let headers: &[httparse::Header<'_>] = resp.headers;
+    let values = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let status = resp.code.unwrap_or(0);
+    match status {
+        101 => {}
+        401 | 403 => return Verdict::Auth(status),
+        429 | 503 => {
+            let floor = values("retry-after").next().and_then(retry_after);
+            return Verdict::Fail(DisconnectReason::Status(status), floor);
+        }
+        _ => return Verdict::Fail(DisconnectReason::Status(status), None),
+    }
+    if !values("upgrade").any(|v| has_token(v, b"websocket")) {
+        return Verdict::Fail(DisconnectReason::BadResponse("no Upgrade: websocket"), None);
+    }
+    if !values("connection").any(|v| has_token(v, b"upgrade")) {
+        return Verdict::Fail(
+            DisconnectReason::BadResponse("no Connection: upgrade"),
+            None,
+        );
+    }
+    let mut accepts = values("sec-websocket-accept");
+    match (accepts.next(), accepts.next()) {
+        (Some(a), None) if trim(a) == expected_accept.as_bytes() => {}
+        _ => {
+            return Verdict::Fail(
+                DisconnectReason::BadResponse("Sec-WebSocket-Accept does not match the key"),
+                None,
+            )
+        }
+    }
+    if values("sec-websocket-extensions").any(|v| !trim(v).is_empty()) {
+        // We offered none (RFC 6455 §4.1: fail on one we did not ask for).
+        return Verdict::Fail(DisconnectReason::BadResponse("extension not offered"), None);
+    }
+    let mut protocols = values("sec-websocket-protocol");
+    let subprotocol = match (protocols.next(), protocols.next()) {
+        (None, _) => None,
+        (Some(p), None) => {
+            let p = trim(p);
+            match offered.iter().find(|o| o.as_bytes() == p) {
+                Some(o) => Some(o.clone()),
+                None => {
+                    return Verdict::Fail(
+                        DisconnectReason::BadResponse("subprotocol not offered"),
+                        None,
+                    )
+                }
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Verdict::Fail(DisconnectReason::BadResponse("several subprotocols"), None)
+        }
+    };
+    Verdict::Open {
+        subprotocol,
+        head_len,
+    }
+}
+
+/// `Retry-After` in delay-seconds. The HTTP-date form needs a wall clock the
+/// core does not have, so it is ignored (the normal backoff applies).
+fn retry_after(value: &[u8]) -> Option<Duration> {
+    let v = trim(value);
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Too many digits for a u64 is "very long": Backoff caps floors anyway.
+    let secs = std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_FLOOR))
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token))
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    s.get(start..end).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Fuzzing entry point
+// ---------------------------------------------------------------------------
+
+/// The token the fuzzing harness configures; it must never surface.
+const FUZZ_TOKEN: &str = "fuzz-s3cr3t-t0ken";
+
+/// A cursor over the fuzz input; past the end it yields zeros.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.0.len());
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head.to_vec()
+    }
+
+    fn done(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The fuzz harness's view of the driver's socket.
+#[derive(Default)]
+struct FuzzSocket {
+    /// A `Connect` is outstanding (not ended by `CloseSocket` or
+    /// `handle_connect_failed`).
+    open: bool,
+    connected: bool,
+    /// The harness has answered the request with a 101.
+    answered: bool,
+    /// Client bytes on this socket: the request, then frames.
+    sent: Vec<u8>,
+}
+
+/// Fuzzing entry point: drives a [`Client`] with connect outcomes, server
+/// bytes, application commands and time steps all chosen by `data`, and
+/// checks invariants after every step:
+///
+/// - no panic, whatever the server sends;
+/// - at most one socket at a time, and every `Connect` names a configured
+///   endpoint;
+/// - every frame the client writes is a valid masked client frame;
+/// - a scheduled retry is never further away than the policy's `max`, except
+///   under a `Retry-After` floor the harness sent;
+/// - after [`ClientEvent::AuthFailed`], no `Connect` until the harness calls
+///   [`Client::start`] again;
+/// - the token never appears in the `Debug` output of an event, the state or
+///   the client;
+/// - `poll_timeout` is never before the current time.
+///
+/// # Panics
+///
+/// On any violation; that is its purpose.
+pub fn check_client_bytes(data: &[u8]) {
+    check_client_bytes_from(fuzz_base_instant(), data);
+}
+
+/// How far one harness run got, so tests can tell whether random inputs
+/// reach the interesting states at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FuzzReach {
+    connects: usize,
+    opened: usize,
+    messages: usize,
+    auth_failed: usize,
+    gave_up: usize,
+    disconnected: usize,
+}
+
+// The harness needs one anchor instant and `Instant` has no other public
+// constructor. Only offsets from it are used, so the outcome does not depend
+// on the clock; the state machine itself never reads it.
+#[allow(clippy::disallowed_methods)]
+fn fuzz_base_instant() -> Instant {
+    Instant::now()
+}
+
+fn check_client_bytes_from(base: Instant, data: &[u8]) -> FuzzReach {
+    let mut input = Input(data);
+    let flags = input.byte();
+    let jitter = match flags % 3 {
+        0 => Jitter::None,
+        1 => Jitter::Full,
+        _ => Jitter::Equal,
+    };
+    let policy = BackoffPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        multiplier: 2.0,
+        max_retries: (flags & 0x04 != 0).then_some(u32::from(flags >> 5)),
+        jitter,
+        reset_after: Duration::from_secs(10),
+    };
+    let placement = if flags & 0x08 != 0 {
+        TokenPlacement::Bearer
+    } else {
+        TokenPlacement::Query("token".to_owned())
+    };
+    let endpoints = [
+        "ws://a.test:81/ws",
+        "ws://b.test/ws?room=1",
+        "wss://[::1]/x",
+    ]
+    .iter()
+    .filter_map(|u| Endpoint::parse(u).ok())
+    .take(1 + usize::from(flags >> 4) % 3)
+    .collect();
+    let mut cfg = ClientConfig::new(endpoints);
+    cfg.backoff = policy.clone();
+    cfg.token = Some((Secret::new(FUZZ_TOKEN), placement));
+    cfg.subprotocols = vec!["wshub.v1".to_owned()];
+    cfg.ping_interval = Duration::from_secs(2);
+    cfg.dead_timeout = Duration::from_secs(5);
+    cfg.connect_timeout = Duration::from_secs(1);
+    cfg.ack_timeout = Duration::from_secs(1);
+    cfg.close_timeout = Duration::from_secs(1);
+    cfg.max_message_size = 512;
+    cfg.max_response_bytes = 1024;
+    cfg.offline_queue = usize::from(flags & 0x03);
+    let endpoint_count = cfg.endpoints.len();
+    let seed = u64::from(input.byte()) << 8 | u64::from(input.byte());
+    let Ok(mut client) = Client::new(cfg, base, seed) else {
+        panic!("the harness config must be valid");
+    };
+
+    let mut now = base;
+    let mut socket = FuzzSocket::default();
+    let mut auth_refused = false;
+    // The largest Retry-After the harness sent, as Backoff would cap it.
+    let mut floor_sent = Duration::ZERO;
+    let mut reach = FuzzReach::default();
+    client.start(now);
+    let mut check = Checks {
+        socket: &mut socket,
+        auth_refused: &mut auth_refused,
+        endpoint_count,
+        reach: &mut reach,
+    };
+    settle(&mut client, now, &mut check);
+
+    while !input.done() {
+        // The low nibble picks the operation, the high one is its flags.
+        let op = input.byte();
+        match op & 0x0f {
+            0 => {
+                if socket.open && !socket.connected {
+                    socket.connected = true;
+                    client.handle_connected(now);
+                }
+            }
+            1 => {
+                if socket.open && !socket.connected {
+                    socket.open = false;
+                    client.handle_connect_failed(now);
+                }
+            }
+            2 => {
+                // A valid 101 for the key in the request, maybe followed by
+                // arbitrary bytes. Once per socket: a second one is just
+                // garbage, which op 4 covers.
+                let extra = usize::from(input.byte() & 0x1f);
+                let mut bytes = fuzz_switching_protocols(&socket.sent, op & 0x10 != 0);
+                bytes.extend(input.bytes(extra));
+                let how = input.byte();
+                if socket.connected && !socket.answered {
+                    socket.answered = true;
+                    feed_split(&mut client, now, &bytes, how);
+                }
+            }
+            3 => {
+                let status =
+                    [401, 403, 503, 429, 500, 404, 302, 200][usize::from(input.byte() % 8)];
+                let mut head = format!("HTTP/1.1 {status} X\r\n");
+                if op & 0x10 != 0 {
+                    let secs = u64::from(input.byte()) * 50;
+                    floor_sent = floor_sent.max(Duration::from_secs(secs).min(MAX_FLOOR));
+                    head.push_str(&format!("Retry-After: {secs}\r\n"));
+                }
+                head.push_str("\r\n");
+                feed_split(&mut client, now, head.as_bytes(), input.byte());
+            }
+            4 => {
+                let n = usize::from(input.byte());
+                let bytes = input.bytes(n);
+                feed_split(&mut client, now, &bytes, input.byte());
+            }
+            5 => {
+                let frame = fuzz_server_frame(&mut input);
+                feed_split(&mut client, now, &frame, input.byte());
+            }
+            6 => client.handle_eof(now),
+            7 => client.handle_io_error(now),
+            8 | 9 => {
+                let ms = u64::from(input.byte()) << 6 | u64::from(op >> 4);
+                now += Duration::from_millis(ms * u64::from((op & 0x0f) - 7));
+                client.handle_timeout(now);
+            }
+            10 => {
+                let channel = format!("ch{}", input.byte() % 4);
+                match input.byte() % 8 {
+                    0 | 1 => {
+                        client.subscribe(now, &channel);
+                    }
+                    2 => {
+                        client.unsubscribe(now, &channel);
+                    }
+                    3 | 4 => {
+                        let _ = client.send(now, &serde_json::json!({"type": "x", "n": op}));
+                    }
+                    5 => {
+                        let n = usize::from(input.byte()) * 4;
+                        let _ = client.send_binary(now, &vec![op; n]);
+                    }
+                    6 => client.close(now),
+                    _ => {
+                        // Only an explicit start may connect after a refusal.
+                        auth_refused = false;
+                        client.start(now);
+                    }
+                }
+            }
+            _ => {
+                // The state must stay readable and within the policy's bounds.
+                if let ClientState::Disconnected {
+                    next_attempt: Some(at),
+                } = client.state()
+                {
+                    let wait = at.saturating_duration_since(now);
+                    assert!(
+                        wait <= policy.max.max(floor_sent),
+                        "retry in {wait:?}, beyond max {:?} and floor {floor_sent:?}",
+                        policy.max
+                    );
+                }
+            }
+        }
+        let mut check = Checks {
+            socket: &mut socket,
+            auth_refused: &mut auth_refused,
+            endpoint_count,
+            reach: &mut reach,
+        };
+        settle(&mut client, now, &mut check);
+        if let ClientState::Disconnected {
+            next_attempt: Some(at),
+        } = client.state()
+        {
+            let wait = at.saturating_duration_since(now);
+            assert!(
+                wait <= policy.max.max(floor_sent),
+                "retry in {wait:?}, beyond max {:?} and floor {floor_sent:?}",
+                policy.max
+            );
+        }
+    }
+    // Let every timer run out: retries, pings, timeouts. Bounded, since a
+    // client with unlimited retries never stops on its own.
+    for _ in 0..64 {
+        let Some(t) = client.poll_timeout() else {
+            break;
+        };
+        now = now.max(t);
+        client.handle_timeout(now);
+        let mut check = Checks {
+            socket: &mut socket,
+            auth_refused: &mut auth_refused,
+            endpoint_count,
+            reach: &mut reach,
+        };
+        settle(&mut client, now, &mut check);
+    }
+    reach
+}
+
+/// What `settle` checks against and records into.
+struct Checks<'a> {
+    socket: &'a mut FuzzSocket,
+    auth_refused: &'a mut bool,
+    endpoint_count: usize,
+    reach: &'a mut FuzzReach,
+}
+
+/// Drains the client's outputs as a driver would (every connect stays
+/// pending: the fuzz input decides its outcome) and checks the invariants.
+fn settle(client: &mut Client, now: Instant, check: &mut Checks<'_>) {
+    let Checks {
+        socket,
+        auth_refused,
+        endpoint_count,
+        reach,
+    } = check;
+    let endpoint_count = *endpoint_count;
+    for _ in 0..1000 {
+        let mut progressed = false;
+        while let Some(bytes) = client.poll_transmit() {
+            progressed = true;
+            assert!(socket.connected, "bytes for a socket that is not connected");
+            socket.sent.extend_from_slice(&bytes);
+        }
+        while let Some(event) = client.poll_event() {
+            progressed = true;
+            let shown = format!("{event:?}");
+            assert!(!shown.contains(FUZZ_TOKEN), "token in an event: {shown}");
+            match event {
+                ClientEvent::Connect { endpoint_index, .. } => {
+                    reach.connects += 1;
+                    assert!(!**auth_refused, "Connect after an auth refusal");
+                    assert!(!socket.open, "a second socket while one is open");
+                    assert!(endpoint_index < endpoint_count, "unknown endpoint");
+                    **socket = FuzzSocket {
+                        open: true,
+                        ..FuzzSocket::default()
+                    };
+                }
+                ClientEvent::CloseSocket => {
+                    assert!(socket.open, "CloseSocket without a socket");
+                    check_client_frames(&socket.sent);
+                    **socket = FuzzSocket::default();
+                }
+                ClientEvent::AuthFailed { status, .. } => {
+                    assert!(status == 401 || status == 403);
+                    **auth_refused = true;
+                    reach.auth_failed += 1;
+                }
+                ClientEvent::Connected { .. } | ClientEvent::Reconnected { .. } => {
+                    reach.opened += 1;
+                }
+                ClientEvent::Message(_) | ClientEvent::Text(_) | ClientEvent::Binary(_) => {
+                    reach.messages += 1;
+                }
+                ClientEvent::GaveUp => reach.gave_up += 1,
+                ClientEvent::Disconnected { .. } => reach.disconnected += 1,
+                _ => {}
+            }
+        }
+        if let Some(t) = client.poll_timeout() {
+            if t <= now {
+                client.handle_timeout(now);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    if socket.connected {
+        check_client_frames(&socket.sent);
+    }
+    assert!(client.poll_timeout().is_none_or(|t| t >= now));
+    let shown = format!("{client:?} {:?} {:?}", client.state(), client.config());
+    assert!(!shown.contains(FUZZ_TOKEN), "token in Debug: {shown}");
+}
+
+/// The client's bytes on one socket: a request head, then masked frames that
+/// a server-side decoder accepts.
+fn check_client_frames(sent: &[u8]) {
+    let Some(end) = sent.windows(4).position(|w| w == b"\r\n\r\n") else {
+        assert!(sent.is_empty(), "client wrote a partial request");
+        return;
+    };
+    let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+    let mut rest = sent.get(end + 4..).unwrap_or_default();
+    while !rest.is_empty() {
+        let (n, result) = decoder.decode(rest);
+        rest = rest.get(n..).unwrap_or_default();
+        match result {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(v) => panic!("client wrote an invalid frame: {v}"),
+        }
+    }
+}
+
+/// A 101 answering the request in `sent` (or a made-up key if none).
+fn fuzz_switching_protocols(sent: &[u8], subprotocol: bool) -> Vec<u8> {
+    let head = sent
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .and_then(|end| sent.get(..end));
+    let key = head
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        })
+        .unwrap_or("dGhlIHNhbXBsZSBub25jZQ==");
+    let mut r = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n",
+        accept_key(key)
+    );
+    if subprotocol {
+        r.push_str("Sec-WebSocket-Protocol: wshub.v1\r\n");
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+/// One unmasked server frame chosen by the input.
+fn fuzz_server_frame(input: &mut Input<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let pick = input.byte();
+    let id = input.byte() % 8;
+    match pick % 8 {
+        0 => {
+            let text = format!(r#"{{"type":"ack","id":"sub-{id}"}}"#);
+            frame::encode_frame(&mut out, OpCode::Text, text.as_bytes(), None);
+        }
+        1 => {
+            let text = format!(
+                r#"{{"type":"error","id":"sub-{id}","data":{{"code":"forbidden","message":"no"}}}}"#
+            );
+            frame::encode_frame(&mut out, OpCode::Text, text.as_bytes(), None);
+        }
+        2 => {
+            let text = "{\"type\":\"event\",\"channel\":\"ch1\",\"data\":1}\n{\"type\":\"pong\"}";
+            frame::encode_frame(&mut out, OpCode::Text, text.as_bytes(), None);
+        }
+        3 => {
+            let n = usize::from(input.byte() % 126);
+            frame::encode_frame(&mut out, OpCode::Ping, &input.bytes(n), None);
+        }
+        4 => {
+            let code = [1000, 1001, 1011, 1013, 4000][usize::from(id % 5)];
+            out = frame::close_frame(code, "bye", None);
+        }
+        5 => frame::encode_frame(&mut out, OpCode::Close, &[], None),
+        6 => {
+            let n = usize::from(input.byte()) * 4;
+            frame::encode_frame(&mut out, OpCode::Binary, &input.bytes(n), None);
+        }
+        _ => {
+            let n = usize::from(input.byte());
+            frame::encode_frame(&mut out, OpCode::Text, &input.bytes(n), None);
+        }
+    }
+    out
+}
+
+/// Feeds `bytes` in pieces whose sizes come from `how` (0 = one piece).
+fn feed_split(client: &mut Client, now: Instant, bytes: &[u8], how: u8) {
+    let piece = match how % 4 {
+        0 => bytes.len().max(1),
+        1 => 1,
+        _ => usize::from(how / 4) + 1,
+    };
+    for chunk in bytes.chunks(piece) {
+        client.handle_read(now, chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::disallowed_methods)]
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn endpoint_parse_accepts_and_refuses() {
+        let e = Endpoint::parse("ws://example.com:8080/ws?room=1").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.path_and_query.as_str(), e.tls),
+            ("example.com", 8080, "/ws?room=1", false)
+        );
+        assert_eq!(e.host_header(), "example.com:8080");
+        let e = Endpoint::parse("WSS://example.com").unwrap();
+        assert_eq!((e.port, e.path_and_query.as_str(), e.tls), (443, "/", true));
+        assert_eq!(e.host_header(), "example.com");
+        let e = Endpoint::parse("ws://[::1]:9000?x=1").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("::1", 9000));
+        assert_eq!(e.path_and_query, "/?x=1");
+        assert_eq!(e.host_header(), "[::1]:9000");
+        assert_eq!(
+            Endpoint::parse("ws://[::1]").unwrap().host_header(),
+            "[::1]"
+        );
+
+        let bad = [
+            ("http://h/", EndpointError::Scheme),
+            ("h/ws", EndpointError::Scheme),
+            ("ws:///ws", EndpointError::Host),
+            ("ws://h h/", EndpointError::Host),
+            ("ws://h:0/", EndpointError::Port),
+            ("ws://h:+80/", EndpointError::Port),
+            ("ws://h:65536/", EndpointError::Port),
+            ("ws://h:/", EndpointError::Port),
+            ("ws://u:p@h/", EndpointError::UserInfo),
+            ("ws://h/#f", EndpointError::Fragment),
+            ("ws://h/a b", EndpointError::Path),
+            ("ws://h/a\r\nX: y", EndpointError::Path),
+            ("ws://h/é", EndpointError::Path),
+            ("ws://[::1/", EndpointError::Host),
+            ("ws://[::1]x/", EndpointError::Port),
+        ];
+        for (url, want) in bad {
+            assert_eq!(Endpoint::parse(url), Err(want), "{url:?}");
+        }
+    }
+
+    #[test]
+    fn endpoint_debug_redacts_query_values() {
+        let e = Endpoint::parse("ws://h/ws?token=s3cr3t&room=1").unwrap();
+        let shown = format!("{e:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("token=<redacted>&room=<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn config_validation_refuses_header_injection_and_conflicts() {
+        let base = || ClientConfig::new(vec![Endpoint::parse("ws://h/ws").unwrap()]);
+        assert_eq!(base().validate(), Ok(()));
+        let field = |c: ClientConfig| c.validate().unwrap_err().field;
+
+        let mut c = base();
+        c.headers = vec![("X-A".into(), "ok\r\nEvil: 1".into())];
+        assert_eq!(field(c), "headers");
+        let mut c = base();
+        c.headers = vec![("Sec-WebSocket-Key".into(), "x".into())];
+        assert_eq!(field(c), "headers");
+        let mut c = base();
+        c.headers = vec![("Authorization".into(), "Basic x".into())];
+        c.token = Some((Secret::new("t"), TokenPlacement::Bearer));
+        assert_eq!(field(c), "headers");
+        let mut c = base();
+        c.token = Some((Secret::new("has space"), TokenPlacement::Bearer));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "token");
+        assert!(!e.to_string().contains("has space"));
+        let mut c = base();
+        c.token = Some((Secret::new("t"), TokenPlacement::Query("a b".into())));
+        assert_eq!(field(c), "token");
+        let mut c = base();
+        c.endpoints.clear();
+        assert_eq!(field(c), "endpoints");
+        let mut c = base();
+        c.endpoints[0].path_and_query = "/x y".into();
+        assert_eq!(field(c), "endpoints");
+        let mut c = base();
+        c.dead_timeout = c.ping_interval;
+        assert_eq!(field(c), "dead_timeout");
+        let mut c = base();
+        c.subprotocols = vec!["a,b".into()];
+        assert_eq!(field(c), "subprotocols");
+        let mut c = base();
+        c.backoff.initial = Duration::ZERO;
+        assert_eq!(field(c), "backoff");
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_only() {
+        assert_eq!(retry_after(b" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(b"0"), Some(Duration::ZERO));
+        assert_eq!(retry_after(b"99999999999999999999999"), Some(MAX_FLOOR));
+        assert_eq!(retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after(b"-5"), None);
+        assert_eq!(retry_after(b""), None);
+    }
+
+    #[test]
+    fn parses_single_and_batched_server_messages() {
+        let one = parse_server_messages(
+            r#"{"type":"process_output","channel":"process:1","processId":"1","data":"x","timestamp":"t"}"#,
+        )
+        .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].kind, "process_output");
+        assert_eq!(one[0].channel.as_deref(), Some("process:1"));
+        assert_eq!(one[0].process_id.as_deref(), Some("1"));
+        assert_eq!(one[0].timestamp.as_deref(), Some("t"));
+        let batch = parse_server_messages("{\"type\":\"a\"}\n{\"type\":\"b\",\"id\":3}\n").unwrap();
+        assert_eq!(
+            batch.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(batch[1].id, Some(Value::from(3)));
+        assert_eq!(batch[0].data, Value::Null);
+        for bad in [
+            "",
+            "  ",
+            "nope",
+            "[1]",
+            r#"{"data":1}"#,
+            "{\"type\":\"a\"}\n[2]",
+        ] {
+            assert_eq!(parse_server_messages(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn fuzz_entry_survives_fixed_inputs() {
+        let base = t0();
+        check_client_bytes(&[]);
+        check_client_bytes(&[0xff; 64]);
+        check_client_bytes_from(base, &[0; 64]);
+        // Connect, 101, some frames, a close, time passing.
+        check_client_bytes_from(
+            base,
+            &[1, 0, 0, 0, 2, 0, 0, 5, 2, 1, 0, 5, 4, 3, 0, 8, 200, 9, 255],
+        );
+        // 401 on the first endpoint, then minutes of time.
+        let mut auth = vec![0x30, 0, 0, 0, 3, 0, 0];
+        auth.extend([8, 255].repeat(40));
+        let reach = check_client_bytes_from(base, &auth);
+        assert_eq!((reach.connects, reach.auth_failed), (1, 1), "{reach:?}");
+    }
+
+    /// Harness input made of whole operations with exactly the argument
+    /// bytes each one reads: a connect, a 101, then frames, time steps,
+    /// commands and the odd failure.
+    fn structured_ops(rng: &mut SplitMix64) -> Vec<u8> {
+        let mut r = || rng.next_u64() as u8;
+        let mut out = vec![r(), r(), r()];
+        for _ in 0..(r() % 40) {
+            match r() % 10 {
+                // Connected, then a 101 with no extra bytes, split somehow.
+                0 | 1 => out.extend([0, 2 | (r() & 0x10), 0, r()]),
+                2 | 3 => {
+                    let pick = r() % 8;
+                    out.extend([5, pick, r()]);
+                    if matches!(pick, 3 | 6 | 7) {
+                        let n = r() % 6;
+                        out.push(n);
+                        for _ in 0..(if pick == 6 { 4 * n } else { n }) {
+                            out.push(r());
+                        }
+                    }
+                    out.push(r()); // how to split
+                }
+                4 => {
+                    let what = r();
+                    out.extend([10, r(), what]);
+                    if what % 8 == 5 {
+                        out.push(r() % 4);
+                    }
+                }
+                5 => out.extend([8 | (r() & 0xf0), r() % 40]),
+                6 => {
+                    // Connected, then a status instead of a 101.
+                    let flag = r() & 0x10;
+                    out.extend([0, 3 | flag, r()]);
+                    if flag != 0 {
+                        out.push(r());
+                    }
+                    out.push(r());
+                }
+                7 => out.push(1),
+                8 => out.push(6 + r() % 2),
+                _ => out.extend([4, 3, r(), r(), r(), 0]),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fuzz_entry_survives_random_inputs() {
+        let base = t0();
+        let mut rng = SplitMix64::new(4);
+        let mut total = FuzzReach::default();
+        for round in 0..400 {
+            // Half raw bytes, half well-formed operations, so that runs get
+            // past the handshake and frames are exercised too.
+            let data = if round % 2 == 0 {
+                let len = (rng.next_u64() % 400) as usize;
+                (0..len).map(|_| rng.next_u64() as u8).collect()
+            } else {
+                structured_ops(&mut rng)
+            };
+            let r = check_client_bytes_from(base, &data);
+            total.connects += r.connects;
+            total.opened += r.opened;
+            total.messages += r.messages;
+            total.auth_failed += r.auth_failed;
+            total.gave_up += r.gave_up;
+            total.disconnected += r.disconnected;
+        }
+        // A harness that never gets past the handshake would prove little.
+        assert!(total.opened > 50, "{total:?}");
+        assert!(total.messages > 20, "{total:?}");
+        assert!(total.disconnected > 20, "{total:?}");
+        assert!(total.auth_failed > 5, "{total:?}");
+        assert!(total.gave_up > 0, "{total:?}");
+    }
+}

@@ -1,0 +1,206 @@
+//! One synchronous face over the three adapters, so the `wshub` binary (and
+//! tests) can serve on any runtime with the same code.
+
+use std::io;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use wshub_core::{ConnId, Event, HubConfig, Message, Stats};
+
+use crate::cli::Runtime;
+
+/// A hub served on one of the runtimes, driven from plain threads.
+pub struct Running {
+    inner: Inner,
+    addr: std::net::SocketAddr,
+}
+
+enum Inner {
+    Blocking {
+        server: Mutex<wshub_blocking::Server>,
+        handle: wshub_blocking::Handle,
+    },
+    Smol {
+        handle: wshub_smol::Handle,
+        events: smol::channel::Receiver<Event>,
+        _server: Mutex<wshub_smol::Server>,
+    },
+    Tokio {
+        handle: wshub_tokio::BlockingHandle,
+        events: Mutex<tokio::sync::mpsc::UnboundedReceiver<Event>>,
+        _server: Mutex<wshub_tokio::Server>,
+        // Dropped last: the runtime must outlive the server's tasks.
+        _runtime: tokio::runtime::Runtime,
+    },
+}
+
+/// The hub has stopped.
+fn stopped<E>(_: E) -> io::Error {
+    io::Error::other("the hub has stopped")
+}
+
+impl Running {
+    /// Binds `listen` and serves `config` on `runtime`.
+    pub fn start(runtime: Runtime, config: HubConfig, listen: &str) -> io::Result<Running> {
+        match runtime {
+            Runtime::Blocking => {
+                let server = wshub_blocking::Server::builder(config).bind(listen)?;
+                let addr = server
+                    .local_addr()
+                    .ok_or_else(|| io::Error::other("no address"))?;
+                let handle = server.handle();
+                Ok(Running {
+                    inner: Inner::Blocking {
+                        server: Mutex::new(server),
+                        handle,
+                    },
+                    addr,
+                })
+            }
+            Runtime::Smol => {
+                let server = smol::block_on(wshub_smol::Server::builder(config).bind(listen))?;
+                let addr = server
+                    .local_addr()
+                    .ok_or_else(|| io::Error::other("no address"))?;
+                Ok(Running {
+                    inner: Inner::Smol {
+                        handle: server.handle(),
+                        events: server.events(),
+                        _server: Mutex::new(server),
+                    },
+                    addr,
+                })
+            }
+            Runtime::Tokio => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                let mut server =
+                    runtime.block_on(wshub_tokio::Server::builder(config).bind(listen))?;
+                let addr = server
+                    .local_addr()
+                    .ok_or_else(|| io::Error::other("no address"))?;
+                let events = Mutex::new(server.take_events());
+                Ok(Running {
+                    inner: Inner::Tokio {
+                        handle: server.handle().blocking(),
+                        events,
+                        _server: Mutex::new(server),
+                        _runtime: runtime,
+                    },
+                    addr,
+                })
+            }
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The next event; `None` once the hub has stopped.
+    pub fn next_event(&self) -> Option<Event> {
+        match &self.inner {
+            Inner::Blocking { server, .. } => server.lock().ok()?.events().recv().ok(),
+            Inner::Smol { events, .. } => events.recv_blocking().ok(),
+            Inner::Tokio { events, .. } => events.lock().ok()?.blocking_recv(),
+        }
+    }
+
+    /// The next event within `timeout`.
+    pub fn next_event_timeout(&self, timeout: Duration) -> Option<Event> {
+        match &self.inner {
+            Inner::Blocking { server, .. } => {
+                server.lock().ok()?.events().recv_timeout(timeout).ok()
+            }
+            Inner::Smol { events, .. } => smol::block_on(async {
+                smol::future::or(async { events.recv().await.ok() }, async {
+                    smol::Timer::after(timeout).await;
+                    None
+                })
+                .await
+            }),
+            Inner::Tokio { events, .. } => {
+                let deadline = std::time::Instant::now() + timeout;
+                loop {
+                    match events.lock().ok()?.try_recv() {
+                        Ok(e) => return Some(e),
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+                        Err(_) if std::time::Instant::now() >= deadline => return None,
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes to a channel; returns how many got it.
+    pub fn publish(&self, channel: &str, m: Message) -> io::Result<usize> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.publish(channel, m).map_err(stopped),
+            Inner::Smol { handle, .. } => {
+                smol::block_on(handle.publish(channel, m)).map_err(stopped)
+            }
+            Inner::Tokio { handle, .. } => handle.publish(channel, m).map_err(stopped),
+        }
+    }
+
+    /// Sends to every connection; returns how many got it.
+    pub fn broadcast(&self, m: Message) -> io::Result<usize> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.broadcast(m).map_err(stopped),
+            Inner::Smol { handle, .. } => smol::block_on(handle.broadcast(m)).map_err(stopped),
+            Inner::Tokio { handle, .. } => handle.broadcast(m).map_err(stopped),
+        }
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> io::Result<Stats> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.stats().map_err(stopped),
+            Inner::Smol { handle, .. } => smol::block_on(handle.stats()).map_err(stopped),
+            Inner::Tokio { handle, .. } => handle.stats().map_err(stopped),
+        }
+    }
+
+    /// Every channel with its subscriber count.
+    pub fn channels(&self) -> io::Result<Vec<(String, usize)>> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.channels().map_err(stopped),
+            Inner::Smol { handle, .. } => smol::block_on(handle.channels()).map_err(stopped),
+            Inner::Tokio { handle, .. } => handle.channels().map_err(stopped),
+        }
+    }
+
+    /// Answers a plain HTTP request.
+    pub fn http_respond(
+        &self,
+        conn: ConnId,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> io::Result<()> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle
+                .http_respond(conn, status, headers, body)
+                .map_err(stopped),
+            Inner::Smol { handle, .. } => {
+                smol::block_on(handle.http_respond(conn, status, headers, body)).map_err(stopped)
+            }
+            Inner::Tokio { handle, .. } => handle
+                .http_respond(conn, status, headers, body)
+                .map_err(stopped),
+        }
+    }
+
+    /// Graceful shutdown: true when every client got 1001 and was flushed
+    /// before `deadline`.
+    pub fn shutdown(&self, deadline: Duration) -> bool {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.shutdown(deadline),
+            Inner::Smol { handle, .. } => smol::block_on(handle.shutdown(deadline)),
+            Inner::Tokio { handle, .. } => handle.shutdown(deadline),
+        }
+    }
+}
