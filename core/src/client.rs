@@ -1402,9 +1402,10 @@ impl Client {
         }
     }
 
-    /// Sends `{"type":"subscribe","channel":c,"id":"sub-N"}` (or the
+    /// Sends `{"type":"subscribe","channel":c,"data":c,"id":"sub-N"}` (or the
     /// unsubscribe with `"unsub-N"`) and remembers what the id was for. Only
-    /// while open.
+    /// while open. The channel goes in both `channel` (level 1) and `data`
+    /// (what a go-ws server reads), so the client works against either.
     ///
     /// The ids are prefixed strings rather than bare numbers because the hub
     /// answers every message that carries an id: an application numbering
@@ -1420,7 +1421,7 @@ impl Client {
         };
         // Serializing a &str cannot fail.
         let quoted = serde_json::to_string(channel).unwrap_or_default();
-        let text = format!(r#"{{"type":"{kind}","channel":{quoted},"id":"{id}"}}"#);
+        let text = format!(r#"{{"type":"{kind}","channel":{quoted},"data":{quoted},"id":"{id}"}}"#);
         self.push_frame(OpCode::Text, text.as_bytes());
         if let Phase::Open(open) = &mut self.phase {
             open.pending.insert(id, (channel.to_owned(), purpose));

@@ -1101,8 +1101,8 @@ fn a_level0_server_that_never_acks_leaves_subscriptions_unconfirmed() {
     assert_eq!(
         subs,
         [
-            json!({"type":"subscribe","channel":"a","id":"sub-1"}),
-            json!({"type":"subscribe","channel":"b","id":"sub-2"})
+            json!({"type":"subscribe","channel":"a","data":"a","id":"sub-1"}),
+            json!({"type":"subscribe","channel":"b","data":"b","id":"sub-2"})
         ]
     );
     // One ack arrives; the other never does.
@@ -1391,7 +1391,7 @@ fn the_offline_queue_is_bounded_and_flushed_in_order_after_the_subscriptions() {
     };
     assert_eq!(
         serde_json::from_str::<Value>(sub).unwrap(),
-        json!({"type":"subscribe","channel":"room","id":"sub-1"})
+        json!({"type":"subscribe","channel":"room","data":"room","id":"sub-1"})
     );
     assert_eq!(frames[1], Decoded::Text(r#"{"type":"a"}"#.into()));
     assert_eq!(frames[2], Decoded::Binary(b"b".to_vec()));
