@@ -11,7 +11,8 @@
 //!         .deferred_auth(|request| async move {
 //!             match request.query_param("user") {
 //!                 Some(user) => AuthDecision::Accept(Identity::user(user)),
-//!                 None => AuthDecision::Defer, // undecided: refused with 401
+//!                 // Still undecided: the handshake timeout answers 503.
+//!                 None => AuthDecision::Defer,
 //!             }
 //!         })
 //!         .bind("127.0.0.1:8080")
