@@ -27,3 +27,6 @@ cargo test --workspace --doc
 step "conformance: Autobahn|Testsuite (cases 1-13) against every runtime's echo mode"
 # Installs the suite into target/autobahn-venv on first use (Python 2.7 from pyenv).
 ./conformance/autobahn/check.sh
+
+step "conformance: Autobahn|Testsuite fuzzingserver against the sans-IO client"
+./conformance/autobahn/check-client.sh
