@@ -61,7 +61,9 @@ fn run(url: &str, echo: bool) -> Result<Vec<String>, String> {
                     flush(&mut client, &mut socket);
                     return Ok(texts);
                 }
-                ClientEvent::GaveUp | ClientEvent::Closed | ClientEvent::AuthFailed { .. } => return Ok(texts),
+                ClientEvent::GaveUp | ClientEvent::Closed | ClientEvent::AuthFailed { .. } => {
+                    return Ok(texts)
+                }
                 ClientEvent::Disconnected { .. } => return Ok(texts),
                 _ => {}
             }
@@ -73,13 +75,19 @@ fn run(url: &str, echo: bool) -> Result<Vec<String>, String> {
         };
         let wait = client
             .poll_timeout()
-            .map_or(Duration::from_millis(100), |t| t.saturating_duration_since(Instant::now()))
+            .map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(Instant::now())
+            })
             .clamp(Duration::from_millis(1), Duration::from_millis(100));
         let _ = s.set_read_timeout(Some(wait));
         match s.read(&mut buf) {
             Ok(0) => client.handle_eof(Instant::now()),
             Ok(n) => client.handle_read(Instant::now(), &buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(_) => client.handle_io_error(Instant::now()),
         }
     }
@@ -103,7 +111,10 @@ fn main() {
         .unwrap_or_else(|| "ws://127.0.0.1:9001".into());
     let agent = "wshub-client";
     let count: usize = match run(&format!("{base}/getCaseCount"), false) {
-        Ok(texts) => texts.first().and_then(|t| t.trim().parse().ok()).unwrap_or(0),
+        Ok(texts) => texts
+            .first()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
         Err(e) => {
             eprintln!("autobahn_client: {e}");
             std::process::exit(1);
