@@ -52,10 +52,8 @@ fn run(url: &str, echo: bool) -> Result<Vec<String>, String> {
                     }
                     texts.push(t);
                 }
-                ClientEvent::Binary(b) => {
-                    if echo {
-                        let _ = client.send_binary(Instant::now(), &b);
-                    }
+                ClientEvent::Binary(b) if echo => {
+                    let _ = client.send_binary(Instant::now(), &b);
                 }
                 ClientEvent::CloseSocket => {
                     flush(&mut client, &mut socket);
