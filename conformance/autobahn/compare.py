@@ -27,7 +27,12 @@ def key(cid):
 
 def main(argv):
     update = "--update" in argv
-    argv = [a for a in argv if a != "--update"]
+    # The client's OK/NON-STRICT split on cases 3.x-5.x depends on whether the
+    # bad frame after a good message arrives in the same read (then the
+    # connection fails before the echo goes out): timing, not behaviour.
+    if "--nonstrict-is-ok" in argv:
+        RANK["NON-STRICT"] = 0
+    argv = [a for a in argv if a not in ("--update", "--nonstrict-is-ok")]
     got = load_index(argv[0])
     if update:
         with open(argv[1], "w") as f:
