@@ -31,7 +31,12 @@ options:
   --max-subscriptions N      per connection (default 1024)
   --max-connections N        (default 100000)
 
-With no auth option a random token is generated and the URL to use is printed.";
+With no auth option a random token is generated and the URL to use is printed.
+
+clients (see `wshub sub --help`, `wshub pub --help`):
+  wshub sub [--token TOKEN] [--bearer] URL CHANNEL...
+  wshub pub [--token TOKEN] [--bearer] [--admin-key KEY] URL CHANNEL DATA
+  tokens also from the WSHUB_TOKEN and WSHUB_ADMIN_KEY environment variables";
 
 /// A parsed command line.
 #[derive(Debug, PartialEq)]
@@ -42,6 +47,12 @@ pub enum Command {
     Help,
     /// `wshub runtimes`: list the runtimes this build can serve on.
     Runtimes,
+    /// `wshub sub URL CHANNEL...`.
+    Sub(Box<crate::sub::SubOptions>),
+    /// `wshub pub URL CHANNEL DATA`.
+    Pub(Box<crate::publish::PubOptions>),
+    /// `wshub sub --help` / `wshub pub --help`: print this usage text.
+    Usage(&'static str),
 }
 
 /// Which adapter serves.
@@ -192,6 +203,16 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         Some("serve") => {}
         Some("-h" | "--help" | "help") | None => return Ok(Command::Help),
         Some("runtimes") => return Ok(Command::Runtimes),
+        Some(cmd @ ("sub" | "pub")) => {
+            let rest = &args[1..];
+            let help = rest.iter().any(|a| a == "-h" || a == "--help");
+            return match (cmd, help) {
+                ("sub", true) => Ok(Command::Usage(crate::sub::USAGE)),
+                ("pub", true) => Ok(Command::Usage(crate::publish::USAGE)),
+                ("sub", false) => crate::sub::parse(rest).map(|o| Command::Sub(Box::new(o))),
+                _ => crate::publish::parse(rest).map(|o| Command::Pub(Box::new(o))),
+            };
+        }
         Some(other) => return Err(CliError(format!("unknown command `{other}`"))),
     }
     let mut o = ServeOptions {

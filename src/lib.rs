@@ -8,7 +8,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod connect;
+pub mod publish;
 pub mod running;
+pub mod sub;
 
 pub use wshub_blocking as blocking;
 pub use wshub_core as core;

@@ -30,6 +30,12 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Ok(Command::Usage(usage)) => {
+            println!("{usage}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Sub(opts)) => wshub::sub::run(*opts),
+        Ok(Command::Pub(opts)) => wshub::publish::run(*opts),
         Ok(Command::Serve(opts)) => match serve(*opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -7,6 +7,9 @@
 //! from the core's shared frames), so a client that stops reading blocks only
 //! its own writer, never the hub or the other clients.
 //!
+//! The [`client`] module runs the core's reconnecting client over TCP the
+//! same way: a driver thread, and a reader and a writer thread per connection.
+//!
 //! ```no_run
 //! use wshub_blocking::Server;
 //! use wshub_core::{Event, HubConfig, Message};
@@ -27,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 mod conn;
 mod handle;
 mod hub_thread;
@@ -39,6 +43,7 @@ use std::thread::JoinHandle;
 
 use wshub_core::{AuthDecision, HubConfig, UpgradeRequest};
 
+pub use client::ClientHandle;
 pub use handle::{Handle, Stopped};
 pub use wshub_core;
 

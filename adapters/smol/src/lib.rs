@@ -70,9 +70,15 @@
 //!
 //! The server runs until [`Handle::shutdown`]; dropping the [`Server`] does
 //! not stop it. After shutdown the event channel ends.
+//!
+//! # Client
+//!
+//! The [`client`] module runs the core's reconnecting client over TCP the
+//! same way: a driver task, and a reader and a writer task per connection.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 mod conn;
 mod handle;
 mod hub_task;
@@ -90,6 +96,7 @@ use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Executor, Task, Timer};
 use wshub_core::{AuthDecision, Event, Hub, HubConfig, UpgradeRequest};
 
+pub use client::ClientHandle;
 pub use handle::{Handle, Stopped};
 pub use wshub_core;
 

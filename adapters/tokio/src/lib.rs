@@ -55,9 +55,13 @@
 //! Application commands go through a [`Handle`] (async methods) or a
 //! [`BlockingHandle`] (the same as blocking calls, for threads outside the
 //! runtime). Events arrive on a tokio unbounded channel ([`Server::events`]).
+//!
+//! The [`client`] module runs the core's reconnecting client over TCP the
+//! same way: a driver task, and a reader and a writer task per connection.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 mod conn;
 mod handle;
 mod hub_task;
@@ -74,6 +78,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use wshub_core::{AuthDecision, Event, HubConfig, UpgradeRequest};
 
+pub use client::ClientHandle;
 pub use handle::{BlockingHandle, Handle, Stopped};
 pub use wshub_core;
 

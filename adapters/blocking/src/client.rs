@@ -1,0 +1,483 @@
+//! Runs the core's reconnecting [`wshub_core::client::Client`] over real TCP
+//! sockets on std threads.
+//!
+//! [`spawn`] starts one **driver thread** that owns the client and its socket
+//! and sleeps until the client's next deadline, an application command or
+//! socket data arrives (all on one channel). Each connection has a **reader
+//! thread** (blocking reads fed to that channel) and a **writer thread**
+//! (writes the client's output in order, then shuts the socket down when the
+//! client asks for it to be dropped), and each connection attempt a short-lived
+//! **connect thread**. The driver makes no protocol decisions: the handshake,
+//! backoff, failover, resubscription and timeouts are the core's.
+//!
+//! ```no_run
+//! use wshub_blocking::client::{self, ClientConfig, ClientEvent, Endpoint};
+//!
+//! let endpoint = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+//! let (client, events) = client::spawn(ClientConfig::new(vec![endpoint]))?;
+//! client.subscribe("process:build-1");
+//! for event in events {
+//!     match event {
+//!         ClientEvent::Message(m) => println!("{}: {}", m.kind, m.data),
+//!         ClientEvent::AuthFailed { status, .. } => {
+//!             eprintln!("refused with HTTP {status}");
+//!             client.close();
+//!         }
+//!         other => eprintln!("{other:?}"),
+//!     }
+//! }
+//! // The channel ends after `ClientEvent::Closed`.
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Plain `ws://` only: an endpoint with `tls: true` (`wss://`) is refused by
+//! [`spawn`] with an `InvalidInput` error (terminate TLS in front of the hub,
+//! or drive the core client with a TLS stream of your own).
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wshub_core::client::Client;
+pub use wshub_core::client::{
+    ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
+    TokenPlacement,
+};
+
+/// Commands and socket input queued to the driver before senders wait: a
+/// server that floods meets TCP backpressure instead of growing memory.
+const COMMAND_QUEUE: usize = 1024;
+
+/// A write that makes no progress for this long fails the connection (the
+/// core then reconnects), so a stalled server cannot pin a writer thread.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read buffer per connection.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// Stack size of the reader, writer and connect threads.
+const STACK: usize = 128 * 1024;
+
+/// Everything the driver thread is told. Socket input carries the number of
+/// the connection attempt it belongs to, so that nothing is reported about a
+/// socket the client has already dropped.
+enum Cmd {
+    Subscribe(String),
+    Unsubscribe(String),
+    Send(Value, SyncSender<Result<(), SendError>>),
+    Close,
+    Connected(u64, io::Result<TcpStream>),
+    Read(u64, Vec<u8>),
+    Eof(u64),
+    IoError(u64),
+}
+
+/// Commands a running client from any thread. Cheap to clone.
+///
+/// Dropping the last clone closes the client as [`ClientHandle::close`] does.
+#[derive(Clone)]
+pub struct ClientHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: SyncSender<Cmd>,
+    state: Arc<Mutex<ClientState>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Close);
+    }
+}
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl ClientHandle {
+    /// Sends a JSON message (one text frame). Waits for the driver's answer:
+    /// [`SendError::NotConnected`] while no connection is up (unless the
+    /// config has an `offline_queue`), [`SendError::Closed`] after
+    /// [`ClientHandle::close`], auth failure or giving up.
+    pub fn send(&self, message: Value) -> Result<(), SendError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inner
+            .tx
+            .send(Cmd::Send(message, tx))
+            .map_err(|_| SendError::Closed)?;
+        rx.recv().unwrap_or(Err(SendError::Closed))
+    }
+
+    /// Subscribes to a channel, now if connected and again after every
+    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
+    /// [`ClientEvent::SubscriptionsRestored`]).
+    pub fn subscribe(&self, channel: &str) {
+        let _ = self.inner.tx.send(Cmd::Subscribe(channel.to_owned()));
+    }
+
+    /// Forgets a subscription (and unsubscribes now if connected).
+    pub fn unsubscribe(&self, channel: &str) {
+        let _ = self.inner.tx.send(Cmd::Unsubscribe(channel.to_owned()));
+    }
+
+    /// The client's state as of the driver's last step.
+    pub fn state(&self) -> ClientState {
+        *self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes for good: a 1000 close to the server (waiting up to the
+    /// config's `close_timeout` for its reply), no more reconnects. The event
+    /// channel ends after [`ClientEvent::Closed`].
+    pub fn close(&self) {
+        let _ = self.inner.tx.send(Cmd::Close);
+    }
+}
+
+/// Starts a client on `config.endpoints` with a seed from the operating
+/// system. Returns its handle and its events: everything the core reports
+/// except the driver's own `Connect` and `CloseSocket`, ending with
+/// [`ClientEvent::Closed`] (after which the channel ends).
+///
+/// Fails on an invalid config, a `wss://` endpoint (TLS is not supported by
+/// this driver), or when a thread cannot be started.
+pub fn spawn(config: ClientConfig) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
+    ClientBuilder::new(config).spawn()
+}
+
+/// A client with subscriptions that are in place before the first connect
+/// (so they are confirmed by [`ClientEvent::SubscriptionsRestored`]) or a
+/// given seed.
+#[derive(Debug)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    subscriptions: Vec<String>,
+    seed: Option<u64>,
+}
+
+impl ClientBuilder {
+    /// A client on `config.endpoints`.
+    pub fn new(config: ClientConfig) -> Self {
+        ClientBuilder {
+            config,
+            subscriptions: Vec::new(),
+            seed: None,
+        }
+    }
+
+    /// Subscribes before the first connect: the subscription goes out with
+    /// the first connection and is reported in its
+    /// [`ClientEvent::SubscriptionsRestored`].
+    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
+        self.subscriptions.push(channel.into());
+        self
+    }
+
+    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
+    /// in tests); by default the seed comes from the operating system
+    /// ([`os_seed`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts the client: see [`spawn`].
+    pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
+        let ClientBuilder {
+            config,
+            subscriptions,
+            seed,
+        } = self;
+        if let Some(i) = config.endpoints.iter().position(|e| e.tls) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "endpoint {i} is wss://: TLS is not supported by the wshub-blocking client \
+                     driver (use ws://, or terminate TLS in front of the hub)"
+                ),
+            ));
+        }
+        let connect_timeout = config.connect_timeout;
+        let mut client = Client::new(config, Instant::now(), seed.unwrap_or_else(os_seed))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        for channel in &subscriptions {
+            client.subscribe(Instant::now(), channel);
+        }
+        client.start(Instant::now());
+        let state = Arc::new(Mutex::new(client.state()));
+        let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
+        let (event_tx, events) = mpsc::channel();
+        let mut driver = Driver {
+            client,
+            events: event_tx,
+            state: state.clone(),
+            tx: tx.clone(),
+            connect_timeout,
+            generation: 0,
+            dialing: None,
+            socket: None,
+            closed: false,
+        };
+        std::thread::Builder::new()
+            .name("wshub-client".into())
+            .spawn(move || driver.run(rx))?;
+        let handle = ClientHandle {
+            inner: Arc::new(Inner { tx, state }),
+        };
+        Ok((handle, events))
+    }
+}
+
+/// The current connection's threads.
+struct Socket {
+    generation: u64,
+    /// Output for the writer; dropping it makes the writer finish and shut
+    /// the socket down.
+    writer: Sender<Vec<u8>>,
+    /// Kept to cut the socket if the writer cannot be reached.
+    stream: TcpStream,
+}
+
+struct Driver {
+    client: Client,
+    events: Sender<ClientEvent>,
+    state: Arc<Mutex<ClientState>>,
+    /// For the connect, reader and writer threads.
+    tx: SyncSender<Cmd>,
+    connect_timeout: Duration,
+    /// Numbers connection attempts.
+    generation: u64,
+    /// The attempt whose connect is in flight.
+    dialing: Option<u64>,
+    socket: Option<Socket>,
+    closed: bool,
+}
+
+impl Driver {
+    fn run(&mut self, rx: Receiver<Cmd>) {
+        self.drain();
+        while !self.closed {
+            let cmd = match self.client.poll_timeout() {
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(cmd) => Some(cmd),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        // Unreachable: the driver holds a sender itself.
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => return,
+                },
+            };
+            if let Some(cmd) = cmd {
+                self.apply(cmd);
+                // Take what else is queued before writing, so a burst of
+                // reads or sends goes out in few writes.
+                for _ in 0..64 {
+                    match rx.try_recv() {
+                        Ok(cmd) => self.apply(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.client.handle_timeout(Instant::now());
+            self.drain();
+        }
+    }
+
+    fn apply(&mut self, cmd: Cmd) {
+        let now = Instant::now();
+        let live = self.socket.as_ref().map(|s| s.generation);
+        let current = |g: u64| live == Some(g);
+        match cmd {
+            Cmd::Subscribe(channel) => {
+                self.client.subscribe(now, &channel);
+            }
+            Cmd::Unsubscribe(channel) => {
+                self.client.unsubscribe(now, &channel);
+            }
+            Cmd::Send(message, reply) => {
+                let _ = reply.send(self.client.send(now, &message));
+            }
+            Cmd::Close => self.client.close(now),
+            Cmd::Connected(g, result) => {
+                if self.dialing != Some(g) {
+                    return; // cancelled meanwhile: dropping the stream closes it
+                }
+                self.dialing = None;
+                match result.and_then(|stream| self.open(g, stream)) {
+                    Ok(socket) => {
+                        self.socket = Some(socket);
+                        self.client.handle_connected(now);
+                    }
+                    Err(_) => self.client.handle_connect_failed(now),
+                }
+            }
+            Cmd::Read(g, bytes) if current(g) => self.client.handle_read(now, &bytes),
+            Cmd::Eof(g) if current(g) => self.client.handle_eof(now),
+            Cmd::IoError(g) if current(g) => self.client.handle_io_error(now),
+            Cmd::Read(..) | Cmd::Eof(_) | Cmd::IoError(_) => {}
+        }
+    }
+
+    /// Carries out the client's output until it has nothing more.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(bytes) = self.client.poll_transmit() {
+                progressed = true;
+                if let Some(s) = &self.socket {
+                    // A writer that has gone reports the error itself.
+                    let _ = s.writer.send(bytes);
+                }
+            }
+            while let Some(event) = self.client.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.publish_state();
+    }
+
+    /// Makes the client's state visible to [`ClientHandle::state`]; done
+    /// before every event is handed out, so that an application that sees an
+    /// event sees the state that goes with it.
+    fn publish_state(&self) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Connect { endpoint, .. } => {
+                self.generation += 1;
+                let g = self.generation;
+                self.dialing = Some(g);
+                let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
+                let spawned = std::thread::Builder::new()
+                    .name("wshub-client-connect".into())
+                    .stack_size(STACK)
+                    .spawn(move || {
+                        let result = connect(&endpoint, timeout);
+                        let _ = tx.send(Cmd::Connected(g, result));
+                    });
+                if spawned.is_err() {
+                    self.dialing = None;
+                    self.client.handle_connect_failed(Instant::now());
+                }
+            }
+            ClientEvent::CloseSocket => {
+                self.dialing = None;
+                if let Some(s) = self.socket.take() {
+                    // The writer writes what it holds (a close frame), then
+                    // shuts both directions, which also ends the reader.
+                    drop(s.writer);
+                    let _ = s.stream.set_read_timeout(Some(Duration::from_secs(1)));
+                }
+            }
+            ClientEvent::Closed => {
+                self.closed = true;
+                self.publish_state();
+                let _ = self.events.send(ClientEvent::Closed);
+            }
+            // Nobody listening is fine: events are then dropped.
+            other => {
+                self.publish_state();
+                let _ = self.events.send(other);
+            }
+        }
+    }
+
+    /// Starts the reader and writer threads of a connected stream.
+    fn open(&self, g: u64, stream: TcpStream) -> io::Result<Socket> {
+        let _ = stream.set_nodelay(true);
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        let mut reader = stream.try_clone()?;
+        let mut writer = stream.try_clone()?;
+        let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>();
+        let tx = self.tx.clone();
+        std::thread::Builder::new()
+            .name("wshub-client-w".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                for bytes in writer_rx {
+                    if writer.write_all(&bytes).is_err() {
+                        let _ = tx.send(Cmd::IoError(g));
+                        break;
+                    }
+                }
+                let _ = writer.shutdown(Shutdown::Both);
+            })?;
+        let tx = self.tx.clone();
+        std::thread::Builder::new()
+            .name("wshub-client-r".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                let mut buf = vec![0u8; READ_BUFFER];
+                loop {
+                    let cmd = match reader.read(&mut buf) {
+                        Ok(0) => Cmd::Eof(g),
+                        Ok(n) => Cmd::Read(g, buf[..n].to_vec()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => Cmd::IoError(g),
+                    };
+                    let last = !matches!(cmd, Cmd::Read(..));
+                    if tx.send(cmd).is_err() || last {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Socket {
+            generation: g,
+            writer: writer_tx,
+            stream,
+        })
+    }
+}
+
+/// Resolves the endpoint and tries each address in turn.
+fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+    for addr in (endpoint.host.as_str(), endpoint.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// 64 bits from the operating system (`/dev/urandom`), or, where there is no
+/// such device, a hash of the time, the process id and std's per-process
+/// random hash keys.
+pub fn os_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::time::SystemTime::now().hash(&mut h);
+    std::process::id().hash(&mut h);
+    Instant::now().hash(&mut h);
+    h.finish()
+}

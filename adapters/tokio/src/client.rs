@@ -1,0 +1,481 @@
+//! Runs the core's reconnecting [`wshub_core::client::Client`] over real TCP
+//! sockets on a tokio runtime.
+//!
+//! [`spawn`] starts one **driver task** that owns the client and sleeps until
+//! the client's next deadline (`sleep_until`), an application command, or
+//! socket input arrives. Each connection attempt is a task (`TcpStream::connect`,
+//! aborted if the client gives up on it: the connect timeout is the core's),
+//! and each connection has a **reader task** and a **writer task**. The
+//! driver makes no protocol decisions: the handshake, backoff, failover,
+//! resubscription and timeouts are the core's.
+//!
+//! ```no_run
+//! use wshub_tokio::client::{self, ClientConfig, ClientEvent, Endpoint};
+//!
+//! # #[tokio::main] async fn main() -> std::io::Result<()> {
+//! let endpoint = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+//! let (client, mut events) = client::spawn(ClientConfig::new(vec![endpoint]))?;
+//! client.subscribe("process:build-1");
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         ClientEvent::Message(m) => println!("{}: {}", m.kind, m.data),
+//!         ClientEvent::AuthFailed { status, .. } => {
+//!             eprintln!("refused with HTTP {status}");
+//!             client.close();
+//!         }
+//!         other => eprintln!("{other:?}"),
+//!     }
+//! }
+//! // The channel ends after `ClientEvent::Closed`.
+//! # Ok(()) }
+//! ```
+//!
+//! Plain `ws://` only: an endpoint with `tls: true` (`wss://`) is refused by
+//! [`spawn`] with an `InvalidInput` error (terminate TLS in front of the hub,
+//! or drive the core client with a TLS stream of your own).
+
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use wshub_core::client::Client;
+pub use wshub_core::client::{
+    ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
+    TokenPlacement,
+};
+
+/// Socket input queued to the driver before readers wait: a server that
+/// floods meets TCP backpressure instead of growing memory.
+const INPUT_QUEUE: usize = 256;
+
+/// A write that makes no progress for this long fails the connection (the
+/// core then reconnects), so a stalled server cannot pin a writer task.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read buffer per connection.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// Application commands and connect outcomes.
+enum Cmd {
+    Subscribe(String),
+    Unsubscribe(String),
+    Send(Value, oneshot::Sender<Result<(), SendError>>),
+    Close,
+    Connected(u64, io::Result<TcpStream>),
+}
+
+/// Socket input, numbered by connection attempt so that nothing is reported
+/// about a socket the client has already dropped.
+enum Input {
+    Read(u64, Vec<u8>),
+    Eof(u64),
+    IoError(u64),
+}
+
+/// Commands a running client from any task or thread. Cheap to clone.
+///
+/// Dropping the last clone closes the client as [`ClientHandle::close`] does.
+#[derive(Clone)]
+pub struct ClientHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::UnboundedSender<Cmd>,
+    state: Arc<Mutex<ClientState>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Close);
+    }
+}
+
+impl std::fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl ClientHandle {
+    /// Sends a JSON message (one text frame), answered by the driver:
+    /// [`SendError::NotConnected`] while no connection is up (unless the
+    /// config has an `offline_queue`), [`SendError::Closed`] after
+    /// [`ClientHandle::close`], auth failure or giving up.
+    pub async fn send(&self, message: Value) -> Result<(), SendError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Cmd::Send(message, tx))
+            .map_err(|_| SendError::Closed)?;
+        rx.await.unwrap_or(Err(SendError::Closed))
+    }
+
+    /// Subscribes to a channel, now if connected and again after every
+    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
+    /// [`ClientEvent::SubscriptionsRestored`]). Does not wait.
+    pub fn subscribe(&self, channel: &str) {
+        let _ = self.inner.tx.send(Cmd::Subscribe(channel.to_owned()));
+    }
+
+    /// Forgets a subscription (and unsubscribes now if connected).
+    pub fn unsubscribe(&self, channel: &str) {
+        let _ = self.inner.tx.send(Cmd::Unsubscribe(channel.to_owned()));
+    }
+
+    /// The client's state as of the driver's last step.
+    pub fn state(&self) -> ClientState {
+        *self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes for good: a 1000 close to the server (waiting up to the
+    /// config's `close_timeout` for its reply), no more reconnects. The event
+    /// channel ends after [`ClientEvent::Closed`].
+    pub fn close(&self) {
+        let _ = self.inner.tx.send(Cmd::Close);
+    }
+}
+
+/// Starts a client on `config.endpoints` with a seed from the operating
+/// system, as a task on the current tokio runtime. Returns its handle and its
+/// events: everything the core reports except the driver's own `Connect` and
+/// `CloseSocket`, ending with [`ClientEvent::Closed`] (after which the
+/// channel ends).
+///
+/// Fails outside a runtime, on an invalid config, or on a `wss://` endpoint
+/// (TLS is not supported by this driver).
+pub fn spawn(
+    config: ClientConfig,
+) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
+    ClientBuilder::new(config).spawn()
+}
+
+/// A client with subscriptions that are in place before the first connect
+/// (so they are confirmed by [`ClientEvent::SubscriptionsRestored`]) or a
+/// given seed.
+#[derive(Debug)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+    subscriptions: Vec<String>,
+    seed: Option<u64>,
+}
+
+impl ClientBuilder {
+    /// A client on `config.endpoints`.
+    pub fn new(config: ClientConfig) -> Self {
+        ClientBuilder {
+            config,
+            subscriptions: Vec::new(),
+            seed: None,
+        }
+    }
+
+    /// Subscribes before the first connect: the subscription goes out with
+    /// the first connection and is reported in its
+    /// [`ClientEvent::SubscriptionsRestored`].
+    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
+        self.subscriptions.push(channel.into());
+        self
+    }
+
+    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
+    /// in tests); by default the seed comes from the operating system
+    /// ([`os_seed`]).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Starts the client: see [`spawn`]. Must be called inside a tokio runtime.
+    pub fn spawn(self) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
+        let ClientBuilder {
+            config,
+            subscriptions,
+            seed,
+        } = self;
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        if let Some(i) = config.endpoints.iter().position(|e| e.tls) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "endpoint {i} is wss://: TLS is not supported by the wshub-tokio client \
+                     driver (use ws://, or terminate TLS in front of the hub)"
+                ),
+            ));
+        }
+        let mut client = Client::new(config, Instant::now(), seed.unwrap_or_else(os_seed))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        for channel in &subscriptions {
+            client.subscribe(Instant::now(), channel);
+        }
+        client.start(Instant::now());
+        let state = Arc::new(Mutex::new(client.state()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (event_tx, events) = mpsc::unbounded_channel();
+        let driver = Driver {
+            client,
+            events: event_tx,
+            state: state.clone(),
+            tx: tx.clone(),
+            input: input_tx,
+            generation: 0,
+            dialing: None,
+            socket: None,
+            closed: false,
+        };
+        runtime.spawn(driver.run(rx, input_rx));
+        let handle = ClientHandle {
+            inner: Arc::new(Inner { tx, state }),
+        };
+        Ok((handle, events))
+    }
+}
+
+/// The current connection's tasks.
+struct Socket {
+    generation: u64,
+    /// Output for the writer; dropping it makes the writer finish and shut
+    /// the socket's write side down.
+    writer: mpsc::UnboundedSender<Vec<u8>>,
+    reader: AbortHandle,
+}
+
+struct Driver {
+    client: Client,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    state: Arc<Mutex<ClientState>>,
+    /// For connect tasks.
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// For reader and writer tasks.
+    input: mpsc::Sender<Input>,
+    /// Numbers connection attempts.
+    generation: u64,
+    /// The attempt whose connect is in flight.
+    dialing: Option<(u64, AbortHandle)>,
+    socket: Option<Socket>,
+    closed: bool,
+}
+
+/// What woke the driver.
+enum Wake {
+    Cmd(Cmd),
+    Input(Input),
+    Timer,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut input: mpsc::Receiver<Input>) {
+        self.drain();
+        while !self.closed {
+            let deadline = self.client.poll_timeout();
+            let wake = tokio::select! {
+                biased;
+                // The driver holds senders of both: neither ends first.
+                Some(cmd) = rx.recv() => Wake::Cmd(cmd),
+                Some(i) = input.recv() => Wake::Input(i),
+                _ = sleep_until(deadline) => Wake::Timer,
+            };
+            match wake {
+                Wake::Cmd(cmd) => self.apply(cmd),
+                Wake::Input(i) => self.input(i),
+                Wake::Timer => {}
+            }
+            // Take what else is queued before writing, so a burst of reads or
+            // sends goes out in few writes.
+            for _ in 0..64 {
+                if let Ok(cmd) = rx.try_recv() {
+                    self.apply(cmd);
+                } else if let Ok(i) = input.try_recv() {
+                    self.input(i);
+                } else {
+                    break;
+                }
+            }
+            self.client.handle_timeout(Instant::now());
+            self.drain();
+        }
+    }
+
+    fn apply(&mut self, cmd: Cmd) {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Subscribe(channel) => {
+                self.client.subscribe(now, &channel);
+            }
+            Cmd::Unsubscribe(channel) => {
+                self.client.unsubscribe(now, &channel);
+            }
+            Cmd::Send(message, reply) => {
+                let _ = reply.send(self.client.send(now, &message));
+            }
+            Cmd::Close => self.client.close(now),
+            Cmd::Connected(g, result) => {
+                if self.dialing.as_ref().map(|d| d.0) != Some(g) {
+                    return; // cancelled meanwhile: dropping the stream closes it
+                }
+                self.dialing = None;
+                match result {
+                    Ok(stream) => {
+                        self.socket = Some(self.open(g, stream));
+                        self.client.handle_connected(now);
+                    }
+                    Err(_) => self.client.handle_connect_failed(now),
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = Instant::now();
+        let live = self.socket.as_ref().map(|s| s.generation);
+        match input {
+            Input::Read(g, bytes) if live == Some(g) => self.client.handle_read(now, &bytes),
+            Input::Eof(g) if live == Some(g) => self.client.handle_eof(now),
+            Input::IoError(g) if live == Some(g) => self.client.handle_io_error(now),
+            Input::Read(..) | Input::Eof(_) | Input::IoError(_) => {}
+        }
+    }
+
+    /// Carries out the client's output until it has nothing more.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(bytes) = self.client.poll_transmit() {
+                progressed = true;
+                if let Some(s) = &self.socket {
+                    // A writer that has gone reports the error itself.
+                    let _ = s.writer.send(bytes);
+                }
+            }
+            while let Some(event) = self.client.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.publish_state();
+    }
+
+    /// Makes the client's state visible to [`ClientHandle::state`]; done
+    /// before every event is handed out, so that an application that sees an
+    /// event sees the state that goes with it.
+    fn publish_state(&self) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        match event {
+            ClientEvent::Connect { endpoint, .. } => {
+                self.generation += 1;
+                let g = self.generation;
+                let tx = self.tx.clone();
+                let task = tokio::spawn(async move {
+                    let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+                    let _ = tx.send(Cmd::Connected(g, result));
+                });
+                self.dialing = Some((g, task.abort_handle()));
+            }
+            ClientEvent::CloseSocket => {
+                if let Some((_, connect)) = self.dialing.take() {
+                    connect.abort();
+                }
+                if let Some(s) = self.socket.take() {
+                    // The writer writes what it holds (a close frame), then
+                    // shuts its side down; the socket closes with it.
+                    s.reader.abort();
+                    drop(s.writer);
+                }
+            }
+            ClientEvent::Closed => {
+                self.closed = true;
+                self.publish_state();
+                let _ = self.events.send(ClientEvent::Closed);
+            }
+            // Nobody listening is fine: events are then dropped.
+            other => {
+                self.publish_state();
+                let _ = self.events.send(other);
+            }
+        }
+    }
+
+    /// Starts the reader and writer tasks of a connected stream.
+    fn open(&self, g: u64, stream: TcpStream) -> Socket {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let input = self.input.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = writer_rx.recv().await {
+                let written = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await;
+                if !matches!(written, Ok(Ok(()))) {
+                    let _ = input.send(Input::IoError(g)).await;
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+        });
+        let input = self.input.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; READ_BUFFER];
+            loop {
+                let event = match rd.read(&mut buf).await {
+                    Ok(0) => Input::Eof(g),
+                    Ok(n) => Input::Read(g, buf[..n].to_vec()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => Input::IoError(g),
+                };
+                let last = !matches!(event, Input::Read(..));
+                if input.send(event).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Socket {
+            generation: g,
+            writer: writer_tx,
+            reader: reader.abort_handle(),
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// 64 bits from the operating system (`/dev/urandom`), or, where there is no
+/// such device, a hash of the time, the process id and std's per-process
+/// random hash keys.
+pub fn os_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    std::time::SystemTime::now().hash(&mut h);
+    std::process::id().hash(&mut h);
+    Instant::now().hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,204 @@
+//! What `wshub sub` and `wshub pub` share: the server URL, the token and
+//! where it goes, and the client configuration built from them.
+//!
+//! The token comes from `--token TOKEN` or the environment variable
+//! `WSHUB_TOKEN` (which keeps it out of shell history and `ps`), and goes in
+//! the upgrade request as `?token=` (what `wshub serve` and browsers use) or,
+//! with `--bearer`, as `Authorization: Bearer`. It is never printed: errors
+//! and logs name the server by `host:port` only, since the URL itself may
+//! carry a credential in its query.
+
+use std::time::Duration;
+
+use wshub_core::client::{ClientConfig, Endpoint, EndpointError, TokenPlacement};
+use wshub_core::Secret;
+
+use crate::cli::CliError;
+
+/// The environment variable read for the client token.
+pub const TOKEN_ENV: &str = "WSHUB_TOKEN";
+
+/// Where to connect and with which credential.
+#[derive(Debug, PartialEq)]
+pub struct Target {
+    /// The server's WebSocket endpoint (`ws://`; `Debug` redacts its query).
+    pub endpoint: Endpoint,
+    /// The client token, if any (`Debug` prints `<redacted>`).
+    pub token: Option<Secret>,
+    /// `--bearer`: send it as `Authorization: Bearer` instead of `?token=`.
+    pub bearer: bool,
+}
+
+impl Target {
+    /// `host:port` for messages (never the URL: its query may hold a token).
+    pub fn server(&self) -> String {
+        let host = if self.endpoint.host.contains(':') {
+            format!("[{}]", self.endpoint.host)
+        } else {
+            self.endpoint.host.clone()
+        };
+        format!("{host}:{}", self.endpoint.port)
+    }
+
+    /// A client configuration for this target: the token in place, a short
+    /// close timeout (a command line tool should not linger).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(vec![self.endpoint.clone()]);
+        cfg.token = self.token.clone().map(|t| {
+            let placement = if self.bearer {
+                TokenPlacement::Bearer
+            } else {
+                TokenPlacement::Query("token".into())
+            };
+            (t, placement)
+        });
+        cfg.close_timeout = Duration::from_secs(2);
+        cfg
+    }
+}
+
+/// Parses the server URL argument: `ws://host[:port]/path[?query]`.
+pub fn parse_url(url: &str) -> Result<Endpoint, CliError> {
+    match Endpoint::parse(url) {
+        Ok(e) if e.tls => Err(CliError(
+            "URL: wss:// is not supported (TLS is out of scope); use ws:// or a TLS-terminating proxy"
+                .into(),
+        )),
+        Ok(e) => Ok(e),
+        // The messages never include the URL (it may hold a token).
+        Err(EndpointError::Scheme) => Err(CliError(
+            "URL: expected ws://HOST[:PORT]/PATH (for `wshub serve`: ws://ADDR/ws)".into(),
+        )),
+        Err(e) => Err(CliError(format!("URL: {e}"))),
+    }
+}
+
+/// Options both commands take; `None` when `flag` is not one of them.
+/// `value` yields the flag's value.
+pub(crate) fn common_flag(
+    flag: &str,
+    value: &mut dyn FnMut() -> Result<String, CliError>,
+    token: &mut Option<Secret>,
+    bearer: &mut bool,
+) -> Option<Result<(), CliError>> {
+    match flag {
+        "--token" => Some(value().and_then(|t| {
+            if t.is_empty() {
+                Err(CliError("--token: must not be empty".into()))
+            } else {
+                *token = Some(Secret::new(t));
+                Ok(())
+            }
+        })),
+        "--bearer" => {
+            *bearer = true;
+            Some(Ok(()))
+        }
+        _ => None,
+    }
+}
+
+/// The token from the flag, else from [`TOKEN_ENV`] (ignored when empty).
+pub(crate) fn token_or_env(
+    token: Option<Secret>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<Secret> {
+    token.or_else(|| env(TOKEN_ENV).filter(|t| !t.is_empty()).map(Secret::new))
+}
+
+/// Parses DATA: JSON if it parses, else the text as a JSON string.
+pub fn parse_data(data: &str) -> serde_json::Value {
+    serde_json::from_str(data).unwrap_or_else(|_| serde_json::Value::String(data.to_owned()))
+}
+
+/// A message the server sent, as one line of JSON in the protocol's field
+/// order: `type`, `channel`, `processId`, `data`, `timestamp`, `id` (the
+/// fields the client reads; absent ones are left out, `data` is always
+/// there).
+pub fn message_line(m: &wshub_core::client::ServerMessage) -> String {
+    // `Value`'s `Display` is compact JSON, strings quoted and escaped.
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut out = format!("{{\"type\":{}", q(&m.kind));
+    if let Some(c) = &m.channel {
+        out.push_str(&format!(",\"channel\":{}", q(c)));
+    }
+    if let Some(p) = &m.process_id {
+        out.push_str(&format!(",\"processId\":{}", q(p)));
+    }
+    out.push_str(&format!(",\"data\":{}", m.data));
+    if let Some(t) = &m.timestamp {
+        out.push_str(&format!(",\"timestamp\":{}", q(t)));
+    }
+    if let Some(id) = &m.id {
+        out.push_str(&format!(",\"id\":{id}"));
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let e = parse_url("ws://127.0.0.1:9/ws?token=abc").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 9));
+        let err = parse_url("wss://h/ws").unwrap_err();
+        assert!(err.0.contains("wss://"), "{err}");
+        let err = parse_url("http://h:1/?token=s3cret").unwrap_err();
+        assert!(!err.0.contains("s3cret"), "{err}");
+        assert!(parse_url("ws://h:0/ws").is_err());
+    }
+
+    #[test]
+    fn data_is_json_when_it_parses() {
+        assert_eq!(parse_data(r#"{"x":1}"#), serde_json::json!({"x": 1}));
+        assert_eq!(parse_data("42"), serde_json::json!(42));
+        assert_eq!(parse_data("hello"), serde_json::json!("hello"));
+        assert_eq!(parse_data("{oops"), serde_json::json!("{oops"));
+    }
+
+    #[test]
+    fn token_from_flag_then_env() {
+        let env = |k: &str| (k == TOKEN_ENV).then(|| "from-env".to_string());
+        let flag = Some(Secret::new("from-flag"));
+        assert_eq!(token_or_env(flag.clone(), &env), flag);
+        assert_eq!(token_or_env(None, &env), Some(Secret::new("from-env")));
+        assert_eq!(token_or_env(None, &|_| Some(String::new())), None);
+    }
+
+    #[test]
+    fn message_lines_keep_the_protocol_order() {
+        let m = wshub_core::client::ServerMessage {
+            kind: "process_output".into(),
+            channel: Some("process:1".into()),
+            process_id: Some("1".into()),
+            data: serde_json::json!({"b": 1, "a": "x\ny"}),
+            timestamp: Some("2026-01-01T00:00:00Z".into()),
+            id: None,
+        };
+        let line = message_line(&m);
+        assert_eq!(
+            line,
+            r#"{"type":"process_output","channel":"process:1","processId":"1","data":{"a":"x\ny","b":1},"timestamp":"2026-01-01T00:00:00Z"}"#
+        );
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["data"]["a"], "x\ny");
+    }
+
+    #[test]
+    fn target_debug_hides_the_token() {
+        let t = Target {
+            endpoint: parse_url("ws://h:1/ws?token=inurl").unwrap(),
+            token: Some(Secret::new("s3cret")),
+            bearer: false,
+        };
+        let shown = format!("{t:?} {}", t.server());
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("inurl"),
+            "{shown}"
+        );
+        assert_eq!(t.server(), "h:1");
+    }
+}
