@@ -34,6 +34,7 @@ pub mod client;
 mod conn;
 mod handle;
 mod hub_thread;
+pub mod listen;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -79,7 +80,7 @@ impl Builder {
 
     /// Binds a TCP listener and serves it.
     pub fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
-        self.listener(TcpListener::bind(addr)?)
+        self.listener(listen::bind_listener(addr)?)
     }
 
     /// Serves an already bound listener.

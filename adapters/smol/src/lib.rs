@@ -172,7 +172,22 @@ impl Builder {
 
     /// Binds a TCP listener and serves it.
     pub async fn bind(self, addr: impl AsyncToSocketAddrs) -> io::Result<Server> {
-        self.listener(TcpListener::bind(addr).await?)
+        // Resolve, then bind with a deep accept queue (std's is 128): a burst
+        // of connects past it would otherwise be dropped by the kernel.
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+        for a in smol::net::resolve(addr).await? {
+            let socket =
+                socket2::Socket::new(socket2::Domain::for_address(a), socket2::Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            match socket.bind(&a.into()).and_then(|()| socket.listen(4096)) {
+                Ok(()) => {
+                    return self
+                        .listener(TcpListener::try_from(std::net::TcpListener::from(socket))?)
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Serves an already bound listener.
