@@ -36,7 +36,10 @@ With no auth option a random token is generated and the URL to use is printed.
 clients (see `wshub sub --help`, `wshub pub --help`):
   wshub sub [--token TOKEN] [--bearer] URL CHANNEL...
   wshub pub [--token TOKEN] [--bearer] [--admin-key KEY] URL CHANNEL DATA
-  tokens also from the WSHUB_TOKEN and WSHUB_ADMIN_KEY environment variables";
+  tokens also from the WSHUB_TOKEN and WSHUB_ADMIN_KEY environment variables
+
+process streaming (see `wshub exec --help`):
+  wshub exec (--url URL --admin-key KEY | --serve ADDR) [--id ID] -- CMD ARGS...";
 
 /// A parsed command line.
 #[derive(Debug, PartialEq)]
@@ -53,6 +56,8 @@ pub enum Command {
     Pub(Box<crate::publish::PubOptions>),
     /// `wshub sub --help` / `wshub pub --help`: print this usage text.
     Usage(&'static str),
+    /// `wshub exec [options] -- CMD ARGS...`.
+    Exec(Box<crate::exec::ExecOptions>),
 }
 
 /// Which adapter serves.
@@ -213,6 +218,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
                 _ => crate::publish::parse(rest).map(|o| Command::Pub(Box::new(o))),
             };
         }
+        Some("exec") => return crate::exec::command(&args[1..]),
         Some(other) => return Err(CliError(format!("unknown command `{other}`"))),
     }
     let mut o = ServeOptions {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod cli;
 pub mod connect;
+pub mod exec;
 pub mod publish;
 pub mod running;
 pub mod sub;

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Sub(opts)) => wshub::sub::run(*opts),
         Ok(Command::Pub(opts)) => wshub::publish::run(*opts),
+        Ok(Command::Exec(opts)) => wshub::exec::run(*opts),
         Ok(Command::Serve(opts)) => match serve(*opts) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,246 @@
+//! `wshub exec` end to end: the real binary, as child processes, streaming a
+//! command's output to a real `wshub serve` (HTTP API) or to its own
+//! in-process hub (`--serve`), watched by a WebSocket client.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::{Message as WsMessage, WebSocket};
+
+const WAIT: Duration = Duration::from_secs(8);
+const BIN: &str = env!("CARGO_BIN_EXE_wshub");
+
+fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line<T>(rx: &Receiver<String>, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(t) = pick(&line) {
+                    return t;
+                }
+                seen.push(line);
+            }
+            Err(_) => panic!("no {what} within {WAIT:?}; saw {seen:#?}"),
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the child when dropped (a failing test leaves nothing behind).
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A WebSocket client subscribed to `channel` (acknowledged).
+fn subscriber(addr: &str, token: &str, channel: &str) -> WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/ws?token={token}"), stream)
+        .expect("WebSocket upgrade");
+    let sub = json!({"type": "subscribe", "channel": channel, "id": 1});
+    ws.send(WsMessage::text(sub.to_string())).unwrap();
+    let ack = next_json(&mut ws);
+    assert_eq!(
+        (&ack["type"], &ack["id"]),
+        (&json!("ack"), &json!(1)),
+        "{ack}"
+    );
+    ws
+}
+
+fn next_json(ws: &mut WebSocket<TcpStream>) -> Value {
+    loop {
+        match ws.read().expect("a message") {
+            WsMessage::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            WsMessage::Binary(_) | WsMessage::Close(_) => panic!("unexpected frame"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until the `process_status`; returns the output lines and the status.
+fn collect_process(ws: &mut WebSocket<TcpStream>, id: &str) -> (Vec<String>, Value) {
+    let mut out = Vec::new();
+    loop {
+        let m = next_json(ws);
+        assert_eq!(m["channel"], format!("process:{id}"), "{m}");
+        assert_eq!(m["processId"], id, "{m}");
+        match m["type"].as_str() {
+            Some("process_output") => out.push(m["data"].as_str().unwrap().to_owned()),
+            Some("process_status") => return (out, m["data"].clone()),
+            _ => panic!("unexpected {m}"),
+        }
+    }
+}
+
+fn exec(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("exec")
+        .args(args)
+        .env_remove("WSHUB_ADMIN_KEY")
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[test]
+fn streams_to_a_running_server_through_the_api() {
+    let mut server = Command::new(BIN)
+        .args(["serve", "--runtime", "blocking", "--listen", "127.0.0.1:0"])
+        .args(["--api-key", "k=u", "--admin-key", "adm"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(server.stderr.take().unwrap());
+    let _server = Reap(server);
+    let addr = wait_line(&stderr, "listening line", |l| {
+        let rest = l.split("listening on ws://").nth(1)?;
+        Some(rest.split("/ws").next()?.to_owned())
+    });
+    let mut ws = subscriber(&addr, "k", "process:t1");
+
+    let url = format!("ws://{addr}/ws");
+    let out = exec(&["--url", &url, "--admin-key", "adm", "--id", "t1", "--"])
+        .args(["sh", "-c", "echo one; echo two >&2; exit 3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("process:t1"), "{err}");
+    assert!(!err.contains("cannot publish"), "{err}");
+
+    let (mut lines, status) = collect_process(&mut ws, "t1");
+    lines.sort();
+    assert_eq!(lines, ["one", "two"]);
+    assert_eq!(status, json!({"status": "exited", "exitCode": 3}));
+
+    // http://host:port works too, and the key may come from the environment.
+    let out = exec(&["--url", &format!("http://{addr}"), "--id", "t1", "true"])
+        .env("WSHUB_ADMIN_KEY", "adm")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let (lines, status) = collect_process(&mut ws, "t1");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert_eq!(status, json!({"status": "exited", "exitCode": 0}));
+}
+
+#[test]
+fn serves_its_own_hub_with_the_page_url() {
+    let mut child = exec(&["--serve", "127.0.0.1:0", "--linger", "300ms", "--"])
+        .args(["sh", "-c", "sleep 1; echo hi; echo 'caf\u{e9}'; exit 4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let mut child = Reap(child);
+    // http://ADDR/?token=T&channel=process:ID
+    let (addr, token, channel) = wait_line(&stdout, "page URL", |l| {
+        let rest = l.strip_prefix("http://")?;
+        let (addr, query) = rest.split_once("/?token=")?;
+        let (token, channel) = query.split_once("&channel=")?;
+        Some((addr.to_owned(), token.to_owned(), channel.to_owned()))
+    });
+    let id = channel.strip_prefix("process:").unwrap().to_owned();
+    // The default id is the child's pid.
+    assert!(id.parse::<u32>().is_ok(), "{id}");
+    let mut ws = subscriber(&addr, &token, &channel);
+    // The page and the API are served like `wshub serve` does.
+    let mut http = TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut http,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    http.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    let (lines, status) = collect_process(&mut ws, &id);
+    assert_eq!(lines, ["hi", "caf\u{e9}"]);
+    assert_eq!(status, json!({"status": "exited", "exitCode": 4}));
+    // Graceful shutdown after the linger: a 1001 close.
+    match ws.read() {
+        Ok(WsMessage::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+    assert_eq!(wait_exit(&mut child.0).code(), Some(4));
+    let log: Vec<String> = stderr.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains(&channel)), "{log:?}");
+}
+
+#[test]
+fn exit_codes_mirror_the_process() {
+    for (script, code) in [
+        ("exit 0", 0),
+        ("exit 1", 1),
+        ("exit 42", 42),
+        ("kill -9 $$", 137),
+    ] {
+        let out = exec(&["--serve", "127.0.0.1:0", "--linger", "10ms", "--"])
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{script}");
+    }
+}
+
+#[test]
+fn a_missing_command_exits_127_and_bad_arguments_2() {
+    let out = exec(&["--serve", "127.0.0.1:0", "--", "/no/such/command-xyz"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    assert!(err.contains("cannot run `/no/such/command-xyz`"), "{err}");
+
+    for args in [
+        &["--serve", "127.0.0.1:0"][..],
+        &["--url", "ws://127.0.0.1:1/ws", "--", "true"],
+        &["--bogus", "--", "true"],
+        &["--", "true"],
+    ] {
+        let out = exec(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty());
+    }
+}
