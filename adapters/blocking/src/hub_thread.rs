@@ -109,13 +109,16 @@ impl HubThread {
                 },
             };
             let mut next = cmd;
-            // Take a batch of commands before draining, so output for many
-            // publishes goes out in few writes.
+            // Hand output to the writers after every command: a publish must
+            // reach the sockets before the next one is queued, or a burst of
+            // publishes in one batch would fill every queue past its cap
+            // before a byte is written. Writers batch by themselves.
             for _ in 0..256 {
                 let Some(cmd) = next.take() else { break };
                 if !self.apply(cmd) {
                     return self.cut_all();
                 }
+                self.drain();
                 next = rx.try_recv().ok();
             }
             if let Some(cmd) = next {

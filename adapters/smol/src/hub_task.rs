@@ -99,11 +99,16 @@ impl HubTask {
                     if !self.apply(cmd) {
                         return self.cut_all();
                     }
+                    // Output goes to the writers after every command, so a
+                    // burst of publishes cannot fill every queue past its cap
+                    // before a byte is written.
+                    self.drain();
                     for _ in 1..BATCH {
                         let Ok(cmd) = rx.try_recv() else { break };
                         if !self.apply(cmd) {
                             return self.cut_all();
                         }
+                        self.drain();
                     }
                 }
             }

@@ -145,6 +145,10 @@ impl HubTask {
             }
             for cmd in batch.drain(..) {
                 self.apply(cmd);
+                // Output goes to the writers after every command, so a burst
+                // of publishes cannot fill every queue past its cap before a
+                // byte is written.
+                self.drain();
             }
             // Timers are checked after every batch, so a busy command channel
             // (the select above prefers it) never starves them.
