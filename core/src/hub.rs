@@ -867,6 +867,9 @@ impl Hub {
         conn.identity = Some(Box::new(identity.clone()));
         self.connected += 1;
         self.push_frame(now, slot, Bytes::from(response));
+        // Frames pipelined after the request are handled next; a close or a
+        // cut among them must not take the 101 with it.
+        self.conns[slot as usize].out.protect_queued();
         let conn = self.id_of(slot);
         self.events.push_back(Event::Connected {
             conn,

@@ -79,6 +79,7 @@ pub mod config;
 mod conn;
 pub mod event;
 pub mod frame;
+pub mod fuzzing;
 pub mod handshake;
 mod hub;
 pub mod message;

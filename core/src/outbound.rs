@@ -20,6 +20,10 @@ pub struct Outbound {
     front_written: usize,
     /// Unwritten bytes, leased or not.
     bytes: usize,
+    /// Unleased frames at the front that `drop_unleased` must keep (the
+    /// handshake response: a close or a cut right after the 101 must not
+    /// leave the peer with frames and no HTTP response).
+    protected: usize,
 }
 
 impl Outbound {
@@ -57,6 +61,7 @@ impl Outbound {
             self.leased.push_back(f.len());
             out.push(f);
         }
+        self.protected = self.protected.saturating_sub(n);
         n
     }
 
@@ -87,11 +92,17 @@ impl Outbound {
     /// Drops every frame not yet leased (a connection being cut keeps only what
     /// the adapter already holds). Returns the frames dropped.
     pub fn drop_unleased(&mut self) -> usize {
-        let dropped = self.frames.len();
-        for f in self.frames.drain(..) {
+        let keep = self.protected.min(self.frames.len());
+        let dropped = self.frames.len() - keep;
+        for f in self.frames.drain(keep..) {
             self.bytes -= f.len();
         }
         dropped
+    }
+
+    /// Keeps every frame queued now through later `drop_unleased` calls.
+    pub fn protect_queued(&mut self) {
+        self.protected = self.frames.len();
     }
 
     /// Releases memory held by a queue that grew large and emptied.
@@ -110,6 +121,20 @@ impl Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protected_frames_survive_a_cut_until_leased() {
+        let mut q = Outbound::default();
+        q.push(Bytes::from_static(b"HTTP/1.1 101"));
+        q.protect_queued();
+        q.push(Bytes::from_static(b"data"));
+        assert_eq!(q.drop_unleased(), 1);
+        let mut out = Vec::new();
+        q.lease(&mut out, 8);
+        assert_eq!(out, vec![Bytes::from_static(b"HTTP/1.1 101")]);
+        q.push(Bytes::from_static(b"more"));
+        assert_eq!(q.drop_unleased(), 1, "protection ends once handed out");
+    }
 
     #[test]
     fn lease_write_and_caps_accounting() {

@@ -867,3 +867,18 @@ fn http_fallback_limits() {
     plain.feed(id, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     assert_eq!(plain.rx[&id].status(), Some(400));
 }
+
+#[test]
+fn a_close_pipelined_after_the_request_still_gets_the_101_first() {
+    let mut sim = Sim::new(HubConfig::default());
+    let id = sim.open();
+    let mut bytes = request("/ws", &[]);
+    bytes.extend(masked(OpCode::Close, &[0x03, 0xe8]));
+    sim.feed(id, &bytes);
+    assert_eq!(
+        sim.rx[&id].status(),
+        Some(101),
+        "found by fuzzing: the 101 was dropped"
+    );
+    assert_eq!(sim.rx[&id].close_code(), Some(1000));
+}
