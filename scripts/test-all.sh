@@ -24,6 +24,9 @@ step "tests"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+step "fuzzing: every cargo-fuzz target for 20 s on stable (installs cargo-fuzz on first use; fuzz/run.sh 3600 for an hour)"
+./fuzz/run.sh 20
+
 step "conformance: Autobahn|Testsuite (cases 1-13) against every runtime's echo mode"
 # Installs the suite into target/autobahn-venv on first use (Python 2.7 from pyenv).
 ./conformance/autobahn/check.sh
