@@ -49,7 +49,7 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn replay(target: &str, check: fn(&[u8])) {
+fn replay(target: &str, check: impl Fn(&[u8]) + std::panic::RefUnwindSafe) {
     let corpus_dir = fuzz_dir().join("corpus").join(target);
     let corpus = files(&corpus_dir);
     assert!(
@@ -104,5 +104,9 @@ fn backoff_corpus() {
 
 #[test]
 fn client_corpus() {
-    replay("client", wshub_core::client::check_client_bytes);
+    #[allow(clippy::disallowed_methods)]
+    let base = std::time::Instant::now();
+    replay("client", |d| {
+        wshub_core::client::check_client_bytes(base, d)
+    });
 }
