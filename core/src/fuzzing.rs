@@ -52,9 +52,10 @@ const CLIENT_LIMIT: usize = 1 << 24;
 /// The largest close frame: a 2-byte header and 125 bytes of payload.
 const MAX_CLOSE_FRAME: usize = 127;
 
-// The harnesses need one anchor instant and `Instant` has no other public
-// constructor. Only offsets from it are used, so the outcome of an input does
-// not depend on the clock; the state machines never read it.
+// Every check takes an anchor instant from its caller (`Instant` has no other
+// constructor, and the core never reads a clock). Only offsets from it are
+// used, so the outcome of an input does not depend on its value.
+#[cfg(test)]
 #[allow(clippy::disallowed_methods)]
 fn anchor() -> Instant {
     Instant::now()
@@ -339,7 +340,7 @@ impl OneConn {
 /// # Panics
 ///
 /// On any violation of those properties; that is its purpose.
-pub fn check_handshake(data: &[u8]) {
+pub fn check_handshake(base: Instant, data: &[u8]) {
     handshake::check_handshake_bytes(data);
     let Some((&seed, rest)) = data.split_first() else {
         return;
@@ -358,7 +359,7 @@ pub fn check_handshake(data: &[u8]) {
     };
     let verdict = RequestReader::new().feed(&hs_cfg, &PeerInfo::default(), rest);
 
-    let mut now = anchor();
+    let mut now = base;
     let mut hub = Hub::new(cfg, now, UNIX_AT_START).expect("valid config");
     let id = hub.open(now, PeerInfo::default()).expect("open");
     let mut conn = OneConn::default();
@@ -671,12 +672,12 @@ impl FramesModel {
 /// # Panics
 ///
 /// On any violation of those properties; that is its purpose.
-pub fn check_frames(data: &[u8]) {
+pub fn check_frames(base: Instant, data: &[u8]) {
     let Some(case) = FramesCase::parse(data) else {
         return;
     };
     let cfg = case.config();
-    let now = anchor();
+    let now = base;
     let mut model = FramesModel {
         dec: FrameDecoder::new(Role::Server, cfg.max_message_size),
         echo: case.echo,
@@ -1010,9 +1011,9 @@ struct HubOps {
 /// # Panics
 ///
 /// On any violation; that is its purpose.
-pub fn check_hub_ops(data: &[u8]) {
+pub fn check_hub_ops(base: Instant, data: &[u8]) {
     let mut input = Input(data);
-    let mut ops = HubOps::new(input.byte(), input.byte(), fnv1a(data));
+    let mut ops = HubOps::new(input.byte(), input.byte(), fnv1a(data), base);
     let mut count = 0;
     while !input.is_empty() && count < 2_000 {
         count += 1;
@@ -1028,7 +1029,7 @@ fn fnv1a(data: &[u8]) -> u64 {
 }
 
 impl HubOps {
-    fn new(a: u8, b: u8, tag: u64) -> Self {
+    fn new(a: u8, b: u8, tag: u64, t0: Instant) -> Self {
         let (max_queued_messages, max_queued_bytes) =
             [(256, 1 << 20), (4, 4096), (16, 512), (2, 256)][usize::from(a & 3)];
         let policy: Arc<dyn crate::config::ChannelPolicy> = if a & 0x08 != 0 {
@@ -1066,7 +1067,6 @@ impl HubOps {
             cfg.pong_timeout = Duration::from_secs(11);
             cfg.close_timeout = Duration::from_secs(1);
         }
-        let t0 = anchor();
         let hub = Hub::new(cfg.clone(), t0, UNIX_AT_START).expect("valid config");
         HubOps {
             hub,
@@ -2309,7 +2309,7 @@ fn fuzz_duration(input: &mut Input<'_>) -> Duration {
 /// # Panics
 ///
 /// On any violation; that is its purpose.
-pub fn check_backoff(data: &[u8]) {
+pub fn check_backoff(base: Instant, data: &[u8]) {
     let mut input = Input(data);
     let multiplier = match input.byte() % 8 {
         0 => 1.0,
@@ -2365,7 +2365,7 @@ pub fn check_backoff(data: &[u8]) {
     }
 
     // The stateful schedule against a model.
-    let t0 = anchor();
+    let t0 = base;
     let mut now = t0;
     let mut backoff = Backoff::new(policy.clone());
     let mut attempt = 0u32;
@@ -2500,10 +2500,10 @@ mod tests {
             for body in &bodies {
                 let mut data = vec![seed];
                 data.extend_from_slice(body);
-                check_handshake(&data);
+                check_handshake(anchor(), &data);
             }
         }
-        check_handshake(&[]);
+        check_handshake(anchor(), &[]);
     }
 
     fn masked(op: OpCode, payload: &[u8]) -> Vec<u8> {
@@ -2538,15 +2538,15 @@ mod tests {
                     data.extend_from_slice(&stream);
                     data.extend_from_slice(tail);
                     data.extend_from_slice(&stream);
-                    check_frames(&data);
+                    check_frames(anchor(), &data);
                 }
                 let mut data = vec![flags, seed];
                 data.extend_from_slice(&pings);
-                check_frames(&data);
+                check_frames(anchor(), &data);
             }
         }
-        check_frames(&[]);
-        check_frames(&[0]);
+        check_frames(anchor(), &[]);
+        check_frames(anchor(), &[0]);
     }
 
     /// Builds hub_ops programs.
@@ -2654,19 +2654,19 @@ mod tests {
     #[test]
     fn hub_ops_hand_made() {
         for p in programs() {
-            check_hub_ops(&p);
+            check_hub_ops(anchor(), &p);
             // Other configurations too.
             for a in [0x00u8, 0x1b, 0x27, 0x7f, 0xff] {
                 for b in [0x03u8, 0x1c, 0x1f] {
                     let mut q = p.clone();
                     q[0] = a;
                     q[1] ^= b;
-                    check_hub_ops(&q);
+                    check_hub_ops(anchor(), &q);
                 }
             }
         }
-        check_hub_ops(&[]);
-        check_hub_ops(&[0xff; 40]);
+        check_hub_ops(anchor(), &[]);
+        check_hub_ops(anchor(), &[0xff; 40]);
     }
 
     #[test]
@@ -2675,7 +2675,7 @@ mod tests {
         // tagged publishes, or the delivery check would be vacuous.
         let p = programs().remove(0);
         let mut input = Input(&p);
-        let mut ops = HubOps::new(input.byte(), input.byte(), fnv1a(&p));
+        let mut ops = HubOps::new(input.byte(), input.byte(), fnv1a(&p), anchor());
         while !input.is_empty() {
             ops.step(&mut input);
         }
@@ -2705,7 +2705,7 @@ mod tests {
             ],
         ];
         for data in inputs {
-            check_backoff(data);
+            check_backoff(anchor(), data);
         }
     }
 
@@ -2721,19 +2721,19 @@ mod tests {
     #[test]
     fn random_inputs_hold() {
         quick(1000, 300, 1, |d| {
-            check_handshake(&d);
+            check_handshake(anchor(), &d);
             true
         });
         quick(1000, 300, 2, |d| {
-            check_frames(&d);
+            check_frames(anchor(), &d);
             true
         });
         quick(2000, 100, 3, |d| {
-            check_backoff(&d);
+            check_backoff(anchor(), &d);
             true
         });
         quick(3000, 400, 4, |d| {
-            check_hub_ops(&d);
+            check_hub_ops(anchor(), &d);
             true
         });
     }
@@ -2747,7 +2747,7 @@ mod tests {
             let mut p = base[noise.len() % base.len()].clone();
             let at = 2 + noise.first().map_or(0, |&b| usize::from(b)) % (p.len() - 2);
             p.splice(at..at, noise.iter().copied());
-            check_hub_ops(&p);
+            check_hub_ops(anchor(), &p);
             true
         });
     }
