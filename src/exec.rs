@@ -15,7 +15,6 @@
 //! when the command cannot be started; 2 on bad arguments.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::{Child, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -465,7 +464,14 @@ fn post(ep: &Endpoint, key: &Secret, channel: &str, m: &Message) -> Result<(), S
     })
     .to_string();
     let server = format!("{}:{}", ep.host, ep.port);
-    let status = http_post(ep, key, body.as_bytes()).map_err(|e| format!("{server}: {e}"))?;
+    let (status, _) = crate::publish::http_post(
+        ep,
+        Duration::from_secs(5),
+        "/api/publish",
+        key,
+        body.as_bytes(),
+    )
+    .map_err(|e| format!("{server}: {e}"))?;
     match status {
         200 => Ok(()),
         401 => Err(format!(
@@ -473,51 +479,6 @@ fn post(ep: &Endpoint, key: &Secret, channel: &str, m: &Message) -> Result<(), S
         )),
         s => Err(format!("the HTTP API at {server} answered {s}")),
     }
-}
-
-/// One `POST /api/publish` with `Connection: close`; returns the status.
-fn http_post(ep: &Endpoint, key: &Secret, body: &[u8]) -> io::Result<u16> {
-    let timeout = Duration::from_secs(5);
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-    let mut stream = None;
-    for addr in (ep.host.as_str(), ep.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let mut stream = stream.ok_or(last)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let mut request = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        ep.host_header(),
-        key.expose(),
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    stream.write_all(&request)?;
-    // The status line is all we need; then drain to EOF.
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&chunk[..n]);
-    }
-    let _ = io::copy(&mut stream, &mut io::sink());
-    std::str::from_utf8(&reply)
-        .ok()
-        .and_then(|s| s.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))
 }
 
 #[cfg(test)]

@@ -254,8 +254,14 @@ fn publish_as_client(o: &PubOptions) -> Result<String, String> {
 fn publish_http(o: &PubOptions, key: &Secret) -> Result<String, String> {
     let server = o.target.server();
     let body = json!({ "channel": o.channel, "data": o.data }).to_string();
-    let (status, reply) = http_post(o, "/api/publish", key, body.as_bytes())
-        .map_err(|e| format!("HTTP API at {server}: {e}"))?;
+    let (status, reply) = http_post(
+        &o.target.endpoint,
+        o.timeout,
+        "/api/publish",
+        key,
+        body.as_bytes(),
+    )
+    .map_err(|e| format!("HTTP API at {server}: {e}"))?;
     let reply: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
     let error = reply.get("error").and_then(Value::as_str).unwrap_or("");
     match status {
@@ -273,13 +279,19 @@ fn publish_http(o: &PubOptions, key: &Secret) -> Result<String, String> {
     }
 }
 
-/// One `POST` with `Connection: close`; returns the status and the body.
-fn http_post(o: &PubOptions, path: &str, key: &Secret, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-    let ep = &o.target.endpoint;
+/// One `POST` to the HTTP API with the admin key and `Connection: close`;
+/// returns the status and the body. Shared with `wshub exec`.
+pub(crate) fn http_post(
+    ep: &wshub_core::client::Endpoint,
+    timeout: std::time::Duration,
+    path: &str,
+    key: &Secret,
+    body: &[u8],
+) -> io::Result<(u16, Vec<u8>)> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
     let mut stream = None;
     for addr in (ep.host.as_str(), ep.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, o.timeout) {
+        match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 stream = Some(s);
                 break;
@@ -288,8 +300,8 @@ fn http_post(o: &PubOptions, path: &str, key: &Secret, body: &[u8]) -> io::Resul
         }
     }
     let mut stream = stream.ok_or(last)?;
-    stream.set_read_timeout(Some(o.timeout))?;
-    stream.set_write_timeout(Some(o.timeout))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
