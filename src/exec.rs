@@ -24,9 +24,9 @@ use serde_json::json;
 use wshub_core::auth::{ApiKeyAuth, TokenSource};
 use wshub_core::client::Endpoint;
 use wshub_core::config::PublishPatterns;
-use wshub_core::{AuthDecision, Event, HubConfig, Message, Secret, Stats, UpgradeRequest};
+use wshub_core::{AuthDecision, Event, HubConfig, Message, Secret, UpgradeRequest};
 
-use crate::api::{self, HubOps};
+use crate::api;
 use crate::cli::{parse_duration, CliError, Command, Runtime};
 use crate::connect::parse_url;
 use crate::publish::ADMIN_KEY_ENV;
@@ -261,37 +261,13 @@ pub fn serve_events(
                 request,
                 body,
             } => {
-                let r = api::route(
-                    &method,
-                    &request,
-                    &body,
-                    admin_key,
-                    check_token,
-                    &Ops(running),
-                );
+                let r = api::route(&method, &request, &body, admin_key, check_token, running);
                 let headers = r.headers();
                 let _ = running.http_respond(conn, r.status, headers, r.body);
             }
             Event::ShutdownComplete => break,
             _ => {}
         }
-    }
-}
-
-struct Ops<'a>(&'a Running);
-
-impl HubOps for Ops<'_> {
-    fn publish(&self, channel: &str, m: Message) -> Option<usize> {
-        self.0.publish(channel, m).ok()
-    }
-    fn broadcast(&self, m: Message) -> Option<usize> {
-        self.0.broadcast(m).ok()
-    }
-    fn stats(&self) -> Option<Stats> {
-        self.0.stats().ok()
-    }
-    fn channels(&self) -> Option<Vec<(String, usize)>> {
-        self.0.channels().ok()
     }
 }
 

@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wshub::api::{self, HubOps};
+use wshub::api;
 use wshub::cli::{parse, Command, Runtime, ServeOptions, USAGE};
 use wshub::running::Running;
 use wshub_core::auth::{AllowAll, ApiKeyAuth, TokenSource};
 use wshub_core::config::PublishPatterns;
-use wshub_core::{AuthDecision, Event, HubConfig, Message, Mode, Stats};
+use wshub_core::{AuthDecision, Event, HubConfig, Mode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,23 +48,6 @@ fn main() -> ExitCode {
             eprintln!("wshub: {e}\n\n{USAGE}");
             ExitCode::from(2)
         }
-    }
-}
-
-struct Ops<'a>(&'a Running);
-
-impl HubOps for Ops<'_> {
-    fn publish(&self, channel: &str, m: Message) -> Option<usize> {
-        self.0.publish(channel, m).ok()
-    }
-    fn broadcast(&self, m: Message) -> Option<usize> {
-        self.0.broadcast(m).ok()
-    }
-    fn stats(&self) -> Option<Stats> {
-        self.0.stats().ok()
-    }
-    fn channels(&self) -> Option<Vec<(String, usize)>> {
-        self.0.channels().ok()
     }
 }
 
@@ -138,7 +121,7 @@ fn serve(opts: ServeOptions) -> std::io::Result<()> {
                     &body,
                     admin_key.as_deref(),
                     &check_token,
-                    &Ops(&running),
+                    &*running,
                 );
                 let headers = r.headers();
                 let _ = running.http_respond(conn, r.status, headers, r.body);

@@ -204,3 +204,19 @@ impl Running {
         }
     }
 }
+
+/// The HTTP API's view of a running hub (`None` once it has stopped).
+impl crate::api::HubOps for Running {
+    fn publish(&self, channel: &str, m: Message) -> Option<usize> {
+        Running::publish(self, channel, m).ok()
+    }
+    fn broadcast(&self, m: Message) -> Option<usize> {
+        Running::broadcast(self, m).ok()
+    }
+    fn stats(&self) -> Option<Stats> {
+        Running::stats(self).ok()
+    }
+    fn channels(&self) -> Option<Vec<(String, usize)>> {
+        Running::channels(self).ok()
+    }
+}
