@@ -1,114 +1,239 @@
-//! A connection's two tasks: a reader feeding the hub task, a writer draining
-//! shared frames to the socket with vectored writes.
+//! A connection: a reader task feeding the hub task, and the socket's write
+//! side, which the hub task itself writes without blocking.
+//!
+//! Why the hub writes: a writer task per connection costs a wake-up, a channel
+//! send and a task switch per connection per batch, and spreads one publish
+//! into as many small writes as the scheduler happens to interleave. Writing
+//! from the hub task right after it has taken every queued command puts all a
+//! connection owes into one `writev`. Only a socket whose buffer is full gets
+//! a task, which waits for it to drain and tells the hub to write again.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use wshub_core::ConnId;
 
 use crate::hub_task::Cmd;
 
-/// How long a closed connection may take to flush what its writer holds, and
-/// how long its reader waits for the peer's FIN (so unread bytes do not turn
-/// our close into a reset).
+/// How long a finished connection's reader keeps discarding input until the
+/// peer's FIN, so closing the socket does not turn unread bytes into a reset.
 const LINGER: Duration = Duration::from_secs(1);
 
 /// Most slices handed to one `writev` (Linux allows 1024; 64 frames of a
 /// typical size already fill a socket buffer).
 const MAX_SLICES: usize = 64;
 
+thread_local! {
+    /// Read scratch space, one per runtime thread rather than one per
+    /// connection: an idle connection then holds no read buffer at all.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What one attempt to write a connection's pending frames came to.
+pub(crate) enum Flush {
+    /// `n` bytes went out (possibly 0 when nothing was pending); the socket
+    /// may take more.
+    Wrote(usize),
+    /// `n` bytes went out, then the socket buffer filled: a task now waits for
+    /// room and sends [`Cmd::Writable`].
+    Blocked(usize),
+    /// The socket failed; report it to the core.
+    Failed,
+}
+
 /// The hub task's side of a connection.
-pub(crate) struct ConnTasks {
+pub(crate) struct ConnIo {
     pub id: ConnId,
-    /// Frames for the writer; dropping it ends the writer once it has flushed.
-    pub frames: mpsc::UnboundedSender<Vec<Bytes>>,
+    stream: Arc<TcpStream>,
+    /// Frames the core handed out and the socket has not taken yet.
+    pending: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    offset: usize,
+    /// Waits for the socket to become writable after a full buffer.
+    waiter: Option<AbortHandle>,
     /// Dropping it stops the reader feeding the hub.
-    closed: oneshot::Sender<()>,
+    _stop_reader: oneshot::Sender<()>,
     reader: AbortHandle,
-    writer: AbortHandle,
     /// A deferred authentication in progress.
     pub auth: Option<AbortHandle>,
 }
 
-impl ConnTasks {
-    /// Ends the connection (the core reported it closed): the writer flushes
-    /// what it holds, then shuts the socket down; the reader stops.
-    pub fn end(self) {
-        if let Some(auth) = self.auth {
-            auth.abort();
-        }
-        drop(self.frames);
-        drop(self.closed);
+impl ConnIo {
+    /// Queues frames the core handed out for this connection.
+    pub fn queue(&mut self, frames: &mut Vec<Bytes>) {
+        self.pending.extend(frames.drain(..));
     }
 
-    /// Cuts the connection at once (shutdown deadline passed).
-    pub fn cut(self) {
-        self.reader.abort();
-        self.writer.abort();
-        if let Some(auth) = self.auth {
+    /// True while a task waits for the socket to drain: writing now would
+    /// only return `WouldBlock` again.
+    pub fn blocked(&self) -> bool {
+        self.waiter.is_some()
+    }
+
+    /// The waiter reported the socket writable again.
+    pub fn unblock(&mut self) {
+        self.waiter = None;
+    }
+
+    /// Writes what is pending, as few system calls as the socket allows,
+    /// never waiting.
+    pub fn flush(&mut self, hub: &mpsc::Sender<Cmd>) -> Flush {
+        let mut total = 0;
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(&self.pending) {
+                let skip = if count == 0 { self.offset } else { 0 };
+                *slot = IoSlice::new(&frame[skip..]);
+                count += 1;
+            }
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Flush::Failed,
+                Ok(n) => {
+                    total += n;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_writable(hub);
+                    return Flush::Blocked(total);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flush::Failed,
+            }
+        }
+        if self.pending.capacity() > 4 * MAX_SLICES {
+            self.pending = VecDeque::new(); // an idle connection keeps little
+        }
+        Flush::Wrote(total)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            let avail = front.len() - self.offset;
+            if n >= avail {
+                n -= avail;
+                self.offset = 0;
+                self.pending.pop_front();
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+    }
+
+    fn wait_writable(&mut self, hub: &mpsc::Sender<Cmd>) {
+        let (stream, hub, id) = (self.stream.clone(), hub.clone(), self.id);
+        let task = tokio::spawn(async move {
+            // `try_write_vectored` returned WouldBlock, which cleared tokio's
+            // write readiness: this waits for the kernel to say there is room.
+            if stream.writable().await.is_ok() {
+                let _ = hub.send(Cmd::Writable(id)).await;
+            }
+        });
+        self.waiter = Some(task.abort_handle());
+    }
+
+    /// Ends the connection (the core reported it closed with all its output
+    /// written): FIN after the last byte, the reader waits briefly for the
+    /// peer's FIN.
+    pub fn end(self) {
+        if !self.pending.is_empty() {
+            return self.cut(); // cannot happen: the core said it was flushed
+        }
+        if let Some(auth) = &self.auth {
             auth.abort();
+        }
+        let _ = socket2::SockRef::from(&*self.stream).shutdown(Shutdown::Write);
+        // `_stop_reader` drops here: the reader lingers, then lets the socket go.
+    }
+
+    /// Cuts the connection at once: output the core gave up on is dropped.
+    pub fn cut(self) {
+        let _ = socket2::SockRef::from(&*self.stream).shutdown(Shutdown::Both);
+        self.reader.abort();
+        for task in [self.waiter, self.auth].into_iter().flatten() {
+            task.abort();
         }
     }
 }
 
-/// Starts the reader and writer tasks of `stream` for connection `id`.
+/// Starts the reader task of `stream` for connection `id`.
 pub(crate) fn spawn(
     id: ConnId,
     stream: TcpStream,
     hub: mpsc::Sender<Cmd>,
     read_buffer: usize,
-) -> ConnTasks {
+) -> ConnIo {
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
-    let (closed_tx, closed_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_loop(id, wr, frames_rx, hub.clone()));
-    let reader = tokio::spawn(read_loop(id, rd, hub, read_buffer, closed_rx));
-    ConnTasks {
+    let stream = Arc::new(stream);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let reader = tokio::spawn(read_loop(id, stream.clone(), hub, read_buffer, stop_rx));
+    ConnIo {
         id,
-        frames: frames_tx,
-        closed: closed_tx,
+        stream,
+        pending: VecDeque::new(),
+        offset: 0,
+        waiter: None,
+        _stop_reader: stop_tx,
         reader: reader.abort_handle(),
-        writer: writer.abort_handle(),
         auth: None,
     }
 }
 
+/// One nonblocking read into the thread's scratch space: `Ok(None)` when the
+/// socket had nothing after all (a spurious readiness).
+fn read_now(stream: &TcpStream, size: usize) -> io::Result<Option<Vec<u8>>> {
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        match stream.try_read(&mut buf[..size]) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}
+
 async fn read_loop(
     id: ConnId,
-    mut rd: OwnedReadHalf,
+    stream: Arc<TcpStream>,
     hub: mpsc::Sender<Cmd>,
     size: usize,
-    mut closed: oneshot::Receiver<()>,
+    mut stop: oneshot::Receiver<()>,
 ) {
-    let mut buf = vec![0u8; size];
     loop {
-        // Both branches are cancel-safe: a read that loses the race read nothing.
-        let read = tokio::select! {
+        // Both branches are cancel-safe; no buffer is held while waiting.
+        let ready = tokio::select! {
             biased;
-            _ = &mut closed => break,
-            r = rd.read(&mut buf) => r,
+            _ = &mut stop => break,
+            r = stream.readable() => r,
         };
+        let read = ready.and_then(|()| read_now(&stream, size));
         match read {
-            Ok(0) => {
+            Ok(None) => {}
+            Ok(Some(data)) if data.is_empty() => {
                 let _ = hub.send(Cmd::Eof(id)).await;
                 return;
             }
             // The bounded command channel is the backpressure: a peer that sends
             // faster than the hub task handles it waits in TCP, not in memory.
-            Ok(n) => {
+            Ok(Some(data)) => {
                 let sent = tokio::select! {
                     biased;
-                    _ = &mut closed => break,
-                    r = hub.send(Cmd::Read(id, buf[..n].to_vec())) => r,
+                    _ = &mut stop => break,
+                    r = hub.send(Cmd::Read(id, data)) => r,
                 };
                 if sent.is_err() {
                     return; // the hub has stopped
@@ -123,93 +248,19 @@ async fn read_loop(
     }
     // The hub is done with the connection. Discard what the peer still sends
     // until its FIN, briefly, so closing the socket does not reset it.
+    drop(hub);
     let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0 {
+        loop {
+            if stream.readable().await.is_err() {
                 break;
+            }
+            match read_now(&stream, size) {
+                Ok(Some(data)) if data.is_empty() => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
         }
     })
     .await;
-}
-
-async fn write_loop(
-    id: ConnId,
-    mut wr: OwnedWriteHalf,
-    mut frames: mpsc::UnboundedReceiver<Vec<Bytes>>,
-    hub: mpsc::Sender<Cmd>,
-) {
-    let mut pending: VecDeque<Bytes> = VecDeque::new();
-    // Bytes of the front frame already written.
-    let mut offset = 0usize;
-    // Set once the hub is done with the connection: finish by then or give up.
-    let mut give_up: Option<tokio::time::Instant> = None;
-    loop {
-        if pending.is_empty() {
-            match frames.recv().await {
-                Some(batch) => pending.extend(batch),
-                None => break, // closed and flushed
-            }
-        }
-        // Gather whatever else is queued so one system call carries it all.
-        loop {
-            match frames.try_recv() {
-                Ok(batch) => pending.extend(batch),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    give_up.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
-                    break;
-                }
-            }
-        }
-        // One small allocation per system call; the frames themselves are the
-        // core's shared bytes, never copied. A single `write_vectored` is
-        // cancel-safe (unlike `write_all`), so the timeout below loses nothing.
-        let write = async {
-            let slices: Vec<IoSlice<'_>> = pending
-                .iter()
-                .take(MAX_SLICES)
-                .enumerate()
-                .map(|(i, f)| IoSlice::new(&f[if i == 0 { offset } else { 0 }..]))
-                .collect();
-            wr.write_vectored(&slices).await
-        };
-        let result = match give_up {
-            None => write.await,
-            Some(at) => match tokio::time::timeout_at(at, write).await {
-                Ok(r) => r,
-                Err(_) => return, // the peer is not reading; dropping `wr` shuts down
-            },
-        };
-        let n = match result {
-            Ok(0) => {
-                let _ = hub.send(Cmd::IoError(id)).await;
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                let _ = hub.send(Cmd::IoError(id)).await;
-                return;
-            }
-        };
-        if give_up.is_none() && hub.send(Cmd::Written(id, n)).await.is_err() {
-            return; // the hub has stopped
-        }
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = pending.front() else { break };
-            let avail = front.len() - offset;
-            if left >= avail {
-                left -= avail;
-                offset = 0;
-                pending.pop_front();
-            } else {
-                offset += left;
-                left = 0;
-            }
-        }
-    }
-    // Everything handed over is written: send FIN.
-    let _ = wr.shutdown().await;
 }

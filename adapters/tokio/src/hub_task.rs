@@ -1,5 +1,5 @@
 //! The hub task: owns the core, sleeps until a command or the core's next
-//! deadline, and routes output to connection writers.
+//! deadline, and writes the core's output to the sockets itself.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use wshub_core::{
     AuthDecision, ConnId, Event, Hub, HubConfig, Identity, Message, PeerInfo, Rejection, Stats,
 };
 
-use crate::conn::{self, ConnTasks};
+use crate::conn::{self, ConnIo, Flush};
 use crate::handle::Handle;
 use crate::DeferredAuth;
 
@@ -21,7 +21,8 @@ use crate::DeferredAuth;
 pub(crate) enum Cmd {
     Open(TcpStream, Option<SocketAddr>),
     Read(ConnId, Vec<u8>),
-    Written(ConnId, usize),
+    /// A socket that was full can take more.
+    Writable(ConnId),
     Eof(ConnId),
     IoError(ConnId),
     Publish(String, Message, oneshot::Sender<usize>),
@@ -46,9 +47,17 @@ pub(crate) enum Cmd {
 /// a flooding peer waits in TCP instead.
 const COMMAND_QUEUE: usize = 4096;
 
-/// Commands taken per wake-up before output is drained, so the output of many
-/// publishes goes out in few writes.
-const BATCH: usize = 256;
+/// Most commands taken before output is written, so the output of many
+/// publishes goes out in few writes. The queue cap bounds it further (see
+/// [`batch_limit`]).
+const BATCH: usize = 64;
+
+/// Commands applied between two writes: a quarter of the per-connection
+/// message cap, so a burst of publishes can never fill a queue past its cap
+/// before a byte is written, and at most [`BATCH`].
+fn batch_limit(config: &HubConfig) -> usize {
+    (config.max_queued_messages / 4).clamp(1, BATCH)
+}
 
 /// The clock fed to the core: tokio's, so `tokio::time::pause` applies.
 pub(crate) fn now() -> Instant {
@@ -78,6 +87,7 @@ pub(crate) fn spawn(
         .map_err(|e| io::Error::other(format!("wshub-tokio must start inside a runtime: {e}")))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (stopping_tx, stopping) = watch::channel(false);
+    let batch_limit = batch_limit(hub.config());
     let state = HubTask {
         hub,
         conns: Vec::new(),
@@ -90,6 +100,7 @@ pub(crate) fn spawn(
         shutdown_waiters: Vec::new(),
         done: false,
         frames: Vec::new(),
+        batch_limit,
     };
     let task = runtime.spawn(state.run(rx));
     Ok(Started {
@@ -101,8 +112,8 @@ pub(crate) fn spawn(
 
 struct HubTask {
     hub: Hub,
-    /// Connection tasks by slot (dense, reused; the id checks the generation).
-    conns: Vec<Option<ConnTasks>>,
+    /// Connections by slot (dense, reused; the id checks the generation).
+    conns: Vec<Option<ConnIo>>,
     events: mpsc::UnboundedSender<Event>,
     deferred: Option<DeferredAuth>,
     read_buffer: usize,
@@ -113,6 +124,7 @@ struct HubTask {
     /// Shutdown completed: stop after this round.
     done: bool,
     frames: Vec<Bytes>,
+    batch_limit: usize,
 }
 
 impl HubTask {
@@ -121,6 +133,7 @@ impl HubTask {
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
         let mut batch = Vec::with_capacity(BATCH);
+        let limit = self.batch_limit;
         loop {
             let deadline = match (self.hub.poll_timeout(), self.shutdown_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -134,22 +147,39 @@ impl HubTask {
                     }
                     tokio::select! {
                         biased;
-                        n = rx.recv_many(&mut batch, BATCH) => n == 0,
+                        n = rx.recv_many(&mut batch, limit) => n == 0,
                         () = &mut sleep => false,
                     }
                 }
-                None => rx.recv_many(&mut batch, BATCH).await == 0,
+                None => rx.recv_many(&mut batch, limit).await == 0,
             };
             if closed {
                 break; // cannot happen while this task holds a sender; be safe
             }
-            for cmd in batch.drain(..) {
-                self.apply(cmd);
-                // Output goes to the writers after every command, so a burst
-                // of publishes cannot fill every queue past its cap before a
-                // byte is written.
-                self.drain();
+            let mut taken = 0;
+            while !batch.is_empty() {
+                taken += batch.len();
+                let mut answered = false;
+                for cmd in batch.drain(..) {
+                    answered |= self.apply(cmd);
+                }
+                if taken >= limit {
+                    break;
+                }
+                if answered {
+                    // A publisher we just answered may have its next message
+                    // ready: let it run once, so consecutive publishes share
+                    // the writes below instead of costing one each.
+                    tokio::task::yield_now().await;
+                }
+                while taken + batch.len() < limit {
+                    match rx.try_recv() {
+                        Ok(cmd) => batch.push(cmd),
+                        Err(_) => break,
+                    }
+                }
             }
+            self.drain();
             // Timers are checked after every batch, so a busy command channel
             // (the select above prefers it) never starves them.
             let now = now();
@@ -165,7 +195,9 @@ impl HubTask {
         self.cut_all();
     }
 
-    fn apply(&mut self, cmd: Cmd) {
+    /// Applies one command; true when it answered a caller who may have more
+    /// to send.
+    fn apply(&mut self, cmd: Cmd) -> bool {
         let now = now();
         let hub = &mut self.hub;
         // `Err(UsageError)` here means a stale id (the connection closed while
@@ -176,8 +208,11 @@ impl HubTask {
             Cmd::Read(id, data) => {
                 let _ = hub.handle_read(now, id, &data);
             }
-            Cmd::Written(id, n) => {
-                let _ = hub.handle_written(now, id, n);
+            Cmd::Writable(id) => {
+                if let Some(c) = conn_in(&mut self.conns, id) {
+                    c.unblock();
+                }
+                self.flush(now, id);
             }
             Cmd::Eof(id) => {
                 let _ = hub.handle_eof(now, id);
@@ -187,15 +222,18 @@ impl HubTask {
             }
             Cmd::Publish(ch, m, reply) => {
                 let _ = reply.send(hub.publish(now, &ch, m));
+                return true;
             }
             Cmd::Broadcast(m, reply) => {
                 let _ = reply.send(hub.broadcast(now, &m));
+                return true;
             }
             Cmd::Send(id, m) => {
                 let _ = hub.send(now, id, &m);
             }
             Cmd::SendToUser(user, m, reply) => {
                 let _ = reply.send(hub.send_to_user(now, &user, &m));
+                return true;
             }
             Cmd::Subscribe(id, ch) => {
                 let _ = hub.subscribe(now, id, &ch);
@@ -239,6 +277,7 @@ impl HubTask {
                 self.shutdown_deadline = Some(d);
             }
         }
+        false
     }
 
     fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
@@ -255,14 +294,11 @@ impl HubTask {
         }
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnTasks> {
-        self.conns
-            .get_mut(id.slot())
-            .and_then(Option::as_mut)
-            .filter(|c| c.id == id)
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnIo> {
+        conn_in(&mut self.conns, id)
     }
 
-    fn remove(&mut self, id: ConnId) -> Option<ConnTasks> {
+    fn remove(&mut self, id: ConnId) -> Option<ConnIo> {
         let entry = self.conns.get_mut(id.slot())?;
         if entry.as_ref()?.id == id {
             entry.take()
@@ -281,14 +317,34 @@ impl HubTask {
             }
             while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
                 progressed = true;
-                let batch = std::mem::take(&mut self.frames);
-                if let Some(c) = self.conn_mut(id) {
-                    // A writer that has gone reports the error itself.
-                    let _ = c.frames.send(batch);
+                match conn_in(&mut self.conns, id) {
+                    Some(c) => c.queue(&mut self.frames),
+                    None => self.frames.clear(), // unreachable: ids are live here
                 }
+                self.flush(now(), id);
             }
             if !progressed {
                 break;
+            }
+        }
+    }
+
+    /// Writes what connection `id` has pending, unless its socket is full,
+    /// and tells the core what went out.
+    fn flush(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = conn_in(&mut self.conns, id) else {
+            return;
+        };
+        if c.blocked() {
+            return; // its waiter sends `Writable` when there is room
+        }
+        match c.flush(&self.tx) {
+            Flush::Wrote(0) | Flush::Blocked(0) => {}
+            Flush::Wrote(n) | Flush::Blocked(n) => {
+                let _ = self.hub.handle_written(now, id, n);
+            }
+            Flush::Failed => {
+                let _ = self.hub.handle_io_error(now, id);
             }
         }
     }
@@ -342,4 +398,12 @@ impl HubTask {
             let _ = w.send(false);
         }
     }
+}
+
+/// The live connection `id`, if its slot still holds that generation.
+fn conn_in(conns: &mut [Option<ConnIo>], id: ConnId) -> Option<&mut ConnIo> {
+    conns
+        .get_mut(id.slot())
+        .and_then(Option::as_mut)
+        .filter(|c| c.id == id)
 }
