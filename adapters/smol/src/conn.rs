@@ -1,17 +1,25 @@
-//! A connection's two tasks: a reader feeding the hub, a writer draining
-//! shared frames to the socket with vectored writes.
+//! A connection: a reader task feeding the hub task, and the socket's write
+//! side, which the hub task itself writes without blocking.
+//!
+//! Why the hub writes: with a writer task per connection, smol's FIFO
+//! executor ran the publisher again before any writer, so every writer found
+//! one frame and paid a system call (and a TCP segment) for it. Writing from
+//! the hub task after it has taken every queued command puts all a
+//! connection owes into one `writev`. Only a socket whose buffer is full gets
+//! a task, which waits for room and tells the hub to write again.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::net::Shutdown;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream as StdStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use smol::channel::{self, Receiver, Sender};
 use smol::future;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
-use smol::{Task, Timer};
+use smol::{Async, Task, Timer};
 use wshub_core::ConnId;
 
 use crate::hub_task::Cmd;
@@ -26,112 +34,204 @@ const LINGER: Duration = Duration::from_secs(1);
 /// typical size already fill a socket buffer).
 const MAX_SLICES: usize = 64;
 
+thread_local! {
+    /// Read scratch space, one per executor thread rather than one per
+    /// connection: an idle connection then holds no read buffer at all.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What one attempt to write a connection's pending frames came to.
+pub(crate) enum Flush {
+    /// `n` bytes went out (0 when nothing was pending); the socket may take
+    /// more.
+    Wrote(usize),
+    /// `n` bytes went out, then the socket buffer filled: a task now waits for
+    /// room and sends [`Cmd::Writable`].
+    Blocked(usize),
+    /// The socket failed; report it to the core.
+    Failed,
+}
+
 /// The hub task's side of a connection.
-pub(crate) struct ConnTasks {
-    /// Frames for the writer; dropping it lets the writer finish and shut the
-    /// write side.
-    frames: Sender<Vec<Bytes>>,
+pub(crate) struct ConnIo {
+    stream: Arc<Async<StdStream>>,
+    /// Frames the core handed out and the socket has not taken yet.
+    pending: VecDeque<Bytes>,
+    /// Bytes of the front frame already written.
+    offset: usize,
+    /// Waits for room in a full socket buffer; dropping it cancels the wait.
+    waiter: Option<Task<()>>,
     /// Dropping it tells the reader to stop feeding the hub.
     _stop: Sender<()>,
-    /// Kept to cut the socket.
-    stream: TcpStream,
     reader: Task<()>,
-    writer: Task<()>,
     /// A deferred authentication in progress; dropped (cancelled) with the
     /// connection.
     pub auth: Option<Task<()>>,
-    /// Bytes handed to the writer and not yet reported written.
-    outstanding: usize,
 }
 
-impl ConnTasks {
-    /// Hands a batch of frames to the writer.
-    pub fn transmit(&mut self, batch: Vec<Bytes>) {
-        self.outstanding += batch.iter().map(Bytes::len).sum::<usize>();
-        // Unbounded, but the core caps what a connection may owe its socket.
-        let _ = self.frames.try_send(batch);
+impl ConnIo {
+    /// Queues frames the core handed out for this connection.
+    pub fn queue(&mut self, frames: &mut Vec<Bytes>) {
+        self.pending.extend(frames.drain(..));
     }
 
-    /// The writer reported `n` bytes written.
-    pub fn written(&mut self, n: usize) {
-        self.outstanding = self.outstanding.saturating_sub(n);
+    /// True while a task waits for the socket to drain.
+    pub fn blocked(&self) -> bool {
+        self.waiter.is_some()
     }
 
-    /// The core is done with the connection. When everything handed to the
-    /// writer was written (a flushed close or refusal), the writer shuts the
-    /// write side and the reader lingers until the peer's EOF; otherwise the
-    /// core gave up on the output (EOF, error, stall, timeout) and the socket
-    /// is cut.
+    /// The waiter reported the socket writable again.
+    pub fn unblock(&mut self) {
+        if let Some(task) = self.waiter.take() {
+            task.detach(); // it has finished: it sent the message
+        }
+    }
+
+    /// Writes what is pending, in as few system calls as the socket allows,
+    /// never waiting.
+    pub fn flush(&mut self, id: ConnId, hub: &Sender<Cmd>, spawner: &Spawner) -> Flush {
+        let mut total = 0;
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(&self.pending) {
+                let skip = if count == 0 { self.offset } else { 0 };
+                *slot = IoSlice::new(&frame[skip..]);
+                count += 1;
+            }
+            // The socket is nonblocking (Async set it so).
+            let mut socket: &StdStream = self.stream.get_ref();
+            match socket.write_vectored(&slices[..count]) {
+                Ok(0) => return Flush::Failed,
+                Ok(n) => {
+                    total += n;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let (stream, hub) = (self.stream.clone(), hub.clone());
+                    self.waiter = Some(spawner.spawn(async move {
+                        if stream.writable().await.is_ok() {
+                            let _ = hub.send(Cmd::Writable(id)).await;
+                        }
+                    }));
+                    return Flush::Blocked(total);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flush::Failed,
+            }
+        }
+        if self.pending.capacity() > 4 * MAX_SLICES {
+            self.pending = VecDeque::new(); // an idle connection keeps little
+        }
+        Flush::Wrote(total)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.pending.front() else {
+                break;
+            };
+            let avail = front.len() - self.offset;
+            if n >= avail {
+                n -= avail;
+                self.offset = 0;
+                self.pending.pop_front();
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// The core is done with the connection and every byte it owed was
+    /// written: FIN after the last byte, and the reader lingers until the
+    /// peer's EOF. Anything still pending (which a flushed close never
+    /// leaves) means a cut.
     pub fn end(self) {
-        if self.outstanding > 0 {
+        if !self.pending.is_empty() {
             return self.cut();
         }
-        self.writer.detach();
+        let _ = self.stream.get_ref().shutdown(Shutdown::Write);
         self.reader.detach();
-        // `frames` and `_stop` drop here: both tasks wind down on their own.
+        // `_stop` drops here: the reader winds down on its own.
     }
 
     /// Cuts the connection at once: shuts both directions and cancels the
     /// tasks (dropping a `Task` cancels it).
     pub fn cut(self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
     }
 }
 
-/// Starts the reader and writer tasks of `stream` for connection `id`.
+/// Starts the reader task of `stream` for connection `id`.
 pub(crate) fn spawn(
     id: ConnId,
     stream: TcpStream,
     hub: Sender<Cmd>,
     spawner: &Spawner,
     read_buffer: usize,
-) -> ConnTasks {
+) -> ConnIo {
     let _ = stream.set_nodelay(true);
-    let (frames_tx, frames_rx) = channel::unbounded();
+    let stream: Arc<Async<StdStream>> = stream.into();
     let (stop_tx, stop_rx) = channel::bounded(1);
-    let writer = spawner.spawn(write_loop(id, stream.clone(), frames_rx, hub.clone()));
     let reader = spawner.spawn(read_loop(id, stream.clone(), hub, stop_rx, read_buffer));
-    ConnTasks {
-        frames: frames_tx,
-        _stop: stop_tx,
+    ConnIo {
         stream,
+        pending: VecDeque::new(),
+        offset: 0,
+        waiter: None,
+        _stop: stop_tx,
         reader,
-        writer,
         auth: None,
-        outstanding: 0,
     }
+}
+
+/// One nonblocking read into the thread's scratch space: `Ok(None)` when the
+/// socket had nothing after all (a spurious readiness).
+fn read_now(stream: &Async<StdStream>, size: usize) -> io::Result<Option<Vec<u8>>> {
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        let mut socket: &StdStream = stream.get_ref();
+        match socket.read(&mut buf[..size]) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
 }
 
 async fn read_loop(
     id: ConnId,
-    mut stream: TcpStream,
+    stream: Arc<Async<StdStream>>,
     hub: Sender<Cmd>,
     stop: Receiver<()>,
     size: usize,
 ) {
-    let mut buf = vec![0u8; size];
     loop {
         // The stop signal goes first: `or` is biased to the left, and a
-        // flooding peer must not hide it.
-        let got = future::or(
+        // flooding peer must not hide it. No buffer is held while waiting.
+        let ready = future::or(
             async {
                 let _ = stop.recv().await;
                 None
             },
-            async { Some(stream.read(&mut buf).await) },
+            async { Some(stream.readable().await) },
         )
         .await;
-        let cmd = match got {
-            None => break,
-            Some(Ok(0)) => {
+        let Some(ready) = ready else { break };
+        let cmd = match ready.and_then(|()| read_now(&stream, size)) {
+            Ok(None) => continue,
+            Ok(Some(data)) if data.is_empty() => {
                 let _ = hub.send(Cmd::Eof(id)).await;
                 return;
             }
             // The bounded command channel is the backpressure: a peer that
             // sends faster than the hub handles it waits in TCP, not in memory.
-            Some(Ok(n)) => Cmd::Read(id, buf[..n].to_vec()),
-            Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Some(Err(_)) => {
+            Ok(Some(data)) => Cmd::Read(id, data),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
                 let _ = hub.send(Cmd::IoError(id)).await;
                 return;
             }
@@ -144,9 +244,15 @@ async fn read_loop(
     // closes (or a moment passes), then let the socket go.
     drop(hub);
     let drain = async {
-        while let Ok(n) = stream.read(&mut buf).await {
-            if n == 0 {
+        loop {
+            if stream.readable().await.is_err() {
                 break;
+            }
+            match read_now(&stream, size) {
+                Ok(Some(data)) if data.is_empty() => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
         }
     };
@@ -154,71 +260,4 @@ async fn read_loop(
         Timer::after(LINGER).await;
     })
     .await;
-}
-
-async fn write_loop(
-    id: ConnId,
-    mut stream: TcpStream,
-    frames: Receiver<Vec<Bytes>>,
-    hub: Sender<Cmd>,
-) {
-    let mut pending: VecDeque<Bytes> = VecDeque::new();
-    // Bytes of the front frame already written.
-    let mut offset = 0usize;
-    loop {
-        if pending.is_empty() {
-            if pending.capacity() > 4 * MAX_SLICES {
-                pending = VecDeque::new(); // an idle connection keeps little
-            }
-            match frames.recv().await {
-                Ok(batch) => pending.extend(batch),
-                Err(_) => break, // the hub is done with this connection
-            }
-        }
-        // Gather whatever else is queued so one system call carries it all.
-        while let Ok(batch) = frames.try_recv() {
-            pending.extend(batch);
-        }
-        let result = {
-            // One small allocation per system call; the frames themselves are
-            // the core's shared bytes, never copied.
-            let slices: Vec<IoSlice<'_>> = pending
-                .iter()
-                .take(MAX_SLICES)
-                .enumerate()
-                .map(|(i, f)| IoSlice::new(&f[if i == 0 { offset } else { 0 }..]))
-                .collect();
-            stream.write_vectored(&slices).await
-        };
-        let n = match result {
-            Ok(0) => {
-                let _ = hub.send(Cmd::IoError(id)).await;
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => {
-                let _ = hub.send(Cmd::IoError(id)).await;
-                return;
-            }
-        };
-        if hub.send(Cmd::Written(id, n)).await.is_err() {
-            return;
-        }
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = pending.front() else { break };
-            let avail = front.len() - offset;
-            if left >= avail {
-                left -= avail;
-                offset = 0;
-                pending.pop_front();
-            } else {
-                offset += left;
-                left = 0;
-            }
-        }
-    }
-    // Everything handed over is written: send FIN after it.
-    let _ = stream.shutdown(Shutdown::Write);
 }

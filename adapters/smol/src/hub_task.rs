@@ -1,5 +1,5 @@
 //! The hub task: owns the core, sleeps until a command or the core's next
-//! deadline, and routes output to connection writers.
+//! deadline, and writes the core's output to the sockets itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,14 +12,15 @@ use smol::net::TcpStream;
 use smol::Timer;
 use wshub_core::{AuthDecision, ConnId, Event, Hub, Identity, Message, PeerInfo, Rejection, Stats};
 
-use crate::conn::{self, ConnTasks};
+use crate::conn::{self, ConnIo, Flush};
 use crate::{DeferredAuth, Spawner};
 
 /// Everything the hub task is told.
 pub(crate) enum Cmd {
     Open(TcpStream, Option<SocketAddr>),
     Read(ConnId, Vec<u8>),
-    Written(ConnId, usize),
+    /// A socket that was full can take more.
+    Writable(ConnId),
     Eof(ConnId),
     IoError(ConnId),
     Publish(String, Message, Sender<usize>),
@@ -40,9 +41,17 @@ pub(crate) enum Cmd {
     Stop,
 }
 
-/// Commands taken before output is drained, so many publishes go out in few
-/// writes.
-const BATCH: usize = 256;
+/// Most commands taken before output is written, so the output of many
+/// publishes goes out in few writes. The queue cap bounds it further (see
+/// [`batch_limit`]).
+const BATCH: usize = 64;
+
+/// Commands applied between two writes: a quarter of the per-connection
+/// message cap, so a burst of publishes can never fill a queue past its cap
+/// before a byte is written, and at most [`BATCH`].
+pub(crate) fn batch_limit(config: &wshub_core::HubConfig) -> usize {
+    (config.max_queued_messages / 4).clamp(1, BATCH)
+}
 
 /// What woke the hub task.
 enum Wake {
@@ -53,7 +62,7 @@ enum Wake {
 
 pub(crate) struct HubTask {
     pub hub: Hub,
-    pub conns: HashMap<ConnId, ConnTasks>,
+    pub conns: HashMap<ConnId, ConnIo>,
     pub events: Sender<Event>,
     pub deferred: Option<DeferredAuth>,
     pub spawner: Spawner,
@@ -62,6 +71,8 @@ pub(crate) struct HubTask {
     pub tx: Sender<Cmd>,
     pub shutdown_waiters: Vec<Sender<bool>>,
     pub frames: Vec<Bytes>,
+    /// See [`batch_limit`].
+    pub batch_limit: usize,
 }
 
 impl HubTask {
@@ -96,20 +107,36 @@ impl HubTask {
                 // A one-shot timer that fired stays silent until set again.
                 Wake::Timer => armed = None,
                 Wake::Cmd(cmd) => {
-                    if !self.apply(cmd) {
-                        return self.cut_all();
-                    }
-                    // Output goes to the writers after every command, so a
-                    // burst of publishes cannot fill every queue past its cap
-                    // before a byte is written.
-                    self.drain();
-                    for _ in 1..BATCH {
-                        let Ok(cmd) = rx.try_recv() else { break };
-                        if !self.apply(cmd) {
-                            return self.cut_all();
+                    // A round: every command already queued, up to the limit,
+                    // then one write per connection with output.
+                    let mut answered = match self.apply(cmd) {
+                        Some(answered) => answered,
+                        None => return self.cut_all(),
+                    };
+                    let mut taken = 1;
+                    while taken < self.batch_limit {
+                        let cmd = match rx.try_recv() {
+                            Ok(cmd) => cmd,
+                            Err(_) if answered => {
+                                // A publisher just answered may have its next
+                                // message ready: let it run once, so
+                                // consecutive publishes share the writes.
+                                answered = false;
+                                future::yield_now().await;
+                                match rx.try_recv() {
+                                    Ok(cmd) => cmd,
+                                    Err(_) => break,
+                                }
+                            }
+                            Err(_) => break,
+                        };
+                        taken += 1;
+                        match self.apply(cmd) {
+                            Some(a) => answered |= a,
+                            None => return self.cut_all(),
                         }
-                        self.drain();
                     }
+                    self.drain();
                 }
             }
             // `or` is biased to the command channel: the deadline is checked
@@ -124,8 +151,9 @@ impl HubTask {
         }
     }
 
-    /// Applies one command; false means stop.
-    fn apply(&mut self, cmd: Cmd) -> bool {
+    /// Applies one command: `None` means stop, `Some(true)` that it answered
+    /// a caller who may have more to send.
+    fn apply(&mut self, cmd: Cmd) -> Option<bool> {
         let now = Instant::now();
         let hub = &mut self.hub;
         match cmd {
@@ -133,11 +161,11 @@ impl HubTask {
             Cmd::Read(id, data) => {
                 let _ = hub.handle_read(now, id, &data);
             }
-            Cmd::Written(id, n) => {
+            Cmd::Writable(id) => {
                 if let Some(c) = self.conns.get_mut(&id) {
-                    c.written(n);
+                    c.unblock();
                 }
-                let _ = hub.handle_written(now, id, n);
+                self.flush(now, id);
             }
             Cmd::Eof(id) => {
                 let _ = hub.handle_eof(now, id);
@@ -147,15 +175,18 @@ impl HubTask {
             }
             Cmd::Publish(ch, m, reply) => {
                 let _ = reply.try_send(hub.publish(now, &ch, m));
+                return Some(true);
             }
             Cmd::Broadcast(m, reply) => {
                 let _ = reply.try_send(hub.broadcast(now, &m));
+                return Some(true);
             }
             Cmd::Send(id, m) => {
                 let _ = hub.send(now, id, &m);
             }
             Cmd::SendToUser(user, m, reply) => {
                 let _ = reply.try_send(hub.send_to_user(now, &user, &m));
+                return Some(true);
             }
             Cmd::Subscribe(id, ch) => {
                 let _ = hub.subscribe(now, id, &ch);
@@ -198,9 +229,9 @@ impl HubTask {
                 hub.shutdown(now);
                 self.shutdown_waiters.push(reply);
             }
-            Cmd::Stop => return false,
+            Cmd::Stop => return None,
         }
-        true
+        Some(false)
     }
 
     fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
@@ -221,13 +252,34 @@ impl HubTask {
             }
             while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
                 progressed = true;
-                let batch = std::mem::take(&mut self.frames);
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.transmit(batch);
+                match self.conns.get_mut(&id) {
+                    Some(c) => c.queue(&mut self.frames),
+                    None => self.frames.clear(), // unreachable: ids are live here
                 }
+                self.flush(Instant::now(), id);
             }
             if !progressed {
                 break;
+            }
+        }
+    }
+
+    /// Writes what connection `id` has pending, unless its socket is full,
+    /// and tells the core what went out.
+    fn flush(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.blocked() {
+            return; // its waiter sends `Writable` when there is room
+        }
+        match c.flush(id, &self.tx, &self.spawner) {
+            Flush::Wrote(0) | Flush::Blocked(0) => {}
+            Flush::Wrote(n) | Flush::Blocked(n) => {
+                let _ = self.hub.handle_written(now, id, n);
+            }
+            Flush::Failed => {
+                let _ = self.hub.handle_io_error(now, id);
             }
         }
     }
