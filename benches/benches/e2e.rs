@@ -402,9 +402,10 @@ fn run(settings: &Settings) -> Report {
 
 /// Cases that cannot run here, and why.
 fn skip_reason(kind: &str, n: usize, fd_limit: u64) -> Option<String> {
-    // The blocking adapter holds three descriptors per connection (the
-    // stream and a clone for each of its reader and writer threads).
-    let need = if kind == "blocking" { 3 * n } else { n } as u64 + 64;
+    // Every server holds one descriptor per connection (the blocking
+    // adapter's reader thread shares the hub's stream).
+    let _ = kind;
+    let need = n as u64 + 64;
     (need > fd_limit).then(|| {
         format!("skipped: needs ~{need} descriptors in the server, the limit is {fd_limit}")
     })

@@ -1,5 +1,5 @@
 //! The hub thread: owns the core, sleeps until a command or the core's next
-//! deadline, and routes output to connection writers.
+//! deadline, and writes the core's output to the sockets without blocking.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,7 +14,7 @@ use wshub_core::{
     AuthDecision, ConnId, Event, Hub, HubConfig, Identity, Message, PeerInfo, Rejection, Stats,
 };
 
-use crate::conn::{self, ConnThreads, Settings};
+use crate::conn::{self, ConnIo, Flush, Settings};
 use crate::handle::Handle;
 use crate::DeferredAuth;
 
@@ -46,6 +46,10 @@ pub(crate) enum Cmd {
 /// Commands in flight before readers block: bounds memory under a flood.
 const COMMAND_QUEUE: usize = 4096;
 
+/// Most commands applied before output is written, so the output of many
+/// publishes goes out in few writes; the queue cap bounds it further.
+const BATCH: usize = 64;
+
 pub(crate) fn spawn(
     config: HubConfig,
     events: Sender<Event>,
@@ -64,7 +68,9 @@ pub(crate) fn spawn(
         .unwrap_or_default();
     let hub =
         Hub::new(config, now, unix).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let batch_limit = (hub.config().max_queued_messages / 4).clamp(1, BATCH);
     let mut state = HubThread {
+        batch_limit,
         hub,
         conns: HashMap::new(),
         events,
@@ -82,13 +88,17 @@ pub(crate) fn spawn(
 
 struct HubThread {
     hub: Hub,
-    conns: HashMap<ConnId, ConnThreads>,
+    conns: HashMap<ConnId, ConnIo>,
     events: Sender<Event>,
     deferred: Option<DeferredAuth>,
     settings: Settings,
     tx: SyncSender<Cmd>,
     shutdown_waiters: Vec<SyncSender<bool>>,
     frames: Vec<bytes::Bytes>,
+    /// Commands applied between two writes: a quarter of the per-connection
+    /// message cap (at most [`BATCH`]), so a burst of publishes can never fill
+    /// a queue past its cap before a byte is written.
+    batch_limit: usize,
 }
 
 impl HubThread {
@@ -108,22 +118,27 @@ impl HubThread {
                     Err(_) => return self.cut_all(),
                 },
             };
+            // A round: every command already queued, up to the limit, then
+            // one write per connection with output.
             let mut next = cmd;
-            // Hand output to the writers after every command: a publish must
-            // reach the sockets before the next one is queued, or a burst of
-            // publishes in one batch would fill every queue past its cap
-            // before a byte is written. Writers batch by themselves.
-            for _ in 0..256 {
-                let Some(cmd) = next.take() else { break };
-                if !self.apply(cmd) {
-                    return self.cut_all();
+            let mut taken = 0;
+            let mut answered = false;
+            while let Some(cmd) = next.take() {
+                match self.apply(cmd) {
+                    Some(a) => answered |= a,
+                    None => return self.cut_all(),
                 }
-                self.drain();
+                taken += 1;
+                if taken >= self.batch_limit {
+                    break;
+                }
                 next = rx.try_recv().ok();
-            }
-            if let Some(cmd) = next {
-                if !self.apply(cmd) {
-                    return self.cut_all();
+                if next.is_none() && std::mem::take(&mut answered) {
+                    // A publisher just answered may have its next message
+                    // ready: let it run once, so consecutive publishes share
+                    // the writes.
+                    std::thread::yield_now();
+                    next = rx.try_recv().ok();
                 }
             }
             self.hub.handle_timeout(Instant::now());
@@ -131,8 +146,9 @@ impl HubThread {
         }
     }
 
-    /// Applies one command; false means stop.
-    fn apply(&mut self, cmd: Cmd) -> bool {
+    /// Applies one command: `None` means stop, `Some(true)` that it answered
+    /// a caller who may have more to send.
+    fn apply(&mut self, cmd: Cmd) -> Option<bool> {
         let now = Instant::now();
         let hub = &mut self.hub;
         match cmd {
@@ -151,15 +167,18 @@ impl HubThread {
             }
             Cmd::Publish(ch, m, reply) => {
                 let _ = reply.send(hub.publish(now, &ch, m));
+                return Some(true);
             }
             Cmd::Broadcast(m, reply) => {
                 let _ = reply.send(hub.broadcast(now, &m));
+                return Some(true);
             }
             Cmd::Send(id, m) => {
                 let _ = hub.send(now, id, &m);
             }
             Cmd::SendToUser(user, m, reply) => {
                 let _ = reply.send(hub.send_to_user(now, &user, &m));
+                return Some(true);
             }
             Cmd::Subscribe(id, ch) => {
                 let _ = hub.subscribe(now, id, &ch);
@@ -199,9 +218,9 @@ impl HubThread {
                 hub.shutdown(now);
                 self.shutdown_waiters.push(reply);
             }
-            Cmd::Stop => return false,
+            Cmd::Stop => return None,
         }
-        true
+        Some(false)
     }
 
     fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
@@ -209,8 +228,8 @@ impl HubThread {
             return; // shutting down: dropping the stream closes it
         };
         match conn::spawn(id, stream, self.tx.clone(), self.settings) {
-            Ok(threads) => {
-                self.conns.insert(id, threads);
+            Ok(io) => {
+                self.conns.insert(id, io);
             }
             Err(_) => {
                 // Out of threads: the connection cannot be served.
@@ -229,10 +248,18 @@ impl HubThread {
             }
             while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
                 progressed = true;
-                let batch = std::mem::take(&mut self.frames);
-                if let Some(c) = self.conns.get(&id) {
-                    // A writer that has gone reports the error itself.
-                    let _ = c.frames.send(batch);
+                let Some(c) = self.conns.get_mut(&id) else {
+                    self.frames.clear(); // unreachable: ids are live here
+                    continue;
+                };
+                match c.send(&mut self.frames, &self.tx) {
+                    Flush::Wrote(0) => {}
+                    Flush::Wrote(n) => {
+                        let _ = self.hub.handle_written(Instant::now(), id, n);
+                    }
+                    Flush::Failed => {
+                        let _ = self.hub.handle_io_error(Instant::now(), id);
+                    }
                 }
             }
             if !progressed {
