@@ -20,7 +20,8 @@ if grep -nE '^(tokio|smol|async-io|async-std|mio|polling)\b' core/Cargo.toml; th
   echo "the core must not depend on a runtime"; exit 1
 fi
 
-step "tests"
+step "tests (installs Chromium, node and playwright-core for the browser tests on first use)"
+./tests/browser/install.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

@@ -1,0 +1,346 @@
+// Headless Chromium tests of the live page `wshub serve` serves at `/`.
+//
+// Run by `cargo test --test browser` (tests/browser.rs), which starts the
+// server and passes, by environment:
+//   WSHUB_TEST_URL        http://127.0.0.1:PORT of a running `wshub serve`
+//   WSHUB_TEST_TOKEN      a client key the server accepts (--api-key)
+//   WSHUB_TEST_ADMIN_KEY  the server's --admin-key
+//   WSHUB_TEST_BIN        the wshub binary (for `wshub exec`)
+//   WSHUB_CHROMIUM        optional, default /usr/bin/chromium (Debian's package)
+// Prints one TAP-like line per scenario ("ok N - name" / "not ok N - name")
+// and exits 0 only if all pass. Every wait is on a DOM condition with a
+// timeout; nothing sleeps for a fixed time.
+
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import assert from "node:assert/strict";
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) {
+    console.error(`missing environment variable ${name} (run through: cargo test --test browser)`);
+    process.exit(2);
+  }
+  return v;
+};
+const BASE = env("WSHUB_TEST_URL").replace(/\/$/, "");
+const TOKEN = env("WSHUB_TEST_TOKEN");
+const ADMIN_KEY = env("WSHUB_TEST_ADMIN_KEY");
+const BIN = env("WSHUB_TEST_BIN");
+const CHROMIUM = process.env.WSHUB_CHROMIUM || "/usr/bin/chromium";
+/** Longest wait for any one DOM condition. */
+const WAIT_MS = 10_000;
+/** The whole run; the cargo test has its own, longer, limit. */
+const RUN_LIMIT_MS = 50_000;
+
+let chromium;
+try {
+  ({ chromium } = await import("playwright-core"));
+} catch (e) {
+  console.error(`cannot load playwright-core (${e.message}): run tests/browser/install.sh`);
+  process.exit(2);
+}
+if (!existsSync(CHROMIUM)) {
+  console.error(`no Chromium at ${CHROMIUM}: run tests/browser/install.sh`);
+  process.exit(2);
+}
+
+const guard = setTimeout(() => {
+  console.log(`Bail out! the browser tests took longer than ${RUN_LIMIT_MS} ms`);
+  process.exit(1);
+}, RUN_LIMIT_MS);
+guard.unref();
+
+const pageUrl = (token) => `${BASE}/?token=${encodeURIComponent(token)}`;
+
+/** What the user sees, for failure messages. */
+async function snapshot(page) {
+  try {
+    return await page.evaluate(() => ({
+      state: document.getElementById("state")?.innerText,
+      error: document.getElementById("error")?.innerText,
+      channels: document.getElementById("channels")?.innerText,
+    }));
+  } catch (e) {
+    return `(no snapshot: ${e.message})`;
+  }
+}
+
+/** Waits until `fn(arg)` is truthy in the page; fails with what the page shows. */
+async function waitDom(page, what, fn, arg) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: "raf" });
+  } catch (e) {
+    throw new Error(
+      `timed out after ${WAIT_MS} ms waiting for ${what}; the page shows ${JSON.stringify(await snapshot(page))}` +
+        ` (${e.message.split("\n")[0]})`,
+    );
+  }
+}
+
+const waitConnected = (page) =>
+  waitDom(page, "the connection state to be connected", () => {
+    const s = document.getElementById("state");
+    return s.dataset.state === "connected" && s.innerText === "connected";
+  });
+
+/** Subscribes through the page's form, as a user would, and waits for the ack. */
+async function subscribeViaUi(page, channel) {
+  await page.fill("#channel", channel);
+  await page.click("#subscribe button");
+  await waitDom(
+    page,
+    `the ${channel} badge to say subscribed`,
+    (c) => {
+      const b = document.querySelector(`.channel[data-channel="${CSS.escape(c)}"] .badge`);
+      return b && b.dataset.status === "subscribed" && b.innerText === "subscribed";
+    },
+    channel,
+  );
+}
+
+/** The output lines shown in a channel's log, as the user sees them. */
+const logLines = (page, channel) =>
+  page.evaluate(
+    (c) =>
+      [...document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`)].map(
+        (l) => l.innerText.replace(/\n$/, ""),
+      ),
+    channel,
+  );
+
+async function publish(body) {
+  const r = await fetch(`${BASE}/api/publish`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  assert.equal(r.status, 200, `POST /api/publish answered ${r.status}: ${text}`);
+  return JSON.parse(text);
+}
+
+// --- scenarios ---------------------------------------------------------------
+
+async function subscribeAndReceive(page) {
+  await page.goto(pageUrl(TOKEN));
+  await waitConnected(page);
+  assert.equal(await page.locator("#error").innerText(), "", "no error while connected");
+
+  const channel = "news";
+  await subscribeViaUi(page, channel);
+  const text = `hello from the API ${process.pid}-${Date.now()}`;
+  const reply = await publish({ channel, data: text });
+  assert.equal(reply.delivered, 1, `the page is the one subscriber: ${JSON.stringify(reply)}`);
+
+  const expected = `event ${JSON.stringify(text)}`;
+  await waitDom(
+    page,
+    `"${expected}" in the ${channel} view`,
+    ([c, e]) =>
+      [...document.querySelectorAll(`.channel[data-channel="${c}"] ul.events li`)].some(
+        (li) => li.innerText === e,
+      ),
+    [channel, expected],
+  );
+  const item = page.locator(`.channel[data-channel="${channel}"] ul.events li`, { hasText: text });
+  assert.equal(await item.count(), 1, "the message is shown once");
+  assert.ok(await item.isVisible(), "the message is visible");
+  // A typed go-ws message through the same API lands in the same view.
+  await publish({ type: "notice", channel, data: { n: 1 } });
+  await waitDom(
+    page,
+    `the typed message in the ${channel} view`,
+    (c) =>
+      [...document.querySelectorAll(`.channel[data-channel="${c}"] ul.events li`)].some(
+        (li) => li.innerText === 'notice {"n":1}',
+      ),
+    channel,
+  );
+  assert.equal((await snapshot(page)).state, "connected");
+}
+
+async function wrongTokenShowsAuthFailure(page) {
+  // Every state the page goes through, from its first script on.
+  await page.addInitScript(() => {
+    window.__states = [];
+    new MutationObserver(() => {
+      const s = document.getElementById("state");
+      if (!s) return;
+      const v = `${s.dataset.state}|${s.textContent}`;
+      if (window.__states[window.__states.length - 1] !== v) window.__states.push(v);
+    }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+
+  await page.goto(pageUrl(`wrong-${TOKEN}`));
+  await waitDom(page, "the auth failure", () => document.getElementById("state").dataset.state === "auth-failed");
+  assert.equal(await page.locator("#state").innerText(), "authentication failed");
+  assert.equal(await page.locator("#error").innerText(), "Authentication failed: check the token.");
+  assert.ok(await page.locator("#state").isVisible(), "the state is visible");
+  assert.ok(await page.locator("#error").isVisible(), "the error is visible");
+  const states = await page.evaluate(() => window.__states);
+  assert.ok(
+    !states.some((s) => s.startsWith("connected|")),
+    `the page never showed connected: ${JSON.stringify(states)}`,
+  );
+  // It learned the token was bad from /api/whoami and did not dial (and so
+  // does not retry) the WebSocket with it.
+  assert.deepEqual(sockets, [], "no WebSocket with a refused token");
+
+  // Fixing the token in the field and pressing Connect recovers.
+  await page.fill("#token", TOKEN);
+  await page.click("#connect");
+  await waitConnected(page);
+  assert.equal(await page.locator("#error").innerText(), "");
+}
+
+async function execStreamsLineByLine(page) {
+  await page.goto(pageUrl(TOKEN));
+  await waitConnected(page);
+  const id = `browser-${process.pid}`;
+  const channel = `process:${id}`;
+  await subscribeViaUi(page, channel);
+
+  // Record every state of the channel's view: its log lines and badge.
+  await page.evaluate((c) => {
+    const el = document.querySelector(`.channel[data-channel="${CSS.escape(c)}"]`);
+    window.__views = [];
+    const record = () => {
+      const lines = [...el.querySelectorAll("pre.log .line")].map((l) => l.textContent.replace(/\n$/, ""));
+      const badge = el.querySelector(".badge");
+      const v = { lines, status: badge.dataset.status, badge: badge.textContent };
+      const last = window.__views[window.__views.length - 1];
+      if (!last || JSON.stringify(last) !== JSON.stringify(v)) window.__views.push(v);
+    };
+    new MutationObserver(record).observe(el, { subtree: true, childList: true, characterData: true, attributes: true });
+  }, channel);
+
+  // The command blocks on its stdin twice (`read`), which the test releases
+  // only once the page shows the lines so far: the intermediate states are
+  // observed while the process is provably still running. Then three lines
+  // with small sleeps between them, and exit 3.
+  const script =
+    "echo 'step 1'; read a; echo 'step 2 (stderr)' >&2; read b; " +
+    "echo 'step 3'; sleep 0.2; echo 'step 4'; sleep 0.2; echo 'step 5'; exit 3";
+  const args = ["exec", "--url", BASE, "--admin-key", ADMIN_KEY, "--id", id, "--", "sh", "-c", script];
+  const child = spawn(BIN, args, { stdio: ["pipe", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  let exit = null;
+  exited.then((e) => (exit = e));
+
+  try {
+    const all = ["step 1", "step 2 (stderr)", "step 3", "step 4", "step 5"];
+    for (const n of [1, 2]) {
+      await waitDom(
+        page,
+        `${n} line(s) in the ${channel} log`,
+        ([c, n]) => document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`).length >= n,
+        [channel, n],
+      );
+      assert.deepEqual(await logLines(page, channel), all.slice(0, n), "only the first lines so far");
+      assert.equal(exit, null, `wshub exec is still running (${output})`);
+      const badge = page.locator(`.channel[data-channel="${channel}"] .badge`);
+      assert.equal(await badge.innerText(), "subscribed", "no status before the exit");
+      child.stdin.write("\n");
+    }
+    child.stdin.end();
+
+    await waitDom(
+      page,
+      `the ${channel} badge to show the exit`,
+      (c) => document.querySelector(`.channel[data-channel="${CSS.escape(c)}"] .badge`).dataset.status === "exited",
+      channel,
+    );
+    const badge = page.locator(`.channel[data-channel="${channel}"] .badge`);
+    assert.equal(await badge.innerText(), "exited (3)");
+    assert.equal(await badge.getAttribute("data-exit-code"), "3");
+    assert.match(await badge.getAttribute("class"), /\bfail\b/, "a non-zero exit is marked as a failure");
+    assert.ok(await badge.isVisible(), "the badge is visible");
+    assert.deepEqual(await logLines(page, channel), all, "every line, in order");
+    assert.ok(await page.locator(`.channel[data-channel="${channel}"] pre.log`).isVisible());
+
+    // The log grew one line at a time, in order, and the status came last.
+    const views = await page.evaluate(() => window.__views);
+    const growth = [];
+    for (const v of views) {
+      const prev = growth[growth.length - 1];
+      if (JSON.stringify(prev) !== JSON.stringify(v.lines)) growth.push(v.lines);
+    }
+    assert.deepEqual(
+      growth,
+      all.map((_, i) => all.slice(0, i + 1)),
+      `the log grows line by line: ${JSON.stringify(views)}`,
+    );
+    for (const v of views) {
+      if (v.lines.length < all.length) {
+        assert.equal(v.status, "subscribed", `no status while lines are still coming: ${JSON.stringify(views)}`);
+      }
+    }
+
+    const done = await Promise.race([
+      exited,
+      new Promise((resolve) => setTimeout(() => resolve(null), WAIT_MS)),
+    ]);
+    assert.ok(done, `wshub exec did not exit within ${WAIT_MS} ms (${output})`);
+    assert.equal(done.code, 3, `wshub exec mirrors the exit code (${output})`);
+  } finally {
+    if (exit === null) child.kill("SIGKILL");
+  }
+}
+
+// --- runner ------------------------------------------------------------------
+
+const scenarios = [
+  ["valid token: connected, subscribe via the page, an API publish appears in the channel view", subscribeAndReceive],
+  ["wrong token: the page says authentication failed and never connected", wrongTokenShowsAuthFailure],
+  ["wshub exec: output lines appear one by one in order, badge shows exited (3)", execStreamsLineByLine],
+];
+
+const started = Date.now();
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  // --no-sandbox: Chromium refuses to run sandboxed as root (CI containers).
+  args: ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+});
+console.log(`# Chromium ${browser.version()} via playwright-core, against ${BASE}`);
+let failed = 0;
+try {
+  for (const [i, [name, run]] of scenarios.entries()) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console error: ${m.text()} (${m.location().url})`);
+    });
+    const t = Date.now();
+    try {
+      await run(page);
+      // Chromium logs failed loads: the page has no favicon, and the
+      // wrong-token scenario's /api/whoami answers 401. Anything else is a
+      // bug in the page.
+      const expected = /status of (404 .*\/favicon\.ico|401 .*\/api\/whoami\?)/;
+      const unexpected = problems.filter((p) => !expected.test(p));
+      assert.deepEqual(unexpected, [], "no script errors in the page");
+      console.log(`ok ${i + 1} - ${name} (${Date.now() - t} ms)`);
+    } catch (e) {
+      failed += 1;
+      console.log(`not ok ${i + 1} - ${name} (${Date.now() - t} ms)`);
+      for (const line of String(e.stack || e).split("\n")) console.log(`  # ${line}`);
+      for (const p of problems) console.log(`  # ${p}`);
+    } finally {
+      await context.close();
+    }
+  }
+} finally {
+  await browser.close();
+}
+console.log(`# ${scenarios.length - failed} passed, ${failed} failed in ${Date.now() - started} ms`);
+process.exit(failed ? 1 : 0);
