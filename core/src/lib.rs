@@ -68,7 +68,8 @@
 //!
 //! [`handshake`] (incremental upgrade parsing), [`frame`] (RFC 6455 codec),
 //! [`auth`] (authenticators), [`backoff`] (reconnect schedule), [`message`]
-//! (the JSON protocol).
+//! (the JSON protocol), [`write_queue`] (frames between `poll_transmit` and
+//! a vectored write).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -87,6 +88,7 @@ mod outbound;
 pub mod request;
 pub mod router;
 mod timers;
+pub mod write_queue;
 
 pub use auth::{AuthDecision, AuthFailure, Authenticator, Rejection};
 pub use config::{ChannelPolicy, HubConfig, Mode};

@@ -11,7 +11,6 @@
 //! take everything gets a thread that finishes the job with blocking writes,
 //! so a stuck client still delays only itself, then hands the socket back.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc::SyncSender;
@@ -19,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
 use wshub_core::ConnId;
 
 use crate::hub_thread::Cmd;
@@ -29,10 +29,6 @@ pub(crate) struct Settings {
     pub read_buffer: usize,
     pub stack: usize,
 }
-
-/// Most slices handed to one `writev` (Linux allows 1024; 64 frames of a
-/// typical size already fill a socket buffer).
-const MAX_SLICES: usize = 64;
 
 /// `sendmsg` flags: never wait; on Linux, no SIGPIPE for a reset peer (an
 /// embedding C host may not ignore it as Rust binaries do).
@@ -53,41 +49,9 @@ pub(crate) enum Flush {
 /// Frames the core handed out and the socket has not taken yet.
 #[derive(Default)]
 struct Outbox {
-    pending: VecDeque<Bytes>,
-    /// Bytes of the front frame already written.
-    offset: usize,
+    pending: WriteQueue,
     /// A writer thread owns the socket's write side until it empties this.
     writer: bool,
-}
-
-impl Outbox {
-    /// Up to [`MAX_SLICES`] slices of what is pending, in `slices`.
-    fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>; MAX_SLICES]) -> usize {
-        let mut count = 0;
-        for (slot, frame) in slices.iter_mut().zip(&self.pending) {
-            let skip = if count == 0 { self.offset } else { 0 };
-            *slot = IoSlice::new(&frame[skip..]);
-            count += 1;
-        }
-        count
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.pending.front() else {
-                break;
-            };
-            let avail = front.len() - self.offset;
-            if n >= avail {
-                n -= avail;
-                self.offset = 0;
-                self.pending.pop_front();
-            } else {
-                self.offset += n;
-                n = 0;
-            }
-        }
-    }
 }
 
 /// The hub thread's side of a connection.
@@ -108,7 +72,7 @@ impl ConnIo {
     /// Queues `frames` and writes what the socket takes without waiting.
     pub fn send(&mut self, frames: &mut Vec<Bytes>, hub: &SyncSender<Cmd>) -> Flush {
         let mut out = lock(&self.out);
-        out.pending.extend(frames.drain(..));
+        out.pending.extend(frames);
         if out.writer {
             return Flush::Wrote(0); // its thread takes these too
         }
@@ -116,12 +80,12 @@ impl ConnIo {
         let socket = socket2::SockRef::from(&*self.stream);
         while !out.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = out.slices(&mut slices);
+            let count = out.pending.slices(&mut slices);
             match socket.send_vectored_with_flags(&slices[..count], SEND_FLAGS) {
                 Ok(0) => return Flush::Failed,
                 Ok(n) => {
                     total += n;
-                    out.advance(n);
+                    out.pending.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     out.writer = true;
@@ -142,9 +106,6 @@ impl ConnIo {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Flush::Failed,
             }
-        }
-        if out.pending.capacity() > 4 * MAX_SLICES {
-            out.pending = VecDeque::new(); // an idle connection keeps little
         }
         Flush::Wrote(total)
     }
@@ -176,16 +137,15 @@ impl ConnIo {
 fn write_until_empty(id: ConnId, stream: &TcpStream, out: &Mutex<Outbox>, hub: &SyncSender<Cmd>) {
     // Frames taken out of the outbox, so the hub can keep queueing while this
     // thread waits in `write`.
-    let mut mine = Outbox::default();
+    let mut mine = WriteQueue::default();
     loop {
-        if mine.pending.is_empty() {
+        if mine.is_empty() {
             let mut shared = lock(out);
             if shared.pending.is_empty() {
                 shared.writer = false;
                 return;
             }
-            std::mem::swap(&mut mine.pending, &mut shared.pending);
-            mine.offset = std::mem::take(&mut shared.offset);
+            mine = shared.pending.take();
         }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let count = mine.slices(&mut slices);

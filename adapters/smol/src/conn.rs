@@ -9,7 +9,6 @@
 //! a task, which waits for room and tells the hub to write again.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream as StdStream};
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use smol::channel::{self, Receiver, Sender};
 use smol::future;
 use smol::net::TcpStream;
 use smol::{Async, Task, Timer};
+use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
 use wshub_core::ConnId;
 
 use crate::hub_task::Cmd;
@@ -29,10 +29,6 @@ use crate::Spawner;
 /// peer closes its side, so closing the socket does not reset data the peer
 /// has yet to read.
 const LINGER: Duration = Duration::from_secs(1);
-
-/// Most slices handed to one `writev` (Linux allows 1024; 64 frames of a
-/// typical size already fill a socket buffer).
-const MAX_SLICES: usize = 64;
 
 thread_local! {
     /// Read scratch space, one per executor thread rather than one per
@@ -56,9 +52,7 @@ pub(crate) enum Flush {
 pub(crate) struct ConnIo {
     stream: Arc<Async<StdStream>>,
     /// Frames the core handed out and the socket has not taken yet.
-    pending: VecDeque<Bytes>,
-    /// Bytes of the front frame already written.
-    offset: usize,
+    pending: WriteQueue,
     /// Waits for room in a full socket buffer; dropping it cancels the wait.
     waiter: Option<Task<()>>,
     /// Dropping it tells the reader to stop feeding the hub.
@@ -72,7 +66,7 @@ pub(crate) struct ConnIo {
 impl ConnIo {
     /// Queues frames the core handed out for this connection.
     pub fn queue(&mut self, frames: &mut Vec<Bytes>) {
-        self.pending.extend(frames.drain(..));
+        self.pending.extend(frames);
     }
 
     /// True while a task waits for the socket to drain.
@@ -93,19 +87,14 @@ impl ConnIo {
         let mut total = 0;
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(&self.pending) {
-                let skip = if count == 0 { self.offset } else { 0 };
-                *slot = IoSlice::new(&frame[skip..]);
-                count += 1;
-            }
+            let count = self.pending.slices(&mut slices);
             // The socket is nonblocking (Async set it so).
             let mut socket: &StdStream = self.stream.get_ref();
             match socket.write_vectored(&slices[..count]) {
                 Ok(0) => return Flush::Failed,
                 Ok(n) => {
                     total += n;
-                    self.advance(n);
+                    self.pending.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let (stream, hub) = (self.stream.clone(), hub.clone());
@@ -120,27 +109,7 @@ impl ConnIo {
                 Err(_) => return Flush::Failed,
             }
         }
-        if self.pending.capacity() > 4 * MAX_SLICES {
-            self.pending = VecDeque::new(); // an idle connection keeps little
-        }
         Flush::Wrote(total)
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.pending.front() else {
-                break;
-            };
-            let avail = front.len() - self.offset;
-            if n >= avail {
-                n -= avail;
-                self.offset = 0;
-                self.pending.pop_front();
-            } else {
-                self.offset += n;
-                n = 0;
-            }
-        }
     }
 
     /// The core is done with the connection and every byte it owed was
@@ -177,8 +146,7 @@ pub(crate) fn spawn(
     let reader = spawner.spawn(read_loop(id, stream.clone(), hub, stop_rx, read_buffer));
     ConnIo {
         stream,
-        pending: VecDeque::new(),
-        offset: 0,
+        pending: WriteQueue::default(),
         waiter: None,
         _stop: stop_tx,
         reader,

@@ -9,7 +9,6 @@
 //! a task, which waits for it to drain and tells the hub to write again.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
 use wshub_core::ConnId;
 
 use crate::hub_task::Cmd;
@@ -26,10 +26,6 @@ use crate::hub_task::Cmd;
 /// How long a finished connection's reader keeps discarding input until the
 /// peer's FIN, so closing the socket does not turn unread bytes into a reset.
 const LINGER: Duration = Duration::from_secs(1);
-
-/// Most slices handed to one `writev` (Linux allows 1024; 64 frames of a
-/// typical size already fill a socket buffer).
-const MAX_SLICES: usize = 64;
 
 thread_local! {
     /// Read scratch space, one per runtime thread rather than one per
@@ -54,9 +50,7 @@ pub(crate) struct ConnIo {
     pub id: ConnId,
     stream: Arc<TcpStream>,
     /// Frames the core handed out and the socket has not taken yet.
-    pending: VecDeque<Bytes>,
-    /// Bytes of the front frame already written.
-    offset: usize,
+    pending: WriteQueue,
     /// Waits for the socket to become writable after a full buffer.
     waiter: Option<AbortHandle>,
     /// Dropping it stops the reader feeding the hub.
@@ -69,7 +63,7 @@ pub(crate) struct ConnIo {
 impl ConnIo {
     /// Queues frames the core handed out for this connection.
     pub fn queue(&mut self, frames: &mut Vec<Bytes>) {
-        self.pending.extend(frames.drain(..));
+        self.pending.extend(frames);
     }
 
     /// True while a task waits for the socket to drain: writing now would
@@ -89,17 +83,12 @@ impl ConnIo {
         let mut total = 0;
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(&self.pending) {
-                let skip = if count == 0 { self.offset } else { 0 };
-                *slot = IoSlice::new(&frame[skip..]);
-                count += 1;
-            }
+            let count = self.pending.slices(&mut slices);
             match self.stream.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Flush::Failed,
                 Ok(n) => {
                     total += n;
-                    self.advance(n);
+                    self.pending.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.wait_writable(hub);
@@ -109,27 +98,7 @@ impl ConnIo {
                 Err(_) => return Flush::Failed,
             }
         }
-        if self.pending.capacity() > 4 * MAX_SLICES {
-            self.pending = VecDeque::new(); // an idle connection keeps little
-        }
         Flush::Wrote(total)
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.pending.front() else {
-                break;
-            };
-            let avail = front.len() - self.offset;
-            if n >= avail {
-                n -= avail;
-                self.offset = 0;
-                self.pending.pop_front();
-            } else {
-                self.offset += n;
-                n = 0;
-            }
-        }
     }
 
     fn wait_writable(&mut self, hub: &mpsc::Sender<Cmd>) {
@@ -182,8 +151,7 @@ pub(crate) fn spawn(
     ConnIo {
         id,
         stream,
-        pending: VecDeque::new(),
-        offset: 0,
+        pending: WriteQueue::default(),
         waiter: None,
         _stop_reader: stop_tx,
         reader: reader.abort_handle(),
