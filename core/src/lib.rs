@@ -76,6 +76,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod client;
+pub mod command;
 pub mod config;
 mod conn;
 pub mod event;

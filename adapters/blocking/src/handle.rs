@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use wshub_core::command::{Command, Reply};
 use wshub_core::{ConnId, Identity, Message, Rejection, Stats};
 
 use crate::hub_thread::Cmd;
@@ -36,43 +37,49 @@ pub struct Handle {
 }
 
 impl Handle {
-    fn ask<T>(&self, make: impl FnOnce(SyncSender<T>) -> Cmd) -> Result<T, Stopped> {
+    /// Applies any [`Command`] and waits for the hub's [`Reply`]; the
+    /// methods below are shorthands for it.
+    pub fn command(&self, command: Command) -> Result<Reply, Stopped> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.send(make(tx)).map_err(|_| Stopped)?;
+        self.tx
+            .send(Cmd::Hub(command, Some(tx)))
+            .map_err(|_| Stopped)?;
         rx.recv().map_err(|_| Stopped)
     }
 
-    fn tell(&self, cmd: Cmd) -> Result<(), Stopped> {
-        self.tx.send(cmd).map_err(|_| Stopped)
+    fn count(&self, command: Command) -> Result<usize, Stopped> {
+        Ok(self.command(command)?.count())
+    }
+
+    /// Queues a command without waiting for its reply.
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.tx.send(Cmd::Hub(command, None)).map_err(|_| Stopped)
     }
 
     /// Publishes to a channel's subscribers; returns how many got it.
     pub fn publish(&self, channel: &str, message: Message) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::Publish(channel, message, reply))
+        self.count(Command::publish(channel, message))
     }
 
     /// Sends to every connection; returns how many got it.
     pub fn broadcast(&self, message: Message) -> Result<usize, Stopped> {
-        self.ask(|reply| Cmd::Broadcast(message, reply))
+        self.count(Command::Broadcast(message))
     }
 
     /// Sends to one connection.
     pub fn send(&self, conn: ConnId, message: Message) -> Result<(), Stopped> {
-        self.tell(Cmd::Send(conn, message))
+        self.tell(Command::Send(conn, message))
     }
 
     /// Sends to every connection of a user; returns how many.
     pub fn send_to_user(&self, user_id: &str, message: Message) -> Result<usize, Stopped> {
         let user = user_id.to_owned();
-        self.ask(|reply| Cmd::SendToUser(user, message, reply))
+        self.count(Command::SendToUser { user, message })
     }
 
     /// go-ws `SendProcessOutput`.
     pub fn process_output(&self, process_id: &str, line: &str) -> Result<usize, Stopped> {
-        let m = Message::process_output(process_id, line);
-        let ch = m.channel.clone();
-        self.publish(&ch, m)
+        self.count(Command::process_output(process_id, line))
     }
 
     /// go-ws `SendProcessStatus`.
@@ -82,44 +89,42 @@ impl Handle {
         status: &str,
         exit_code: i32,
     ) -> Result<usize, Stopped> {
-        let m = Message::process_status(process_id, status, exit_code);
-        let ch = m.channel.clone();
-        self.publish(&ch, m)
+        self.count(Command::process_status(process_id, status, exit_code))
     }
 
     /// go-ws `SendEvent`.
     pub fn send_event(&self, name: &str, data: Value) -> Result<usize, Stopped> {
-        self.broadcast(Message::event(name, data))
+        self.count(Command::send_event(name, data))
     }
 
     /// go-ws `SendError`.
     pub fn send_error(&self, text: &str) -> Result<usize, Stopped> {
-        self.broadcast(Message::error(text))
+        self.count(Command::send_error(text))
     }
 
     /// Subscribes a connection on its behalf.
     pub fn subscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Subscribe(conn, channel.to_owned()))
+        self.tell(Command::Subscribe(conn, channel.to_owned()))
     }
 
     /// Unsubscribes a connection.
     pub fn unsubscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Unsubscribe(conn, channel.to_owned()))
+        self.tell(Command::Unsubscribe(conn, channel.to_owned()))
     }
 
     /// Closes a connection with a code (1000 or 3000-4999) and a reason.
     pub fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Close(conn, code, reason.to_owned()))
+        self.tell(Command::Close(conn, code, reason.to_owned()))
     }
 
     /// Accepts a deferred authentication.
     pub fn accept(&self, conn: ConnId, identity: Identity) -> Result<(), Stopped> {
-        self.tell(Cmd::Accept(conn, identity))
+        self.tell(Command::Accept(conn, identity))
     }
 
     /// Rejects a deferred authentication.
     pub fn reject(&self, conn: ConnId, rejection: Rejection) -> Result<(), Stopped> {
-        self.tell(Cmd::Reject(conn, rejection))
+        self.tell(Command::Reject(conn, rejection))
     }
 
     /// Answers a plain HTTP request (`Event::HttpRequest`, with
@@ -131,23 +136,33 @@ impl Handle {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<(), Stopped> {
-        self.tell(Cmd::HttpRespond(conn, status, headers, body))
+        self.tell(Command::HttpRespond {
+            conn,
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Counters and sizes.
     pub fn stats(&self) -> Result<Stats, Stopped> {
-        self.ask(Cmd::Stats)
+        match self.command(Command::Stats)? {
+            Reply::Stats(stats) => Ok(stats),
+            _ => unreachable!("Stats answers Stats"),
+        }
     }
 
     /// Subscribers of a channel.
     pub fn subscriber_count(&self, channel: &str) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::SubscriberCount(channel, reply))
+        self.count(Command::SubscriberCount(channel.to_owned()))
     }
 
     /// Every channel with its subscriber count.
     pub fn channels(&self) -> Result<Vec<(String, usize)>, Stopped> {
-        self.ask(Cmd::Channels)
+        match self.command(Command::Channels)? {
+            Reply::Channels(channels) => Ok(channels),
+            _ => unreachable!("Channels answers Channels"),
+        }
     }
 
     /// Serves a stream accepted elsewhere (its upgrade request not yet read).
@@ -161,7 +176,7 @@ impl Handle {
         stream: TcpStream,
         peer: Option<SocketAddr>,
     ) -> Result<(), Stopped> {
-        self.tell(Cmd::Open(stream, peer))
+        self.tx.send(Cmd::Open(stream, peer)).map_err(|_| Stopped)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use wshub_core::{
-    AuthDecision, ConnId, Event, Hub, HubConfig, Identity, Message, PeerInfo, Rejection, Stats,
-};
+use wshub_core::command::{Command, Reply};
+use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo, Rejection};
 
 use crate::conn::{self, ConnIo, Flush, Settings};
 use crate::handle::Handle;
@@ -25,20 +24,8 @@ pub(crate) enum Cmd {
     Written(ConnId, usize),
     Eof(ConnId),
     IoError(ConnId),
-    Publish(String, Message, SyncSender<usize>),
-    Broadcast(Message, SyncSender<usize>),
-    Send(ConnId, Message),
-    SendToUser(String, Message, SyncSender<usize>),
-    Subscribe(ConnId, String),
-    Unsubscribe(ConnId, String),
-    Close(ConnId, u16, String),
-    Accept(ConnId, Identity),
-    Reject(ConnId, Rejection),
-    AuthAnswer(ConnId, AuthDecision),
-    HttpRespond(ConnId, u16, Vec<(String, String)>, Vec<u8>),
-    Stats(SyncSender<Stats>),
-    SubscriberCount(String, SyncSender<usize>),
-    Channels(SyncSender<Vec<(String, usize)>>),
+    /// An application command, and where its reply goes if anyone waits.
+    Hub(Command, Option<SyncSender<Reply>>),
     Shutdown(SyncSender<bool>),
     Stop,
 }
@@ -165,54 +152,12 @@ impl HubThread {
             Cmd::IoError(id) => {
                 let _ = hub.handle_io_error(now, id);
             }
-            Cmd::Publish(ch, m, reply) => {
-                let _ = reply.send(hub.publish(now, &ch, m));
-                return Some(true);
-            }
-            Cmd::Broadcast(m, reply) => {
-                let _ = reply.send(hub.broadcast(now, &m));
-                return Some(true);
-            }
-            Cmd::Send(id, m) => {
-                let _ = hub.send(now, id, &m);
-            }
-            Cmd::SendToUser(user, m, reply) => {
-                let _ = reply.send(hub.send_to_user(now, &user, &m));
-                return Some(true);
-            }
-            Cmd::Subscribe(id, ch) => {
-                let _ = hub.subscribe(now, id, &ch);
-            }
-            Cmd::Unsubscribe(id, ch) => {
-                let _ = hub.unsubscribe(now, id, &ch);
-            }
-            Cmd::Close(id, code, reason) => {
-                let _ = hub.close(now, id, code, &reason);
-            }
-            Cmd::Accept(id, identity) => {
-                let _ = hub.accept(now, id, identity);
-            }
-            Cmd::Reject(id, rejection) => {
-                let _ = hub.reject(now, id, rejection);
-            }
-            Cmd::AuthAnswer(id, decision) => {
-                let _ = hub.answer(now, id, decision);
-            }
-            Cmd::HttpRespond(id, status, headers, body) => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                let _ = hub.http_respond(now, id, status, &headers, &body);
-            }
-            Cmd::Stats(reply) => {
-                let _ = reply.send(hub.stats());
-            }
-            Cmd::SubscriberCount(ch, reply) => {
-                let _ = reply.send(hub.subscriber_count(&ch));
-            }
-            Cmd::Channels(reply) => {
-                let _ = reply.send(hub.channels());
+            Cmd::Hub(command, reply) => {
+                let answer = hub.apply(now, command);
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                    return Some(true);
+                }
             }
             Cmd::Shutdown(reply) => {
                 hub.shutdown(now);
@@ -288,7 +233,7 @@ impl HubThread {
                         .stack_size(self.settings.stack.max(256 * 1024))
                         .spawn(move || {
                             let decision = f(&request);
-                            let _ = tx.send(Cmd::AuthAnswer(id, decision));
+                            let _ = tx.send(Cmd::Hub(Command::Answer(id, decision), None));
                         });
                     if spawned.is_err() {
                         let _ = self.hub.reject(

@@ -9,6 +9,7 @@ use smol::channel::{self, Sender};
 use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
+use wshub_core::command::{Command, Reply};
 use wshub_core::{ConnId, Identity, Message, Rejection, Stats};
 
 use crate::hub_task::Cmd;
@@ -51,45 +52,53 @@ pub struct Handle {
 }
 
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Cmd) -> Result<T, Stopped> {
+    /// Applies any [`Command`] and waits for the hub's [`Reply`]; the
+    /// methods below are shorthands for it.
+    pub async fn command(&self, command: Command) -> Result<Reply, Stopped> {
         let (tx, rx) = channel::bounded(1);
-        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
+        self.tx
+            .send(Cmd::Hub(command, Some(tx)))
+            .await
+            .map_err(|_| Stopped)?;
         rx.recv().await.map_err(|_| Stopped)
     }
 
-    async fn tell(&self, cmd: Cmd) -> Result<(), Stopped> {
-        self.tx.send(cmd).await.map_err(|_| Stopped)
+    async fn count(&self, command: Command) -> Result<usize, Stopped> {
+        Ok(self.command(command).await?.count())
+    }
+
+    /// Queues a command without waiting for its reply.
+    async fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.tx
+            .send(Cmd::Hub(command, None))
+            .await
+            .map_err(|_| Stopped)
     }
 
     /// Publishes to a channel's subscribers; returns how many got it.
     pub async fn publish(&self, channel: &str, message: Message) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::Publish(channel, message, reply))
-            .await
+        self.count(Command::publish(channel, message)).await
     }
 
     /// Sends to every connection; returns how many got it.
     pub async fn broadcast(&self, message: Message) -> Result<usize, Stopped> {
-        self.ask(|reply| Cmd::Broadcast(message, reply)).await
+        self.count(Command::Broadcast(message)).await
     }
 
     /// Sends to one connection.
     pub async fn send(&self, conn: ConnId, message: Message) -> Result<(), Stopped> {
-        self.tell(Cmd::Send(conn, message)).await
+        self.tell(Command::Send(conn, message)).await
     }
 
     /// Sends to every connection of a user; returns how many.
     pub async fn send_to_user(&self, user_id: &str, message: Message) -> Result<usize, Stopped> {
         let user = user_id.to_owned();
-        self.ask(|reply| Cmd::SendToUser(user, message, reply))
-            .await
+        self.count(Command::SendToUser { user, message }).await
     }
 
     /// go-ws `SendProcessOutput`.
     pub async fn process_output(&self, process_id: &str, line: &str) -> Result<usize, Stopped> {
-        let m = Message::process_output(process_id, line);
-        let ch = m.channel.clone();
-        self.publish(&ch, m).await
+        self.count(Command::process_output(process_id, line)).await
     }
 
     /// go-ws `SendProcessStatus`.
@@ -99,46 +108,48 @@ impl Handle {
         status: &str,
         exit_code: i32,
     ) -> Result<usize, Stopped> {
-        let m = Message::process_status(process_id, status, exit_code);
-        let ch = m.channel.clone();
-        self.publish(&ch, m).await
+        self.count(Command::process_status(process_id, status, exit_code))
+            .await
     }
 
     /// go-ws `SendEvent`.
     pub async fn send_event(&self, name: &str, data: Value) -> Result<usize, Stopped> {
-        self.broadcast(Message::event(name, data)).await
+        self.count(Command::send_event(name, data)).await
     }
 
     /// go-ws `SendError`.
     pub async fn send_error(&self, text: &str) -> Result<usize, Stopped> {
-        self.broadcast(Message::error(text)).await
+        self.count(Command::send_error(text)).await
     }
 
     /// Subscribes a connection on its behalf.
     pub async fn subscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Subscribe(conn, channel.to_owned())).await
+        self.tell(Command::Subscribe(conn, channel.to_owned()))
+            .await
     }
 
     /// Unsubscribes a connection.
     pub async fn unsubscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Unsubscribe(conn, channel.to_owned())).await
+        self.tell(Command::Unsubscribe(conn, channel.to_owned()))
+            .await
     }
 
     /// Closes a connection with a code (1000 or 3000-4999) and a reason.
     pub async fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Close(conn, code, reason.to_owned())).await
+        self.tell(Command::Close(conn, code, reason.to_owned()))
+            .await
     }
 
     /// Accepts a deferred authentication (when no
     /// [`Builder::deferred_auth`](crate::Builder::deferred_auth) is set, the
     /// application answers `Event::AuthPending` itself).
     pub async fn accept(&self, conn: ConnId, identity: Identity) -> Result<(), Stopped> {
-        self.tell(Cmd::Accept(conn, identity)).await
+        self.tell(Command::Accept(conn, identity)).await
     }
 
     /// Rejects a deferred authentication.
     pub async fn reject(&self, conn: ConnId, rejection: Rejection) -> Result<(), Stopped> {
-        self.tell(Cmd::Reject(conn, rejection)).await
+        self.tell(Command::Reject(conn, rejection)).await
     }
 
     /// Answers a plain HTTP request (`Event::HttpRequest`, with
@@ -150,24 +161,35 @@ impl Handle {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<(), Stopped> {
-        self.tell(Cmd::HttpRespond(conn, status, headers, body))
-            .await
+        self.tell(Command::HttpRespond {
+            conn,
+            status,
+            headers,
+            body,
+        })
+        .await
     }
 
     /// Counters and sizes.
     pub async fn stats(&self) -> Result<Stats, Stopped> {
-        self.ask(Cmd::Stats).await
+        match self.command(Command::Stats).await? {
+            Reply::Stats(stats) => Ok(stats),
+            _ => unreachable!("Stats answers Stats"),
+        }
     }
 
     /// Subscribers of a channel.
     pub async fn subscriber_count(&self, channel: &str) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::SubscriberCount(channel, reply)).await
+        self.count(Command::SubscriberCount(channel.to_owned()))
+            .await
     }
 
     /// Every channel with its subscriber count.
     pub async fn channels(&self) -> Result<Vec<(String, usize)>, Stopped> {
-        self.ask(Cmd::Channels).await
+        match self.command(Command::Channels).await? {
+            Reply::Channels(channels) => Ok(channels),
+            _ => unreachable!("Channels answers Channels"),
+        }
     }
 
     /// Serves a stream accepted elsewhere (its upgrade request not yet read),
@@ -183,7 +205,10 @@ impl Handle {
         stream: TcpStream,
         peer: Option<SocketAddr>,
     ) -> Result<(), Stopped> {
-        self.tell(Cmd::Open(stream, peer)).await
+        self.tx
+            .send(Cmd::Open(stream, peer))
+            .await
+            .map_err(|_| Stopped)
     }
 
     /// Graceful shutdown: stops accepting, sends 1001 to every client, and

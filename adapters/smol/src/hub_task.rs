@@ -10,7 +10,8 @@ use smol::channel::{Receiver, Sender};
 use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
-use wshub_core::{AuthDecision, ConnId, Event, Hub, Identity, Message, PeerInfo, Rejection, Stats};
+use wshub_core::command::{Command, Reply};
+use wshub_core::{ConnId, Event, Hub, PeerInfo};
 
 use crate::conn::{self, ConnIo, Flush};
 use crate::{DeferredAuth, Spawner};
@@ -23,20 +24,8 @@ pub(crate) enum Cmd {
     Writable(ConnId),
     Eof(ConnId),
     IoError(ConnId),
-    Publish(String, Message, Sender<usize>),
-    Broadcast(Message, Sender<usize>),
-    Send(ConnId, Message),
-    SendToUser(String, Message, Sender<usize>),
-    Subscribe(ConnId, String),
-    Unsubscribe(ConnId, String),
-    Close(ConnId, u16, String),
-    Accept(ConnId, Identity),
-    Reject(ConnId, Rejection),
-    AuthAnswer(ConnId, AuthDecision),
-    HttpRespond(ConnId, u16, Vec<(String, String)>, Vec<u8>),
-    Stats(Sender<Stats>),
-    SubscriberCount(String, Sender<usize>),
-    Channels(Sender<Vec<(String, usize)>>),
+    /// An application command, and where its reply goes if anyone waits.
+    Hub(Command, Option<Sender<Reply>>),
     Shutdown(Sender<bool>),
     Stop,
 }
@@ -173,57 +162,17 @@ impl HubTask {
             Cmd::IoError(id) => {
                 let _ = hub.handle_io_error(now, id);
             }
-            Cmd::Publish(ch, m, reply) => {
-                let _ = reply.try_send(hub.publish(now, &ch, m));
-                return Some(true);
-            }
-            Cmd::Broadcast(m, reply) => {
-                let _ = reply.try_send(hub.broadcast(now, &m));
-                return Some(true);
-            }
-            Cmd::Send(id, m) => {
-                let _ = hub.send(now, id, &m);
-            }
-            Cmd::SendToUser(user, m, reply) => {
-                let _ = reply.try_send(hub.send_to_user(now, &user, &m));
-                return Some(true);
-            }
-            Cmd::Subscribe(id, ch) => {
-                let _ = hub.subscribe(now, id, &ch);
-            }
-            Cmd::Unsubscribe(id, ch) => {
-                let _ = hub.unsubscribe(now, id, &ch);
-            }
-            Cmd::Close(id, code, reason) => {
-                let _ = hub.close(now, id, code, &reason);
-            }
-            Cmd::Accept(id, identity) => {
-                let _ = hub.accept(now, id, identity);
-            }
-            Cmd::Reject(id, rejection) => {
-                let _ = hub.reject(now, id, rejection);
-            }
-            Cmd::AuthAnswer(id, decision) => {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.auth = None; // finished; dropping the handle is harmless
+            Cmd::Hub(command, reply) => {
+                if let Command::Answer(id, _) = &command {
+                    if let Some(c) = self.conns.get_mut(id) {
+                        c.auth = None; // finished; dropping the handle is harmless
+                    }
                 }
-                let _ = hub.answer(now, id, decision);
-            }
-            Cmd::HttpRespond(id, status, headers, body) => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                let _ = hub.http_respond(now, id, status, &headers, &body);
-            }
-            Cmd::Stats(reply) => {
-                let _ = reply.try_send(hub.stats());
-            }
-            Cmd::SubscriberCount(ch, reply) => {
-                let _ = reply.try_send(hub.subscriber_count(&ch));
-            }
-            Cmd::Channels(reply) => {
-                let _ = reply.try_send(hub.channels());
+                let answer = self.hub.apply(now, command);
+                if let Some(reply) = reply {
+                    let _ = reply.try_send(answer);
+                    return Some(true);
+                }
             }
             Cmd::Shutdown(reply) => {
                 hub.shutdown(now);
@@ -290,7 +239,9 @@ impl HubTask {
                 let (decide, tx) = (f(request), self.tx.clone());
                 let task = self.spawner.spawn(async move {
                     let decision = decide.await;
-                    let _ = tx.send(Cmd::AuthAnswer(conn, decision)).await;
+                    let _ = tx
+                        .send(Cmd::Hub(Command::Answer(conn, decision), None))
+                        .await;
                 });
                 // Kept with the connection: if it closes first (say the
                 // handshake timeout passes), the check is cancelled.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use wshub_core::command::{Command, Reply};
 use wshub_core::{ConnId, Identity, Message, Rejection, Stats};
 
 use crate::hub_task::{self, Cmd};
@@ -42,14 +43,27 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, Stopped> {
+    /// Applies any [`Command`] and waits for the hub's [`Reply`]; the
+    /// methods below are shorthands for it.
+    pub async fn command(&self, command: Command) -> Result<Reply, Stopped> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
+        self.tx
+            .send(Cmd::Hub(command, Some(tx)))
+            .await
+            .map_err(|_| Stopped)?;
         rx.await.map_err(|_| Stopped)
     }
 
-    async fn tell(&self, cmd: Cmd) -> Result<(), Stopped> {
-        self.tx.send(cmd).await.map_err(|_| Stopped)
+    async fn count(&self, command: Command) -> Result<usize, Stopped> {
+        Ok(self.command(command).await?.count())
+    }
+
+    /// Queues a command without waiting for its reply.
+    async fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.tx
+            .send(Cmd::Hub(command, None))
+            .await
+            .map_err(|_| Stopped)
     }
 
     /// The same commands as blocking calls, for threads outside the runtime.
@@ -61,33 +75,28 @@ impl Handle {
 
     /// Publishes to a channel's subscribers; returns how many got it.
     pub async fn publish(&self, channel: &str, message: Message) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::Publish(channel, message, reply))
-            .await
+        self.count(Command::publish(channel, message)).await
     }
 
     /// Sends to every connection; returns how many got it.
     pub async fn broadcast(&self, message: Message) -> Result<usize, Stopped> {
-        self.ask(|reply| Cmd::Broadcast(message, reply)).await
+        self.count(Command::Broadcast(message)).await
     }
 
     /// Sends to one connection.
     pub async fn send(&self, conn: ConnId, message: Message) -> Result<(), Stopped> {
-        self.tell(Cmd::Send(conn, message)).await
+        self.tell(Command::Send(conn, message)).await
     }
 
     /// Sends to every connection of a user; returns how many.
     pub async fn send_to_user(&self, user_id: &str, message: Message) -> Result<usize, Stopped> {
         let user = user_id.to_owned();
-        self.ask(|reply| Cmd::SendToUser(user, message, reply))
-            .await
+        self.count(Command::SendToUser { user, message }).await
     }
 
     /// go-ws `SendProcessOutput`: a line to channel `process:<id>`.
     pub async fn process_output(&self, process_id: &str, line: &str) -> Result<usize, Stopped> {
-        let m = Message::process_output(process_id, line);
-        let ch = m.channel.clone();
-        self.publish(&ch, m).await
+        self.count(Command::process_output(process_id, line)).await
     }
 
     /// go-ws `SendProcessStatus` to channel `process:<id>`.
@@ -97,44 +106,46 @@ impl Handle {
         status: &str,
         exit_code: i32,
     ) -> Result<usize, Stopped> {
-        let m = Message::process_status(process_id, status, exit_code);
-        let ch = m.channel.clone();
-        self.publish(&ch, m).await
+        self.count(Command::process_status(process_id, status, exit_code))
+            .await
     }
 
     /// go-ws `SendEvent`: `{"event":name,"data":data}` to every connection.
     pub async fn send_event(&self, name: &str, data: Value) -> Result<usize, Stopped> {
-        self.broadcast(Message::event(name, data)).await
+        self.count(Command::send_event(name, data)).await
     }
 
     /// go-ws `SendError` to every connection.
     pub async fn send_error(&self, text: &str) -> Result<usize, Stopped> {
-        self.broadcast(Message::error(text)).await
+        self.count(Command::send_error(text)).await
     }
 
     /// Subscribes a connection on its behalf.
     pub async fn subscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Subscribe(conn, channel.to_owned())).await
+        self.tell(Command::Subscribe(conn, channel.to_owned()))
+            .await
     }
 
     /// Unsubscribes a connection.
     pub async fn unsubscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Unsubscribe(conn, channel.to_owned())).await
+        self.tell(Command::Unsubscribe(conn, channel.to_owned()))
+            .await
     }
 
     /// Closes a connection with a code (1000 or 3000-4999) and a reason.
     pub async fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Close(conn, code, reason.to_owned())).await
+        self.tell(Command::Close(conn, code, reason.to_owned()))
+            .await
     }
 
     /// Accepts a deferred authentication (an `Event::AuthPending`).
     pub async fn accept(&self, conn: ConnId, identity: Identity) -> Result<(), Stopped> {
-        self.tell(Cmd::Accept(conn, identity)).await
+        self.tell(Command::Accept(conn, identity)).await
     }
 
     /// Rejects a deferred authentication (an `Event::AuthPending`).
     pub async fn reject(&self, conn: ConnId, rejection: Rejection) -> Result<(), Stopped> {
-        self.tell(Cmd::Reject(conn, rejection)).await
+        self.tell(Command::Reject(conn, rejection)).await
     }
 
     /// Answers a plain HTTP request (`Event::HttpRequest`, with
@@ -146,24 +157,35 @@ impl Handle {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<(), Stopped> {
-        self.tell(Cmd::HttpRespond(conn, status, headers, body))
-            .await
+        self.tell(Command::HttpRespond {
+            conn,
+            status,
+            headers,
+            body,
+        })
+        .await
     }
 
     /// Counters and sizes.
     pub async fn stats(&self) -> Result<Stats, Stopped> {
-        self.ask(Cmd::Stats).await
+        match self.command(Command::Stats).await? {
+            Reply::Stats(stats) => Ok(stats),
+            _ => unreachable!("Stats answers Stats"),
+        }
     }
 
     /// Subscribers of a channel.
     pub async fn subscriber_count(&self, channel: &str) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::SubscriberCount(channel, reply)).await
+        self.count(Command::SubscriberCount(channel.to_owned()))
+            .await
     }
 
     /// Every channel with its subscriber count, sorted by name.
     pub async fn channels(&self) -> Result<Vec<(String, usize)>, Stopped> {
-        self.ask(Cmd::Channels).await
+        match self.command(Command::Channels).await? {
+            Reply::Channels(channels) => Ok(channels),
+            _ => unreachable!("Channels answers Channels"),
+        }
     }
 
     /// Serves a stream accepted elsewhere (an HTTP server's, say) whose
@@ -171,7 +193,10 @@ impl Handle {
     /// hub's runtime.
     pub async fn add_stream(&self, stream: TcpStream) -> Result<(), Stopped> {
         let peer = stream.peer_addr().ok();
-        self.tell(Cmd::Open(stream, peer)).await
+        self.tx
+            .send(Cmd::Open(stream, peer))
+            .await
+            .map_err(|_| Stopped)
     }
 
     /// Graceful shutdown: stops accepting, sends 1001 to every client, and
@@ -203,14 +228,25 @@ impl From<Handle> for BlockingHandle {
 }
 
 impl BlockingHandle {
-    fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T, Stopped> {
+    /// Applies any [`Command`] and waits for the hub's [`Reply`].
+    pub fn command(&self, command: Command) -> Result<Reply, Stopped> {
         let (tx, rx) = oneshot::channel();
-        self.inner.tx.blocking_send(make(tx)).map_err(|_| Stopped)?;
+        self.inner
+            .tx
+            .blocking_send(Cmd::Hub(command, Some(tx)))
+            .map_err(|_| Stopped)?;
         rx.blocking_recv().map_err(|_| Stopped)
     }
 
-    fn tell(&self, cmd: Cmd) -> Result<(), Stopped> {
-        self.inner.tx.blocking_send(cmd).map_err(|_| Stopped)
+    fn count(&self, command: Command) -> Result<usize, Stopped> {
+        Ok(self.command(command)?.count())
+    }
+
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.inner
+            .tx
+            .blocking_send(Cmd::Hub(command, None))
+            .map_err(|_| Stopped)
     }
 
     /// The async handle.
@@ -220,31 +256,28 @@ impl BlockingHandle {
 
     /// Publishes to a channel's subscribers; returns how many got it.
     pub fn publish(&self, channel: &str, message: Message) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::Publish(channel, message, reply))
+        self.count(Command::publish(channel, message))
     }
 
     /// Sends to every connection; returns how many got it.
     pub fn broadcast(&self, message: Message) -> Result<usize, Stopped> {
-        self.ask(|reply| Cmd::Broadcast(message, reply))
+        self.count(Command::Broadcast(message))
     }
 
     /// Sends to one connection.
     pub fn send(&self, conn: ConnId, message: Message) -> Result<(), Stopped> {
-        self.tell(Cmd::Send(conn, message))
+        self.tell(Command::Send(conn, message))
     }
 
     /// Sends to every connection of a user; returns how many.
     pub fn send_to_user(&self, user_id: &str, message: Message) -> Result<usize, Stopped> {
         let user = user_id.to_owned();
-        self.ask(|reply| Cmd::SendToUser(user, message, reply))
+        self.count(Command::SendToUser { user, message })
     }
 
     /// go-ws `SendProcessOutput`: a line to channel `process:<id>`.
     pub fn process_output(&self, process_id: &str, line: &str) -> Result<usize, Stopped> {
-        let m = Message::process_output(process_id, line);
-        let ch = m.channel.clone();
-        self.publish(&ch, m)
+        self.count(Command::process_output(process_id, line))
     }
 
     /// go-ws `SendProcessStatus` to channel `process:<id>`.
@@ -254,44 +287,42 @@ impl BlockingHandle {
         status: &str,
         exit_code: i32,
     ) -> Result<usize, Stopped> {
-        let m = Message::process_status(process_id, status, exit_code);
-        let ch = m.channel.clone();
-        self.publish(&ch, m)
+        self.count(Command::process_status(process_id, status, exit_code))
     }
 
     /// go-ws `SendEvent`: `{"event":name,"data":data}` to every connection.
     pub fn send_event(&self, name: &str, data: Value) -> Result<usize, Stopped> {
-        self.broadcast(Message::event(name, data))
+        self.count(Command::send_event(name, data))
     }
 
     /// go-ws `SendError` to every connection.
     pub fn send_error(&self, text: &str) -> Result<usize, Stopped> {
-        self.broadcast(Message::error(text))
+        self.count(Command::send_error(text))
     }
 
     /// Subscribes a connection on its behalf.
     pub fn subscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Subscribe(conn, channel.to_owned()))
+        self.tell(Command::Subscribe(conn, channel.to_owned()))
     }
 
     /// Unsubscribes a connection.
     pub fn unsubscribe(&self, conn: ConnId, channel: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Unsubscribe(conn, channel.to_owned()))
+        self.tell(Command::Unsubscribe(conn, channel.to_owned()))
     }
 
     /// Closes a connection with a code (1000 or 3000-4999) and a reason.
     pub fn close(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), Stopped> {
-        self.tell(Cmd::Close(conn, code, reason.to_owned()))
+        self.tell(Command::Close(conn, code, reason.to_owned()))
     }
 
     /// Accepts a deferred authentication (an `Event::AuthPending`).
     pub fn accept(&self, conn: ConnId, identity: Identity) -> Result<(), Stopped> {
-        self.tell(Cmd::Accept(conn, identity))
+        self.tell(Command::Accept(conn, identity))
     }
 
     /// Rejects a deferred authentication (an `Event::AuthPending`).
     pub fn reject(&self, conn: ConnId, rejection: Rejection) -> Result<(), Stopped> {
-        self.tell(Cmd::Reject(conn, rejection))
+        self.tell(Command::Reject(conn, rejection))
     }
 
     /// Answers a plain HTTP request; see [`Handle::http_respond`].
@@ -302,29 +333,42 @@ impl BlockingHandle {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     ) -> Result<(), Stopped> {
-        self.tell(Cmd::HttpRespond(conn, status, headers, body))
+        self.tell(Command::HttpRespond {
+            conn,
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Counters and sizes.
     pub fn stats(&self) -> Result<Stats, Stopped> {
-        self.ask(Cmd::Stats)
+        match self.command(Command::Stats)? {
+            Reply::Stats(stats) => Ok(stats),
+            _ => unreachable!("Stats answers Stats"),
+        }
     }
 
     /// Subscribers of a channel.
     pub fn subscriber_count(&self, channel: &str) -> Result<usize, Stopped> {
-        let channel = channel.to_owned();
-        self.ask(|reply| Cmd::SubscriberCount(channel, reply))
+        self.count(Command::SubscriberCount(channel.to_owned()))
     }
 
     /// Every channel with its subscriber count, sorted by name.
     pub fn channels(&self) -> Result<Vec<(String, usize)>, Stopped> {
-        self.ask(Cmd::Channels)
+        match self.command(Command::Channels)? {
+            Reply::Channels(channels) => Ok(channels),
+            _ => unreachable!("Channels answers Channels"),
+        }
     }
 
     /// Serves a stream accepted elsewhere; see [`Handle::add_stream`].
     pub fn add_stream(&self, stream: TcpStream) -> Result<(), Stopped> {
         let peer = stream.peer_addr().ok();
-        self.tell(Cmd::Open(stream, peer))
+        self.inner
+            .tx
+            .blocking_send(Cmd::Open(stream, peer))
+            .map_err(|_| Stopped)
     }
 
     /// Graceful shutdown; see [`Handle::shutdown`].

@@ -9,9 +9,8 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use wshub_core::{
-    AuthDecision, ConnId, Event, Hub, HubConfig, Identity, Message, PeerInfo, Rejection, Stats,
-};
+use wshub_core::command::{Command, Reply};
+use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo};
 
 use crate::conn::{self, ConnIo, Flush};
 use crate::handle::Handle;
@@ -25,20 +24,8 @@ pub(crate) enum Cmd {
     Writable(ConnId),
     Eof(ConnId),
     IoError(ConnId),
-    Publish(String, Message, oneshot::Sender<usize>),
-    Broadcast(Message, oneshot::Sender<usize>),
-    Send(ConnId, Message),
-    SendToUser(String, Message, oneshot::Sender<usize>),
-    Subscribe(ConnId, String),
-    Unsubscribe(ConnId, String),
-    Close(ConnId, u16, String),
-    Accept(ConnId, Identity),
-    Reject(ConnId, Rejection),
-    AuthAnswer(ConnId, AuthDecision),
-    HttpRespond(ConnId, u16, Vec<(String, String)>, Vec<u8>),
-    Stats(oneshot::Sender<Stats>),
-    SubscriberCount(String, oneshot::Sender<usize>),
-    Channels(oneshot::Sender<Vec<(String, usize)>>),
+    /// An application command, and where its reply goes if anyone waits.
+    Hub(Command, Option<oneshot::Sender<Reply>>),
     /// Graceful shutdown, cut short at the deadline.
     Shutdown(Instant, oneshot::Sender<bool>),
 }
@@ -220,54 +207,12 @@ impl HubTask {
             Cmd::IoError(id) => {
                 let _ = hub.handle_io_error(now, id);
             }
-            Cmd::Publish(ch, m, reply) => {
-                let _ = reply.send(hub.publish(now, &ch, m));
-                return true;
-            }
-            Cmd::Broadcast(m, reply) => {
-                let _ = reply.send(hub.broadcast(now, &m));
-                return true;
-            }
-            Cmd::Send(id, m) => {
-                let _ = hub.send(now, id, &m);
-            }
-            Cmd::SendToUser(user, m, reply) => {
-                let _ = reply.send(hub.send_to_user(now, &user, &m));
-                return true;
-            }
-            Cmd::Subscribe(id, ch) => {
-                let _ = hub.subscribe(now, id, &ch);
-            }
-            Cmd::Unsubscribe(id, ch) => {
-                let _ = hub.unsubscribe(now, id, &ch);
-            }
-            Cmd::Close(id, code, reason) => {
-                let _ = hub.close(now, id, code, &reason);
-            }
-            Cmd::Accept(id, identity) => {
-                let _ = hub.accept(now, id, identity);
-            }
-            Cmd::Reject(id, rejection) => {
-                let _ = hub.reject(now, id, rejection);
-            }
-            Cmd::AuthAnswer(id, decision) => {
-                let _ = hub.answer(now, id, decision);
-            }
-            Cmd::HttpRespond(id, status, headers, body) => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                let _ = hub.http_respond(now, id, status, &headers, &body);
-            }
-            Cmd::Stats(reply) => {
-                let _ = reply.send(hub.stats());
-            }
-            Cmd::SubscriberCount(ch, reply) => {
-                let _ = reply.send(hub.subscriber_count(&ch));
-            }
-            Cmd::Channels(reply) => {
-                let _ = reply.send(hub.channels());
+            Cmd::Hub(command, reply) => {
+                let answer = hub.apply(now, command);
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                    return true;
+                }
             }
             Cmd::Shutdown(deadline, reply) => {
                 self.stopping.send_replace(true);
@@ -367,7 +312,9 @@ impl HubTask {
                 let tx = self.tx.clone();
                 let task = tokio::spawn(async move {
                     let decision = f(request).await;
-                    let _ = tx.send(Cmd::AuthAnswer(conn, decision)).await;
+                    let _ = tx
+                        .send(Cmd::Hub(Command::Answer(conn, decision), None))
+                        .await;
                 });
                 match self.conn_mut(conn) {
                     // Aborted if the connection ends first (handshake timeout).
