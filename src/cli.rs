@@ -2,17 +2,26 @@
 //! names the flag; the binary exits with code 2.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use wshub_core::HubConfig;
+use wshub_core::{HubConfig, Secret};
+
+pub use crate::logging::LogFormat;
 
 /// The usage text.
 pub const USAGE: &str = "usage: wshub serve [options]
 
 options:
+  --config FILE              read these options from a TOML file: keys are the flag
+                             names without --, e.g. ping-interval = \"30s\"; repeatable
+                             flags take arrays; flags given here override the file
   --listen ADDR              listen address (default 127.0.0.1:8080); WebSocket at /ws
   --api-key KEY=USER         accept this key (bearer or ?token=) as USER; repeatable
   --api-keys-env VAR         read KEY=USER[,KEY=USER...] from environment variable VAR
+  --jwt-secret SECRET        accept HS256 JWTs (bearer or ?token=); user = `sub` claim
+  --jwt-secret-env VAR       read the HS256 secret from environment variable VAR
+  --jwt-public-key FILE      accept RS256 or ES256 JWTs signed for this PEM public key
   --no-auth                  accept everyone (says so in the log)
   --admin-key KEY            key for POST /api/publish and /api/broadcast
                              (default: the generated token; --admin-key-env VAR reads it)
@@ -30,8 +39,12 @@ options:
   --max-queued-bytes SIZE    outbound queue per connection (default 1MiB)
   --max-subscriptions N      per connection (default 1024)
   --max-connections N        (default 100000)
+  --log-format FORMAT        human (default) or json lines, on stderr
+  --log-level LEVEL          error, warn, info (default), debug, trace, or a RUST_LOG
+                             filter; without it RUST_LOG is used
 
 With no auth option a random token is generated and the URL to use is printed.
+API keys and JWTs may be combined: either is accepted.
 
 clients (see `wshub sub --help`, `wshub pub --help`):
   wshub sub [--token TOKEN] [--bearer] URL CHANNEL...
@@ -67,9 +80,9 @@ pub enum Runtime {
     Blocking,
     /// smol / async-io (wshub-smol).
     Smol,
-    /// tokio (wshub-tokio). The default for the standalone server: its
-    /// work-stealing scheduler uses every core for tens of thousands of
-    /// connections, where the blocking adapter needs two threads each.
+    /// tokio (wshub-tokio). The default for the standalone server: the
+    /// fastest in the e2e benchmark and the least memory per connection,
+    /// where the blocking adapter needs a thread per connection.
     #[default]
     Tokio,
 }
@@ -81,19 +94,35 @@ impl Runtime {
         ("smol", Runtime::Smol),
         ("tokio", Runtime::Tokio),
     ];
+
+    /// Its name, as `--runtime` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Blocking => "blocking",
+            Runtime::Smol => "smol",
+            Runtime::Tokio => "tokio",
+        }
+    }
 }
 
 /// Options of `wshub serve`.
-#[derive(Debug, PartialEq, Default)]
+///
+/// `Debug` is written by hand: it shows users, never keys or secrets.
+#[derive(PartialEq, Default)]
 pub struct ServeOptions {
     /// Listen address.
     pub listen: String,
-    /// (key, user) pairs. `Debug` of the options shows keys: never log it.
+    /// (key, user) pairs.
     pub api_keys: Vec<(String, String)>,
     /// Auth off.
     pub no_auth: bool,
     /// The key that may use the publish API (default: the generated token).
     pub admin_key: Option<String>,
+    /// HS256 secret for JWTs.
+    pub jwt_secret: Option<Secret>,
+    /// RS256/ES256 public key for JWTs: its path (for the log) and its PEM,
+    /// checked to be usable while parsing.
+    pub jwt_public_key: Option<(PathBuf, Vec<u8>)>,
     /// Allowed origins.
     pub allow_origins: Vec<String>,
     /// Required headers.
@@ -106,6 +135,44 @@ pub struct ServeOptions {
     pub runtime: Runtime,
     /// Limits and timers.
     pub limits: Limits,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// `--log-level` (else `RUST_LOG`, else `info`).
+    pub log_level: Option<String>,
+}
+
+impl ServeOptions {
+    /// Whether any authentication option was given (then no token is
+    /// generated).
+    pub fn has_auth(&self) -> bool {
+        !self.api_keys.is_empty() || self.jwt_secret.is_some() || self.jwt_public_key.is_some()
+    }
+}
+
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<&str> = self.api_keys.iter().map(|(_, u)| u.as_str()).collect();
+        let set = |b: bool| if b { "<redacted>" } else { "<none>" };
+        f.debug_struct("ServeOptions")
+            .field("listen", &self.listen)
+            .field("api_key_users", &users)
+            .field("no_auth", &self.no_auth)
+            .field("admin_key", &set(self.admin_key.is_some()))
+            .field("jwt_secret", &set(self.jwt_secret.is_some()))
+            .field(
+                "jwt_public_key",
+                &self.jwt_public_key.as_ref().map(|(p, _)| p),
+            )
+            .field("allow_origins", &self.allow_origins)
+            .field("require_headers", &self.require_headers)
+            .field("publish", &self.publish)
+            .field("echo", &self.echo)
+            .field("runtime", &self.runtime)
+            .field("limits", &self.limits)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
 }
 
 /// Limit and timer flags; `None` keeps the default.
@@ -203,8 +270,7 @@ pub fn parse_size(s: &str) -> Option<usize> {
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    let mut it = args.iter();
-    match it.next().map(String::as_str) {
+    match args.first().map(String::as_str) {
         Some("serve") => {}
         Some("-h" | "--help" | "help") | None => return Ok(Command::Help),
         Some("runtimes") => return Ok(Command::Runtimes),
@@ -221,110 +287,322 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         Some("exec") => return crate::exec::command(&args[1..]),
         Some(other) => return Err(CliError(format!("unknown command `{other}`"))),
     }
+    parse_serve(&args[1..])
+}
+
+/// How a serve option takes its value, on the command line and in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One string.
+    Text,
+    /// A duration, size or count: a string, or in the file also a number.
+    Number,
+    /// A flag without a value; `true`/`false` in the file.
+    Switch,
+    /// A repeatable flag; an array of strings in the file.
+    List,
+}
+
+/// One `wshub serve` option. The config file's keys are these names.
+#[derive(Debug)]
+pub(crate) struct Flag {
+    /// The long flag without `--`, and the config file key.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// What the value should be, for errors.
+    pub what: &'static str,
+    /// Flags that set the same thing share a group: a command-line flag of a
+    /// group drops the file's settings of that group.
+    group: &'static str,
+}
+
+const fn flag(name: &'static str, kind: Kind, what: &'static str) -> Flag {
+    Flag {
+        name,
+        kind,
+        what,
+        group: name,
+    }
+}
+
+const fn grouped(name: &'static str, kind: Kind, what: &'static str, group: &'static str) -> Flag {
+    Flag {
+        name,
+        kind,
+        what,
+        group,
+    }
+}
+
+const DURATION: &str = "a duration like 30s or 500ms";
+const SIZE: &str = "a size like 64KiB";
+const COUNT: &str = "a positive number";
+const VAR: &str = "an environment variable name";
+
+/// Every `wshub serve` option but `--config` and `--help`.
+pub(crate) const FLAGS: &[Flag] = &[
+    flag("listen", Kind::Text, "an address like 127.0.0.1:8080"),
+    grouped("api-key", Kind::List, "KEY=USER", "api-keys"),
+    grouped("api-keys-env", Kind::Text, VAR, "api-keys"),
+    flag("no-auth", Kind::Switch, "true or false"),
+    grouped("admin-key", Kind::Text, "a key", "admin-key"),
+    grouped("admin-key-env", Kind::Text, VAR, "admin-key"),
+    grouped("jwt-secret", Kind::Text, "a secret", "jwt-secret"),
+    grouped("jwt-secret-env", Kind::Text, VAR, "jwt-secret"),
+    flag("jwt-public-key", Kind::Text, "a PEM public key file"),
+    flag("allow-origin", Kind::List, "an origin"),
+    flag("require-header", Kind::List, "a header name"),
+    flag("publish", Kind::List, "a channel pattern"),
+    flag("echo", Kind::Switch, "true or false"),
+    flag("runtime", Kind::Text, "a runtime: blocking, smol or tokio"),
+    flag("ping-interval", Kind::Number, DURATION),
+    flag("pong-timeout", Kind::Number, DURATION),
+    flag("write-timeout", Kind::Number, DURATION),
+    flag("handshake-timeout", Kind::Number, DURATION),
+    flag("max-message-size", Kind::Number, SIZE),
+    flag("max-queued-bytes", Kind::Number, SIZE),
+    flag("max-queued-messages", Kind::Number, COUNT),
+    flag("max-subscriptions", Kind::Number, COUNT),
+    flag("max-connections", Kind::Number, COUNT),
+    flag("log-format", Kind::Text, "a log format: human or json"),
+    flag(
+        "log-level",
+        Kind::Text,
+        "a level like info or debug, or a RUST_LOG filter",
+    ),
+];
+
+/// The option named `name` (without `--`).
+pub(crate) fn find_flag(name: &str) -> Option<&'static Flag> {
+    FLAGS.iter().find(|f| f.name == name)
+}
+
+/// One option with its value, from the command line or the config file.
+#[derive(Debug)]
+pub(crate) struct Setting {
+    pub flag: &'static Flag,
+    /// `None` for a switch.
+    pub value: Option<String>,
+    /// How errors name it: `--flag` or `FILE: key `flag``.
+    pub label: String,
+    /// The config file's directory, against which relative paths resolve;
+    /// `None` for the command line (the working directory).
+    pub base: Option<PathBuf>,
+}
+
+/// Whether a file setting of `group` yields to the command line's `groups`.
+/// Auth modes exclude each other, so choosing one on the command line drops
+/// the file's other.
+fn overridden(group: &str, cli: &[&str]) -> bool {
+    let given = |g: &str| cli.contains(&g);
+    given(group)
+        || match group {
+            "no-auth" => given("api-keys") || given("jwt-secret") || given("jwt-public-key"),
+            "api-keys" | "jwt-secret" | "jwt-public-key" => given("no-auth"),
+            _ => false,
+        }
+}
+
+/// `wshub serve`'s arguments: the config file (if any) first, then the
+/// command line's flags over it.
+fn parse_serve(args: &[String]) -> Result<Command, CliError> {
+    let mut cli = Vec::new();
+    let mut config: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help);
+        }
+        if arg == "--config" {
+            let path = it
+                .next()
+                .ok_or_else(|| CliError("--config needs a value (a TOML file)".into()))?;
+            if config.replace(path.clone()).is_some() {
+                return Err(CliError("--config: given twice".into()));
+            }
+            continue;
+        }
+        let f = arg
+            .strip_prefix("--")
+            .and_then(find_flag)
+            .ok_or_else(|| CliError(format!("unknown option `{arg}`")))?;
+        let value = match f.kind {
+            Kind::Switch => None,
+            _ => Some(
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| CliError(format!("{arg} needs a value ({})", f.what)))?,
+            ),
+        };
+        cli.push(Setting {
+            flag: f,
+            value,
+            label: arg.clone(),
+            base: None,
+        });
+    }
+    let mut settings = match &config {
+        Some(path) => crate::config_file::load(std::path::Path::new(path))?,
+        None => Vec::new(),
+    };
+    let cli_groups: Vec<&str> = cli.iter().map(|s| s.flag.group).collect();
+    settings.retain(|s| !overridden(s.flag.group, &cli_groups));
+    settings.extend(cli);
+
     let mut o = ServeOptions {
         listen: "127.0.0.1:8080".into(),
         ..ServeOptions::default()
     };
-    while let Some(flag) = it.next() {
-        let mut value = |what: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| CliError(format!("{flag} needs a value ({what})")))
-        };
-        let bad = |v: &str, what: &str| CliError(format!("{flag}: `{v}` is not {what}"));
-        let _ = &bad;
-        match flag.as_str() {
-            "--listen" => o.listen = value("an address like 127.0.0.1:8080")?,
-            "--api-key" => {
-                let v = value("KEY=USER")?;
-                o.api_keys.push(parse_key(&v).ok_or_else(|| {
-                    CliError(format!("{flag}: expected KEY=USER with both non-empty"))
-                })?);
-            }
-            "--api-keys-env" => {
-                let var = value("a variable name")?;
-                let raw = std::env::var(&var).map_err(|_| {
-                    CliError(format!("{flag}: environment variable {var} is not set"))
-                })?;
-                for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
-                    o.api_keys.push(parse_key(part.trim()).ok_or_else(|| {
-                        CliError(format!("{flag}: {var} must hold KEY=USER[,KEY=USER...]"))
-                    })?);
-                }
-            }
-            "--no-auth" => o.no_auth = true,
-            "--admin-key" => o.admin_key = Some(value("a key")?),
-            "--admin-key-env" => {
-                let var = value("a variable name")?;
-                let key = std::env::var(&var).map_err(|_| {
-                    CliError(format!("{flag}: environment variable {var} is not set"))
-                })?;
-                if key.is_empty() {
-                    return Err(CliError(format!("{flag}: {var} is empty")));
-                }
-                o.admin_key = Some(key);
-            }
-            "--echo" => o.echo = true,
-            "--runtime" => {
-                let v = value("blocking, smol or tokio")?;
-                o.runtime = Runtime::ALL
-                    .iter()
-                    .find(|(n, _)| *n == v)
-                    .map(|(_, r)| *r)
-                    .ok_or_else(|| bad(&v, "a runtime: blocking, smol or tokio"))?;
-            }
-            "--allow-origin" => o.allow_origins.push(value("an origin")?),
-            "--require-header" => o.require_headers.push(value("a header name")?),
-            "--publish" => o.publish.push(value("a channel pattern")?),
-            "--ping-interval" | "--pong-timeout" | "--write-timeout" | "--handshake-timeout" => {
-                let v = value("a duration like 30s")?;
-                let d =
-                    parse_duration(&v).ok_or_else(|| bad(&v, "a duration like 30s or 500ms"))?;
-                let slot = match flag.as_str() {
-                    "--ping-interval" => &mut o.limits.ping_interval,
-                    "--pong-timeout" => &mut o.limits.pong_timeout,
-                    "--write-timeout" => &mut o.limits.write_timeout,
-                    _ => &mut o.limits.handshake_timeout,
-                };
-                *slot = Some(d);
-            }
-            "--max-message-size" | "--max-queued-bytes" => {
-                let v = value("a size like 64KiB")?;
-                let n = parse_size(&v).ok_or_else(|| bad(&v, "a size like 64KiB"))?;
-                if flag == "--max-message-size" {
-                    o.limits.max_message_size = Some(n);
-                } else {
-                    o.limits.max_queued_bytes = Some(n);
-                }
-            }
-            "--max-queued-messages" | "--max-subscriptions" | "--max-connections" => {
-                let v = value("a number")?;
-                let n: usize = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| bad(&v, "a positive number"))?;
-                let slot = match flag.as_str() {
-                    "--max-queued-messages" => &mut o.limits.max_queued_messages,
-                    "--max-subscriptions" => &mut o.limits.max_subscriptions,
-                    _ => &mut o.limits.max_connections,
-                };
-                *slot = Some(n);
-            }
-            "-h" | "--help" => return Ok(Command::Help),
-            other => return Err(CliError(format!("unknown option `{other}`"))),
-        }
+    // Where each group's value came from, for the checks across options.
+    let mut origin: Vec<(&str, String)> = Vec::new();
+    for s in &settings {
+        apply(&mut o, s)?;
+        origin.retain(|(g, _)| *g != s.flag.group);
+        origin.push((s.flag.group, s.label.clone()));
     }
-    if o.no_auth && !o.api_keys.is_empty() {
-        return Err(CliError(
-            "--no-auth cannot be combined with --api-key".into(),
-        ));
+    let label = |group: &str| {
+        origin
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, l)| l.clone())
+            .unwrap_or_else(|| format!("--{group}"))
+    };
+    if o.no_auth {
+        for (given, group) in [
+            (!o.api_keys.is_empty(), "api-keys"),
+            (o.jwt_secret.is_some(), "jwt-secret"),
+            (o.jwt_public_key.is_some(), "jwt-public-key"),
+        ] {
+            if given {
+                return Err(CliError(format!(
+                    "{} cannot be combined with {}",
+                    label("no-auth"),
+                    label(group)
+                )));
+            }
+        }
     }
     let mut cfg = HubConfig::default();
     o.limits.apply(&mut cfg);
-    cfg.validate()
-        .map_err(|e| CliError(format!("--{}: {}", e.field.replace('_', "-"), e.problem)))?;
+    cfg.validate().map_err(|e| {
+        let mut msg = format!("{}: {}", label(&e.field.replace('_', "-")), e.problem);
+        // "must be longer than ping_interval": say where that one was set.
+        for (group, from) in &origin {
+            if e.problem.contains(&group.replace('-', "_")) {
+                msg.push_str(&format!(" (set by {from})"));
+            }
+        }
+        CliError(msg)
+    })?;
     Ok(Command::Serve(Box::new(o)))
+}
+
+/// Reads an environment variable named by a `*-env` option.
+fn env_value(label: &str, var: &str) -> Result<String, CliError> {
+    let v = std::env::var(var)
+        .map_err(|_| CliError(format!("{label}: environment variable {var} is not set")))?;
+    if v.is_empty() {
+        return Err(CliError(format!("{label}: {var} is empty")));
+    }
+    Ok(v)
+}
+
+/// Applies one setting. Errors name the flag or the file's key, and never
+/// echo a key or secret.
+fn apply(o: &mut ServeOptions, s: &Setting) -> Result<(), CliError> {
+    let label = s.label.as_str();
+    let v = s.value.as_deref().unwrap_or("");
+    let bad = |what: &str| CliError(format!("{label}: `{v}` is not {what}"));
+    let err = |msg: &str| CliError(format!("{label}: {msg}"));
+    match s.flag.name {
+        "listen" => o.listen = v.to_owned(),
+        "api-key" => o
+            .api_keys
+            .push(parse_key(v).ok_or_else(|| err("expected KEY=USER with both non-empty"))?),
+        "api-keys-env" => {
+            let raw = env_value(label, v)?;
+            for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
+                o.api_keys.push(
+                    parse_key(part.trim())
+                        .ok_or_else(|| err(&format!("{v} must hold KEY=USER[,KEY=USER...]")))?,
+                );
+            }
+        }
+        "no-auth" => o.no_auth = s.value.as_deref() != Some("false"),
+        "echo" => o.echo = s.value.as_deref() != Some("false"),
+        "admin-key" if v.is_empty() => return Err(err("the key is empty")),
+        "admin-key" => o.admin_key = Some(v.to_owned()),
+        "admin-key-env" => o.admin_key = Some(env_value(label, v)?),
+        "jwt-secret" if v.is_empty() => return Err(err("the secret is empty")),
+        "jwt-secret" => o.jwt_secret = Some(Secret::new(v)),
+        "jwt-secret-env" => o.jwt_secret = Some(Secret::new(env_value(label, v)?)),
+        "jwt-public-key" => {
+            let path = match &s.base {
+                Some(dir) => dir.join(v),
+                None => PathBuf::from(v),
+            };
+            let pem = std::fs::read(&path)
+                .map_err(|e| err(&format!("cannot read {}: {e}", path.display())))?;
+            crate::jwt::JwtAuth::from_public_key_pem(&pem)
+                .map_err(|e| err(&format!("{} {e}", path.display())))?;
+            o.jwt_public_key = Some((path, pem));
+        }
+        "runtime" => {
+            o.runtime = Runtime::ALL
+                .iter()
+                .find(|(n, _)| *n == v)
+                .map(|(_, r)| *r)
+                .ok_or_else(|| bad(s.flag.what))?;
+        }
+        "log-format" => {
+            o.log_format = LogFormat::ALL
+                .iter()
+                .find(|(n, _)| *n == v)
+                .map(|(_, f)| *f)
+                .ok_or_else(|| bad(s.flag.what))?;
+        }
+        "log-level" => {
+            crate::logging::check_level(v).map_err(|e| err(&format!("`{v}`: {e}")))?;
+            o.log_level = Some(v.to_owned());
+        }
+        "allow-origin" => o.allow_origins.push(v.to_owned()),
+        "require-header" => o.require_headers.push(v.to_owned()),
+        "publish" => o.publish.push(v.to_owned()),
+        name @ ("ping-interval" | "pong-timeout" | "write-timeout" | "handshake-timeout") => {
+            let d = parse_duration(v).ok_or_else(|| bad(DURATION))?;
+            let slot = match name {
+                "ping-interval" => &mut o.limits.ping_interval,
+                "pong-timeout" => &mut o.limits.pong_timeout,
+                "write-timeout" => &mut o.limits.write_timeout,
+                _ => &mut o.limits.handshake_timeout,
+            };
+            *slot = Some(d);
+        }
+        name @ ("max-message-size" | "max-queued-bytes") => {
+            let n = parse_size(v).ok_or_else(|| bad(SIZE))?;
+            if name == "max-message-size" {
+                o.limits.max_message_size = Some(n);
+            } else {
+                o.limits.max_queued_bytes = Some(n);
+            }
+        }
+        name => {
+            let n: usize = v
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| bad(COUNT))?;
+            let slot = match name {
+                "max-queued-messages" => &mut o.limits.max_queued_messages,
+                "max-subscriptions" => &mut o.limits.max_subscriptions,
+                "max-connections" => &mut o.limits.max_connections,
+                // Every name in FLAGS has an arm above.
+                other => unreachable!("unhandled serve option {other}"),
+            };
+            *slot = Some(n);
+        }
+    }
+    Ok(())
 }
 
 fn parse_key(s: &str) -> Option<(String, String)> {
@@ -393,5 +671,190 @@ mod tests {
         assert_eq!(parse_size("64KiB"), Some(65536));
         assert_eq!(parse_size("0"), None);
         assert_eq!(parse_size("99999999999999999999"), None);
+    }
+
+    /// `serve --config FILE ARGS` with `text` as the file.
+    fn with_file(name: &str, text: &str, rest: &str) -> Result<ServeOptions, CliError> {
+        let dir = std::env::temp_dir().join(format!("wshub-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut a = args("serve --config");
+        a.push(path.display().to_string());
+        a.extend(args(rest));
+        match parse(&a)? {
+            Command::Serve(o) => Ok(*o),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_file_sets_and_flags_override() {
+        let file = r#"
+            listen = "127.0.0.1:0"
+            api-key = ["fk=fileuser"]
+            ping-interval = "5s"
+            pong-timeout = 20
+            max-message-size = "1KiB"
+            publish = ["a*", "b*"]
+            runtime = "smol"
+            log-format = "json"
+        "#;
+        let o = with_file("set.toml", file, "").unwrap();
+        assert_eq!(o.listen, "127.0.0.1:0");
+        assert_eq!(o.api_keys, [("fk".into(), "fileuser".into())]);
+        assert_eq!(o.limits.ping_interval, Some(Duration::from_secs(5)));
+        assert_eq!(o.limits.pong_timeout, Some(Duration::from_secs(20)));
+        assert_eq!(o.limits.max_message_size, Some(1024));
+        assert_eq!(o.publish, ["a*", "b*"]);
+        assert_eq!(o.runtime, Runtime::Smol);
+        assert_eq!(o.log_format, LogFormat::Json);
+
+        // Flags win wherever they appear; a repeated flag replaces the
+        // file's whole list; what the flags leave alone stays.
+        let o = with_file(
+            "set.toml",
+            file,
+            "--runtime blocking --publish c --max-message-size 2KiB --api-key ck=cliuser",
+        )
+        .unwrap();
+        assert_eq!(o.runtime, Runtime::Blocking);
+        assert_eq!(o.publish, ["c"]);
+        assert_eq!(o.limits.max_message_size, Some(2048));
+        assert_eq!(o.api_keys, [("ck".into(), "cliuser".into())]);
+        assert_eq!(o.limits.ping_interval, Some(Duration::from_secs(5)));
+        assert_eq!(o.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn an_auth_mode_on_the_command_line_replaces_the_files() {
+        let o = with_file("noauth.toml", "no-auth = true", "--api-key k=u").unwrap();
+        assert!(!o.no_auth);
+        assert_eq!(o.api_keys.len(), 1);
+        let o = with_file(
+            "keys.toml",
+            "api-key = [\"k=u\"]\njwt-secret = \"s\"",
+            "--no-auth",
+        )
+        .unwrap();
+        assert!(o.no_auth && !o.has_auth());
+        // Within one source the conflict is an error naming both.
+        let e = with_file("both.toml", "no-auth = true\njwt-secret = \"s\"", "").unwrap_err();
+        assert!(
+            e.0.contains("key `no-auth`") && e.0.contains("key `jwt-secret`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_key() {
+        let e = with_file("late.toml", "ping-interval = \"90s\"", "").unwrap_err();
+        assert!(e.0.starts_with("--pong-timeout: "), "{e}");
+        assert!(e.0.contains("late.toml: key `ping-interval`"), "{e}");
+        let e = with_file("bad.toml", "max-connections = 0", "").unwrap_err();
+        assert!(
+            e.0.contains("bad.toml: key `max-connections`: `0` is not"),
+            "{e}"
+        );
+        let e = with_file("env.toml", "admin-key-env = \"WSHUB_NO_SUCH_VAR_X\"", "").unwrap_err();
+        assert!(
+            e.0.contains("key `admin-key-env`") && e.0.contains("WSHUB_NO_SUCH_VAR_X"),
+            "{e}"
+        );
+        // The file's jwt-public-key is relative to the file.
+        let e = with_file("key.toml", "jwt-public-key = \"missing.pem\"", "").unwrap_err();
+        let dir = std::env::temp_dir().join(format!("wshub-cli-{}", std::process::id()));
+        assert!(
+            e.0.contains(&dir.join("missing.pem").display().to_string()),
+            "{e}"
+        );
+        assert!(parse(&args("serve --config"))
+            .unwrap_err()
+            .0
+            .contains("--config"));
+    }
+
+    #[test]
+    fn jwt_and_log_flags() {
+        let Command::Serve(o) = parse(&args(
+            "serve --jwt-secret sekrit --log-format json --log-level debug",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.jwt_secret.as_ref().map(Secret::expose), Some("sekrit"));
+        assert!(o.has_auth());
+        assert_eq!(o.log_format, LogFormat::Json);
+        assert_eq!(o.log_level.as_deref(), Some("debug"));
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-es256-public.pem"
+        );
+        let Command::Serve(o) = parse(&args(&format!("serve --jwt-public-key {key}"))).unwrap()
+        else {
+            panic!()
+        };
+        assert!(o.jwt_public_key.is_some() && o.has_auth());
+        for (line, says) in [
+            ("serve --log-format xml", "--log-format: `xml`"),
+            ("serve --log-level a=b=c", "--log-level"),
+            (
+                "serve --jwt-secret-env WSHUB_NO_SUCH_VAR_X",
+                "WSHUB_NO_SUCH_VAR_X is not set",
+            ),
+            (
+                "serve --jwt-public-key /no/such.pem",
+                "--jwt-public-key: cannot read",
+            ),
+            (
+                "serve --no-auth --jwt-secret s",
+                "--no-auth cannot be combined with --jwt-secret",
+            ),
+        ] {
+            let e = parse(&args(line)).unwrap_err();
+            assert!(e.0.contains(says), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_option_has_a_parser() {
+        // apply()'s last arm is unreachable only if each FLAGS name has an arm.
+        std::env::set_var("WSHUB_TEST_ENV_VALUE", "k=u");
+        for f in FLAGS {
+            let value = match f.name {
+                "runtime" => "smol",
+                "log-format" => "json",
+                "log-level" => "info",
+                "api-key" => "k=u",
+                "jwt-public-key" => "/no/such.pem",
+                n if n.ends_with("-env") => "WSHUB_TEST_ENV_VALUE",
+                n if n.contains("size") || n.contains("bytes") => "1KiB",
+                n if n.contains("interval") || n.contains("timeout") => "5s",
+                _ => "7",
+            };
+            let s = Setting {
+                flag: f,
+                value: (f.kind != Kind::Switch).then(|| value.to_owned()),
+                label: format!("--{}", f.name),
+                base: None,
+            };
+            let r = apply(&mut ServeOptions::default(), &s);
+            assert!(r.is_ok() || f.name == "jwt-public-key", "{}: {r:?}", f.name);
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_keys_or_secrets() {
+        let Command::Serve(o) = parse(&args(
+            "serve --api-key apik3y=alice --admin-key adm1nk3y --jwt-secret jwts3cr3t",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        let shown = format!("{o:?}");
+        for secret in ["apik3y", "adm1nk3y", "jwts3cr3t"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("alice"), "{shown}");
     }
 }

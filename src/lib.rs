@@ -8,8 +8,11 @@
 
 pub mod api;
 pub mod cli;
+mod config_file;
 pub mod connect;
 pub mod exec;
+pub mod jwt;
+pub mod logging;
 pub mod publish;
 pub mod running;
 pub mod sub;

@@ -5,17 +5,22 @@
 //! `/metrics`, `POST /api/publish`, `POST /api/broadcast`). With no auth
 //! option it generates a token at start and prints the page URL with it, as
 //! Jupyter does; `--no-auth` turns auth off.
+//!
+//! Command-line errors go to stderr as `wshub: ...` with exit code 2; once
+//! serving, everything goes through `tracing` (see [`wshub::logging`]).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::{debug, error, info, warn};
 use wshub::api;
 use wshub::cli::{parse, Command, Runtime, ServeOptions, USAGE};
+use wshub::jwt::{JwtAuth, KeysOrJwt};
 use wshub::running::Running;
 use wshub_core::auth::{AllowAll, ApiKeyAuth, TokenSource};
 use wshub_core::config::PublishPatterns;
-use wshub_core::{AuthDecision, Event, HubConfig, Mode};
+use wshub_core::{AuthDecision, Authenticator, Event, HubConfig, Mode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,13 +42,7 @@ fn main() -> ExitCode {
         Ok(Command::Sub(opts)) => wshub::sub::run(*opts),
         Ok(Command::Pub(opts)) => wshub::publish::run(*opts),
         Ok(Command::Exec(opts)) => wshub::exec::run(*opts),
-        Ok(Command::Serve(opts)) => match serve(*opts) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wshub: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Ok(Command::Serve(opts)) => serve(*opts),
         Err(e) => {
             eprintln!("wshub: {e}\n\n{USAGE}");
             ExitCode::from(2)
@@ -51,7 +50,55 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(opts: ServeOptions) -> std::io::Result<()> {
+fn serve(opts: ServeOptions) -> ExitCode {
+    wshub::logging::init(opts.log_format, opts.log_level.as_deref());
+    match run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("cannot serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The authenticator the options ask for; `generated` is the token made up
+/// when no auth option was given.
+fn authenticator(
+    opts: &ServeOptions,
+    generated: Option<&str>,
+) -> std::io::Result<Arc<dyn Authenticator>> {
+    if opts.no_auth {
+        return Ok(Arc::new(AllowAll));
+    }
+    let source = TokenSource::BearerOrQuery("token".into());
+    let mut keys = opts.api_keys.clone();
+    if let Some(token) = generated {
+        keys.push((token.to_owned(), "user".to_owned()));
+    }
+    let keys = (!keys.is_empty()).then(|| ApiKeyAuth::new(keys).source(source));
+    let mut jwts = Vec::new();
+    if let Some(secret) = &opts.jwt_secret {
+        if secret.expose().len() < 32 {
+            // RFC 7518 3.2: an HS256 key shorter than the hash is guessable offline.
+            warn!("the JWT secret is shorter than 32 bytes: easy to brute-force from any token");
+        }
+        info!(algorithm = %"HS256", "accepting JWTs");
+        jwts.push(JwtAuth::hs256(secret));
+    }
+    if let Some((path, pem)) = &opts.jwt_public_key {
+        // Already checked while parsing the options; never serve without it.
+        let auth = JwtAuth::from_public_key_pem(pem)
+            .map_err(|e| std::io::Error::other(format!("{} {e}", path.display())))?;
+        info!(key = %path.display(), algorithm = ?auth.algorithm(), "accepting JWTs");
+        jwts.push(auth);
+    }
+    Ok(match keys {
+        Some(keys) if jwts.is_empty() => Arc::new(keys),
+        keys => Arc::new(KeysOrJwt::new(keys, jwts)),
+    })
+}
+
+fn run(opts: ServeOptions) -> std::io::Result<()> {
     let mut config = HubConfig {
         mode: if opts.echo { Mode::Echo } else { Mode::Hub },
         allowed_origins: opts.allow_origins.clone(),
@@ -68,39 +115,29 @@ fn serve(opts: ServeOptions) -> std::io::Result<()> {
         config.max_queued_bytes = 256 * 1024 * 1024;
     }
     opts.limits.apply(&mut config);
-    let mut keys = opts.api_keys.clone();
-    let generated = if opts.no_auth || !keys.is_empty() {
+    let generated = if opts.no_auth || opts.has_auth() {
         None
     } else {
-        let token = wshub::cli::random_token()?;
-        keys.push((token.clone(), "user".to_owned()));
-        Some(token)
+        Some(wshub::cli::random_token()?)
     };
     let admin_key = opts.admin_key.clone().or_else(|| generated.clone());
-    if opts.no_auth {
-        config.authenticator = Arc::new(AllowAll);
-    } else {
-        let source = TokenSource::BearerOrQuery("token".into());
-        config.authenticator = Arc::new(ApiKeyAuth::new(keys).source(source));
-    }
+    config.authenticator = authenticator(&opts, generated.as_deref())?;
     let authenticator = config.authenticator.clone();
     let running = Arc::new(Running::start(opts.runtime, config, &opts.listen)?);
     let addr = running.local_addr();
-    eprintln!(
-        "wshub: listening on ws://{addr}/ws ({:?} runtime)",
-        opts.runtime
-    );
+    // Tests and scripts read the address from this message: keep its wording.
+    info!(runtime = %opts.runtime.name(), "listening on ws://{addr}/ws");
     if opts.no_auth {
-        eprintln!(
-            "wshub: authentication is OFF (--no-auth): anyone who can reach {addr} can connect"
-        );
+        warn!("authentication is OFF (--no-auth): anyone who can reach {addr} can connect");
     }
     if admin_key.is_none() {
-        eprintln!("wshub: the publish API is off (no --admin-key)");
+        info!("the publish API is off (no --admin-key)");
     }
     if let Some(token) = &generated {
-        // Printed once, on purpose, like Jupyter: the operator needs it.
+        // Printed once, on purpose, like Jupyter: the operator needs it. The
+        // only place a token is ever written; stdout, never the log.
         println!("http://{addr}/?token={token}");
+        info!("no auth option given: generated a token; the URL to open is on stdout");
     }
     watch_signals(running.clone())?;
 
@@ -123,20 +160,30 @@ fn serve(opts: ServeOptions) -> std::io::Result<()> {
                     &check_token,
                     &*running,
                 );
+                // The path only: the query may carry ?token=.
+                debug!(%method, path = %request.path(), status = r.status, %conn, "http");
                 let headers = r.headers();
                 let _ = running.http_respond(conn, r.status, headers, r.body);
             }
             Event::Connected { conn, identity, .. } => {
-                eprintln!("wshub: {conn} connected user={:?}", identity.user_id)
+                info!(user = %identity.user_id, %conn, "connected")
             }
             Event::Closed {
                 conn,
                 reason,
                 code,
                 was_connected: true,
+                user_id,
                 ..
             } => {
-                eprintln!("wshub: {conn} disconnected reason={reason:?} code={code:?}")
+                // `reason` first: tests look for "disconnected reason=...".
+                info!(
+                    ?reason,
+                    ?code,
+                    user = %user_id.as_deref().unwrap_or(""),
+                    %conn,
+                    "disconnected"
+                )
             }
             Event::AuthFailed {
                 conn,
@@ -144,9 +191,13 @@ fn serve(opts: ServeOptions) -> std::io::Result<()> {
                 failure,
                 peer,
             } => {
-                eprintln!(
-                    "wshub: {conn} auth failed status={status} reason={failure} peer={:?}",
-                    peer.addr
+                // `failure` never holds the credential (AuthFailure's contract).
+                warn!(
+                    status,
+                    reason = %failure,
+                    peer = ?peer.addr,
+                    %conn,
+                    "auth failed"
                 )
             }
             Event::SlowConsumer {
@@ -154,10 +205,10 @@ fn serve(opts: ServeOptions) -> std::io::Result<()> {
                 queued_messages,
                 ..
             } => {
-                eprintln!("wshub: {conn} slow consumer cut with {queued_messages} messages queued")
+                warn!(queued_messages, %conn, "slow consumer cut")
             }
             Event::ShutdownComplete => {
-                eprintln!("wshub: shutdown complete");
+                info!("shutdown complete");
                 break;
             }
             _ => {}
@@ -175,9 +226,9 @@ fn watch_signals(running: Arc<Running>) -> std::io::Result<()> {
         .name("wshub-signals".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                eprintln!("wshub: signal {sig}: shutting down");
+                info!(signal = sig, "shutting down");
                 if !running.shutdown(Duration::from_secs(10)) {
-                    eprintln!("wshub: shutdown deadline passed; remaining connections cut");
+                    warn!("shutdown deadline passed; remaining connections cut");
                     std::process::exit(0);
                 }
             }

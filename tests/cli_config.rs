@@ -1,0 +1,415 @@
+//! `wshub serve --config FILE` and the JWT flags, end to end: the real binary
+//! on loopback, real WebSocket upgrades.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{HandshakeError, Message as WsMessage, WebSocket};
+
+const WAIT: Duration = Duration::from_secs(10);
+const BIN: &str = env!("CARGO_BIN_EXE_wshub");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A config file in a fresh directory of its own.
+fn config_file(test: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wshub-cli-config-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("wshub.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running `wshub serve`, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: String,
+    stderr: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Serve {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines(child.stderr.take().unwrap());
+        let mut log = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        let addr = loop {
+            let line = stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no listening line; saw {log:#?}"));
+            let addr = line
+                .split("listening on ws://")
+                .nth(1)
+                .and_then(|rest| rest.split("/ws").next())
+                .map(str::to_owned);
+            log.push(line);
+            if let Some(addr) = addr {
+                break addr;
+            }
+        };
+        Serve {
+            child,
+            addr,
+            stderr,
+            log,
+        }
+    }
+
+    /// Waits for a log line containing `what`.
+    fn wait_log(&mut self, what: &str) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(what)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self
+                .stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {what:?}; saw {:#?}", self.log),
+            }
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Upgrades at `target` (e.g. `/ws?token=T`), with a bearer if given: the
+/// socket, or the refusal's HTTP status.
+fn upgrade(addr: &str, target: &str, bearer: Option<&str>) -> Result<WebSocket<TcpStream>, u16> {
+    let mut req = format!("ws://{addr}{target}")
+        .into_client_request()
+        .unwrap();
+    if let Some(t) = bearer {
+        let value = format!("Bearer {t}").parse().unwrap();
+        req.headers_mut().insert("Authorization", value);
+    }
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    match tungstenite::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(r.status().as_u16()),
+        Err(e) => panic!("upgrade to {target}: {e}"),
+    }
+}
+
+/// The next text message as JSON, or the close code.
+fn next(ws: &mut WebSocket<TcpStream>) -> Result<Value, Option<u16>> {
+    loop {
+        match ws.read() {
+            Ok(WsMessage::Text(t)) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
+            Ok(WsMessage::Close(f)) => return Err(f.map(|f| u16::from(f.code))),
+            Ok(_) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Sends a `ping` padded to about `size` bytes; the pong or the close code.
+fn padded_ping(ws: &mut WebSocket<TcpStream>, size: usize) -> Result<Value, Option<u16>> {
+    let m = json!({"type": "ping", "pad": "x".repeat(size)});
+    ws.send(WsMessage::text(m.to_string())).unwrap();
+    next(ws)
+}
+
+fn run_serve(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_bad_config_file_exits_2_naming_the_file_and_key() {
+    for (test, text, says) in [
+        (
+            "syntax",
+            "listen = \"127.0.0.1:0\"\nping-interval = 30s\n",
+            ":2:17: key `ping-interval`",
+        ),
+        (
+            "unknown",
+            "listen = \"127.0.0.1:0\"\npong-timout = \"60s\"\n",
+            "unknown key `pong-timout`",
+        ),
+        (
+            "duration",
+            "ping-interval = \"soon\"\n",
+            "key `ping-interval`: `soon` is not a duration",
+        ),
+        (
+            "size",
+            "max-message-size = \"12parsecs\"\n",
+            "key `max-message-size`: `12parsecs` is not a size",
+        ),
+        (
+            "type",
+            "max-connections = true\n",
+            "key `max-connections`: expected a positive number (a string), found a boolean",
+        ),
+        (
+            "list",
+            "api-key = \"k=u\"\n",
+            "key `api-key`: expected an array of strings",
+        ),
+        (
+            "count",
+            "max-connections = -1\n",
+            "key `max-connections`: `-1` is not a positive number",
+        ),
+        (
+            "runtime",
+            "runtime = \"async-std\"\n",
+            "key `runtime`: `async-std` is not a runtime",
+        ),
+        (
+            "env",
+            "jwt-secret-env = \"WSHUB_TEST_UNSET_VAR\"\n",
+            "key `jwt-secret-env`: environment variable WSHUB_TEST_UNSET_VAR is not set",
+        ),
+        (
+            "pem",
+            "jwt-public-key = \"nope.pem\"\n",
+            "key `jwt-public-key`: cannot read",
+        ),
+        (
+            "cross",
+            "ping-interval = \"90s\"\n",
+            "--pong-timeout: must be longer than ping_interval (set by",
+        ),
+    ] {
+        let path = config_file(test, text);
+        let (code, err) = run_serve(&["--config", path.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{test}: {err}");
+        assert!(err.starts_with("wshub: "), "{test}: {err}");
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "{test}: names the file: {err}"
+        );
+        assert!(err.contains(says), "{test}: wanted {says:?} in {err}");
+    }
+    let (code, err) = run_serve(&["--config", "/no/such/dir/wshub.toml"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with("wshub: --config: cannot read /no/such/dir/wshub.toml"),
+        "{err}"
+    );
+    let (code, err) = run_serve(&["--config"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--config needs a value"), "{err}");
+}
+
+#[test]
+fn a_syntax_error_never_shows_the_line_it_is_on() {
+    let path = config_file("quote", "admin-key = s3cr3t-unquoted-admin\n");
+    let (code, err) = run_serve(&["--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("key `admin-key`"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn config_values_take_effect() {
+    let path = config_file(
+        "effect",
+        r#"
+# Everything here could be a flag.
+listen = "127.0.0.1:0"
+runtime = "blocking"
+api-key = ["filek3y=fileuser"]
+max-message-size = "1KiB"
+ping-interval = 5
+"#,
+    );
+    let mut serve = Serve::start(&["--config", path.to_str().unwrap()], &[]);
+    assert!(serve.log[0].contains("runtime=blocking"), "{:?}", serve.log);
+    // The key from the file authenticates, as its user.
+    let mut ws = upgrade(&serve.addr, "/ws?token=filek3y", None).expect("file key accepted");
+    assert!(serve.wait_log("connected").contains("user=fileuser"));
+    assert_eq!(
+        upgrade(&serve.addr, "/ws?token=other", None).err(),
+        Some(401)
+    );
+    // The file's message size limit applies: small passes, 2 KiB is 1009.
+    assert_eq!(padded_ping(&mut ws, 100).unwrap()["type"], "pong");
+    assert_eq!(padded_ping(&mut ws, 2048).err(), Some(Some(1009)));
+}
+
+#[test]
+fn flags_override_the_file() {
+    let path = config_file(
+        "override",
+        "listen = \"127.0.0.1:0\"\napi-key = [\"filek3y=fileuser\"]\nmax-message-size = \"1KiB\"\nruntime = \"smol\"\n",
+    );
+    let serve = Serve::start(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--api-key",
+            "clik3y=cliuser",
+            "--max-message-size",
+            "64KiB",
+        ],
+        &[],
+    );
+    // What the flags leave alone still comes from the file.
+    assert!(serve.log[0].contains("runtime=smol"), "{:?}", serve.log);
+    // --api-key replaces the file's keys rather than adding to them.
+    assert_eq!(
+        upgrade(&serve.addr, "/ws?token=filek3y", None).err(),
+        Some(401)
+    );
+    let mut ws = upgrade(&serve.addr, "/ws?token=clik3y", None).expect("flag key accepted");
+    assert_eq!(padded_ping(&mut ws, 2048).unwrap()["type"], "pong");
+}
+
+fn hs256(secret: &str, claims: &Value) -> String {
+    let key = EncodingKey::from_secret(secret.as_bytes());
+    encode(&Header::new(Algorithm::HS256), claims, &key).unwrap()
+}
+
+fn exp_in(secs: i64) -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64 + secs
+}
+
+#[test]
+fn jwt_secret_end_to_end_alongside_an_api_key() {
+    let secret = "an-hs256-secret-of-at-least-32-bytes!";
+    let mut serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret-env",
+            "WSHUB_TEST_JWT",
+            "--api-key",
+            "k3y=keyuser",
+        ],
+        &[("WSHUB_TEST_JWT", secret)],
+    );
+    let good = hs256(secret, &json!({"sub": "jwtuser", "exp": exp_in(600)}));
+    let mut ws = upgrade(&serve.addr, "/ws", Some(&good)).expect("bearer JWT accepted");
+    assert!(serve.wait_log("connected").contains("user=jwtuser"));
+    assert_eq!(padded_ping(&mut ws, 1).unwrap()["type"], "pong");
+    upgrade(&serve.addr, &format!("/ws?token={good}"), None).expect("query JWT accepted");
+    upgrade(&serve.addr, "/ws?token=k3y", None).expect("the API key still works");
+
+    for (what, token) in [
+        (
+            "wrong secret",
+            hs256(
+                "another-secret-entirely-32-bytes!!",
+                &json!({"sub": "x", "exp": exp_in(600)}),
+            ),
+        ),
+        (
+            "expired",
+            hs256(secret, &json!({"sub": "x", "exp": exp_in(-3600)})),
+        ),
+        ("no sub", hs256(secret, &json!({"exp": exp_in(600)}))),
+        ("garbage", "not.a.jwt".to_owned()),
+    ] {
+        assert_eq!(
+            upgrade(&serve.addr, "/ws", Some(&token)).err(),
+            Some(401),
+            "{what}"
+        );
+        assert_eq!(
+            upgrade(&serve.addr, &format!("/ws?token={token}"), None).err(),
+            Some(401),
+            "{what}"
+        );
+    }
+    assert!(serve.wait_log("jwt: expired").contains("auth failed"));
+}
+
+#[test]
+fn jwt_public_key_from_the_config_file() {
+    // A relative key path in the file is relative to the file.
+    let path = config_file(
+        "pubkey",
+        "listen = \"127.0.0.1:0\"\njwt-public-key = \"key.pem\"\n",
+    );
+    std::fs::copy(
+        format!("{FIXTURES}/jwt-rs256-public.pem"),
+        path.with_file_name("key.pem"),
+    )
+    .unwrap();
+    let mut serve = Serve::start(&["--config", path.to_str().unwrap()], &[]);
+    serve.wait_log("algorithm=RS256");
+    let private = std::fs::read(format!("{FIXTURES}/jwt-rs256-private.pem")).unwrap();
+    let key = EncodingKey::from_rsa_pem(&private).unwrap();
+    let claims = json!({"sub": "rsauser", "exp": exp_in(600)});
+    let token = encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap();
+    upgrade(&serve.addr, &format!("/ws?token={token}"), None).expect("RS256 accepted");
+    assert!(serve.wait_log("connected").contains("user=rsauser"));
+    // HS256 keyed with the public key (key confusion) is refused.
+    let public = std::fs::read_to_string(format!("{FIXTURES}/jwt-rs256-public.pem")).unwrap();
+    let forged = hs256(&public, &claims);
+    assert_eq!(upgrade(&serve.addr, "/ws", Some(&forged)).err(), Some(401));
+    // No generated token without any other auth option: nothing else gets in.
+    assert_eq!(upgrade(&serve.addr, "/ws", None).err(), Some(401));
+    drop(serve);
+
+    // ES256 the same way, from the flag.
+    let mut serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-public-key",
+            &format!("{FIXTURES}/jwt-es256-public.pem"),
+        ],
+        &[],
+    );
+    let private = std::fs::read(format!("{FIXTURES}/jwt-es256-private.pem")).unwrap();
+    let key = EncodingKey::from_ec_pem(&private).unwrap();
+    let claims = json!({"sub": "ecuser", "exp": exp_in(600)});
+    let token = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+    upgrade(&serve.addr, "/ws", Some(&token)).expect("ES256 accepted");
+    assert!(serve.wait_log("connected").contains("user=ecuser"));
+}
