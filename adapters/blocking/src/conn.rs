@@ -13,9 +13,10 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
@@ -29,6 +30,11 @@ pub(crate) struct Settings {
     pub read_buffer: usize,
     pub stack: usize,
 }
+
+/// How long a finished connection's reader keeps discarding input until the
+/// peer's FIN, so closing the socket does not turn unread bytes into a reset;
+/// a peer still sending after that is cut.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// `sendmsg` flags: never wait; on Linux, no SIGPIPE for a reset peer (an
 /// embedding C host may not ignore it as Rust binaries do).
@@ -59,6 +65,9 @@ pub(crate) struct ConnIo {
     id: ConnId,
     stream: Arc<TcpStream>,
     out: Arc<Mutex<Outbox>>,
+    /// Set when the core is done with the connection: the reader then only
+    /// lingers.
+    ended: Arc<AtomicBool>,
     stack: usize,
 }
 
@@ -121,7 +130,8 @@ impl ConnIo {
         if busy {
             return self.cut(); // cannot happen: the core said it was flushed
         }
-        let _ = self.stream.set_read_timeout(Some(Duration::from_secs(1)));
+        self.ended.store(true, Ordering::Release);
+        let _ = self.stream.set_read_timeout(Some(LINGER));
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 
@@ -175,24 +185,49 @@ pub(crate) fn spawn(
 ) -> io::Result<ConnIo> {
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
-    let reader = stream.clone();
+    let ended = Arc::new(AtomicBool::new(false));
+    let (reader, reader_ended) = (stream.clone(), ended.clone());
     std::thread::Builder::new()
         .name(format!("wshub-r{id}"))
         .stack_size(settings.stack)
-        .spawn(move || read_loop(id, &reader, hub, settings.read_buffer))?;
+        .spawn(move || read_loop(id, &reader, &reader_ended, hub, settings.read_buffer))?;
     Ok(ConnIo {
         id,
         stream,
         out: Arc::new(Mutex::new(Outbox::default())),
+        ended,
         stack: settings.stack,
     })
 }
 
-fn read_loop(id: ConnId, stream: &TcpStream, hub: SyncSender<Cmd>, size: usize) {
+fn read_loop(
+    id: ConnId,
+    stream: &TcpStream,
+    ended: &AtomicBool,
+    hub: SyncSender<Cmd>,
+    size: usize,
+) {
     let mut buf = vec![0u8; size];
     let mut reader = stream;
+    // Set once the hub has ended the connection: input is discarded until the
+    // peer's FIN or this instant, whichever comes first. The read timeout
+    // alone would never fire for a peer that keeps sending.
+    let mut linger_until: Option<Instant> = None;
     loop {
-        match reader.read(&mut buf) {
+        let read = reader.read(&mut buf);
+        if ended.load(Ordering::Acquire) {
+            let until = *linger_until.get_or_insert_with(|| Instant::now() + LINGER);
+            match read {
+                Ok(n) if n > 0 && Instant::now() < until => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // FIN, timeout, error, or a peer still sending: let go.
+                _ => {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+        }
+        match read {
             Ok(0) => {
                 let _ = hub.send(Cmd::Eof(id));
                 return;
