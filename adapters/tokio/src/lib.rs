@@ -148,9 +148,13 @@ impl Builder {
         self
     }
 
-    /// Binds a TCP listener and serves it.
+    /// Binds a TCP listener and serves it. The accept queue is 4096 deep
+    /// (capped by `net.core.somaxconn`), with `SO_REUSEADDR`: tokio's own
+    /// `TcpListener::bind` asks for 128, and a burst of more connections
+    /// than that makes the kernel drop SYNs that clients retry only a
+    /// second later.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> io::Result<Server> {
-        self.listener(TcpListener::bind(addr).await?)
+        self.listener(bind_listener(addr).await?)
     }
 
     /// Serves an already bound listener. Must be called inside a runtime.
@@ -261,6 +265,27 @@ impl std::fmt::Debug for Server {
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Accept-queue length asked of the kernel.
+const BACKLOG: u32 = 4096;
+
+/// Binds the first address that works, with [`BACKLOG`] and `SO_REUSEADDR`.
+async fn bind_listener(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to bind");
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Accepts until shutdown starts or the hub ends.
