@@ -28,7 +28,9 @@ pub struct HandshakeConfig {
     /// Largest request (request line plus header block), in bytes; a request
     /// still incomplete at this size is refused with 431. Default 8 KiB.
     pub max_request_bytes: usize,
-    /// Most headers a request may carry; more is refused with 431. Default 64.
+    /// Most headers a request may carry; more is refused with 400, as
+    /// PROTOCOL.md's limits table says (431 is kept for a header block over
+    /// the size limit). Default 64.
     pub max_headers: usize,
     /// Paths served (compared exactly, without the query); empty serves every
     /// path. Default empty: the hub decides what it serves.
@@ -309,7 +311,7 @@ fn parse_with_slots<'b>(
             Err(refusal) => Step::Refused(refusal),
         },
         Err(httparse::Error::TooManyHeaders) => {
-            Step::Refused(Refusal::new(431, "too many headers"))
+            Step::Refused(Refusal::new(400, "too many headers"))
         }
         Err(_) => Step::Refused(Refusal::new(400, "malformed request")),
     }
@@ -947,17 +949,17 @@ mod tests {
     }
 
     #[test]
-    fn too_many_headers_is_431_even_while_incomplete() {
+    fn too_many_headers_is_400_even_while_incomplete() {
         let cfg = HandshakeConfig {
             max_headers: 8,
             ..served()
         };
         let many: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
-        assert_eq!(refused(&cfg, request("/ws", &many).as_bytes()), 431);
+        assert_eq!(refused(&cfg, request("/ws", &many).as_bytes()), 400);
         // The block has not ended yet, but the ninth header is already too many.
         let req = request("/ws", &many);
         let cut = req.find("X-H5").unwrap();
-        assert_eq!(refused(&cfg, &req.as_bytes()[..cut]), 431);
+        assert_eq!(refused(&cfg, &req.as_bytes()[..cut]), 400);
         // Exactly the limit passes (5 standard + 3 extra = 8).
         let eight = request("/ws", "X-A: 1\r\nX-B: 2\r\nX-C: 3\r\n");
         assert_eq!(done(&cfg, eight.as_bytes()).1, eight.len());
@@ -980,7 +982,7 @@ mod tests {
         let more: String = (0..STACK_HEADERS + 20)
             .map(|i| format!("X-H{i}: v\r\n"))
             .collect();
-        assert_eq!(refused(&cfg, request("/ws", &more).as_bytes()), 431);
+        assert_eq!(refused(&cfg, request("/ws", &more).as_bytes()), 400);
     }
 
     #[test]
