@@ -39,6 +39,8 @@ options:
   --max-queued-bytes SIZE    outbound queue per connection (default 1MiB)
   --max-subscriptions N      per connection (default 1024)
   --max-connections N        (default 100000)
+  --max-messages-per-second N  frames a client may send per second; 1008 past
+                             it (default 1000; 0 = no limit)
   --log-format FORMAT        human (default) or json lines, on stderr
   --log-level LEVEL          error, warn, info (default), debug, trace, or a RUST_LOG
                              filter; without it RUST_LOG is used
@@ -196,6 +198,8 @@ pub struct Limits {
     pub max_subscriptions: Option<usize>,
     /// `--max-connections`.
     pub max_connections: Option<usize>,
+    /// `--max-messages-per-second` (0: no limit).
+    pub max_messages_per_second: Option<u32>,
 }
 
 impl Limits {
@@ -220,6 +224,9 @@ impl Limits {
         set_n(&mut config.max_queued_bytes, self.max_queued_bytes);
         set_n(&mut config.max_subscriptions, self.max_subscriptions);
         set_n(&mut config.max_connections, self.max_connections);
+        if let Some(n) = self.max_messages_per_second {
+            config.max_messages_per_second = n;
+        }
     }
 }
 
@@ -337,6 +344,7 @@ const fn grouped(name: &'static str, kind: Kind, what: &'static str, group: &'st
 const DURATION: &str = "a duration like 30s or 500ms";
 const SIZE: &str = "a size like 64KiB";
 const COUNT: &str = "a positive number";
+const RATE: &str = "a number of messages per second (0: no limit)";
 const VAR: &str = "an environment variable name";
 
 /// Every `wshub serve` option but `--config` and `--help`.
@@ -364,6 +372,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     flag("max-queued-messages", Kind::Number, COUNT),
     flag("max-subscriptions", Kind::Number, COUNT),
     flag("max-connections", Kind::Number, COUNT),
+    flag("max-messages-per-second", Kind::Number, RATE),
     flag("log-format", Kind::Text, "a log format: human or json"),
     flag(
         "log-level",
@@ -578,6 +587,10 @@ fn apply(o: &mut ServeOptions, s: &Setting) -> Result<(), CliError> {
             };
             *slot = Some(d);
         }
+        "max-messages-per-second" => {
+            let n: u32 = v.parse().map_err(|_| bad(RATE))?;
+            o.limits.max_messages_per_second = Some(n);
+        }
         name @ ("max-message-size" | "max-queued-bytes") => {
             let n = parse_size(v).ok_or_else(|| bad(SIZE))?;
             if name == "max-message-size" {
@@ -637,6 +650,13 @@ mod tests {
         assert_eq!(o.limits.ping_interval, Some(Duration::from_secs(5)));
         assert_eq!(o.limits.pong_timeout, Some(Duration::from_secs(60)));
         assert_eq!(o.limits.max_message_size, Some(1 << 20));
+        let Command::Serve(o) = parse(&args("serve --max-messages-per-second 0")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.limits.max_messages_per_second, Some(0));
+        let mut config = HubConfig::default();
+        o.limits.apply(&mut config);
+        assert_eq!(config.max_messages_per_second, 0, "0 turns the limit off");
     }
 
     #[test]
@@ -646,6 +666,10 @@ mod tests {
             ("serve --max-message-size 12parsecs", "--max-message-size"),
             ("serve --api-key nokey", "--api-key"),
             ("serve --max-connections -3", "--max-connections"),
+            (
+                "serve --max-messages-per-second lots",
+                "--max-messages-per-second",
+            ),
             ("serve --listen", "--listen"),
             ("serve --ping-interval 90s", "--pong-timeout"),
             ("serve --bogus", "--bogus"),

@@ -113,6 +113,7 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
         config.max_message_size = 64 * 1024 * 1024;
         config.max_queued_messages = 1 << 20;
         config.max_queued_bytes = 256 * 1024 * 1024;
+        config.max_messages_per_second = 0;
     }
     opts.limits.apply(&mut config);
     let generated = if opts.no_auth || opts.has_auth() {

@@ -104,7 +104,7 @@ pub struct HubConfig {
     pub app_types: Vec<String>,
     /// Handshake request size cap (431 past it).
     pub max_request_bytes: usize,
-    /// Header count cap (431 past it).
+    /// Header count cap (400 past it).
     pub max_headers: usize,
     /// Connect to 101, deferred auth included.
     pub handshake_timeout: Duration,
@@ -130,6 +130,12 @@ pub struct HubConfig {
     pub max_connections: usize,
     /// Invalid messages (bad JSON, unknown types) tolerated before close 1008.
     pub max_invalid_messages: u32,
+    /// Frames a client may send in any one-second window (messages, pings,
+    /// pongs; fragments count once per message): close 1008 past it. 0 turns
+    /// the limit off (echo mode for conformance suites does). Without it a
+    /// client that reads its pongs could keep the hub busy answering pings
+    /// and cost every other connection latency.
+    pub max_messages_per_second: u32,
     /// Largest number of frames one `poll_transmit` hands out for a connection.
     pub max_frames_per_transmit: usize,
     /// Hand plain HTTP requests to the application as
@@ -165,6 +171,7 @@ impl Default for HubConfig {
             max_channel_name: 256,
             max_connections: 100_000,
             max_invalid_messages: 100,
+            max_messages_per_second: 1000,
             max_frames_per_transmit: 64,
             http_fallback: false,
             max_http_body: 64 * 1024,
@@ -255,6 +262,7 @@ impl fmt::Debug for HubConfig {
             .field("max_channel_name", &self.max_channel_name)
             .field("max_connections", &self.max_connections)
             .field("max_invalid_messages", &self.max_invalid_messages)
+            .field("max_messages_per_second", &self.max_messages_per_second)
             .finish_non_exhaustive()
     }
 }

@@ -57,6 +57,10 @@ pub(crate) struct Conn {
     pub in_ready: bool,
     pub connected: bool,
     pub invalid_messages: u32,
+    /// Frames received in the current rate window.
+    pub window_count: u32,
+    /// Start of the current one-second rate window.
+    pub window_start: Instant,
     /// Why it is closing and the close code involved, once decided.
     pub ending: Option<(CloseReason, Option<u16>)>,
 }
@@ -80,6 +84,8 @@ impl Conn {
             in_ready: false,
             connected: false,
             invalid_messages: 0,
+            window_count: 0,
+            window_start: now,
             ending: None,
         }
     }

@@ -938,6 +938,10 @@ impl Hub {
             }
             return;
         }
+        if self.over_rate(now, slot) {
+            self.start_close(now, slot, 1008, "rate limit", CloseReason::Policy, false);
+            return;
+        }
         match decoded {
             Decoded::Text(text) => {
                 self.stats.messages_in += 1;
@@ -1132,6 +1136,24 @@ impl Hub {
     }
 
     /// Counts an invalid message, replies when it had an id, and closes with
+    /// Counts a frame from the peer against `max_messages_per_second`; true
+    /// when it is one too many. A fixed one-second window: two bytes of state
+    /// per connection instead of a token bucket's clock arithmetic, at the
+    /// price of letting up to twice the rate through across a window edge.
+    fn over_rate(&mut self, now: Instant, slot: Slot) -> bool {
+        let limit = self.cfg.max_messages_per_second;
+        if limit == 0 {
+            return false;
+        }
+        let conn = &mut self.conns[slot as usize];
+        if now.saturating_duration_since(conn.window_start) >= Duration::from_secs(1) {
+            conn.window_start = now;
+            conn.window_count = 0;
+        }
+        conn.window_count += 1;
+        conn.window_count > limit
+    }
+
     /// 1008 past the limit.
     fn invalid(
         &mut self,
