@@ -92,6 +92,16 @@ impl Hub {
         &self.cfg
     }
 
+    /// How many commands a driver should apply before writing what they
+    /// produced: a quarter of `max_queued_messages`, at most 64 (the frames
+    /// one vectored write takes). Writing after a round rather than after
+    /// each command puts many frames in each system call, the cost that
+    /// dominates fan-out; the quarter means a burst of publishes can never
+    /// fill a connection's queue past its cap before a byte is written.
+    pub fn commands_per_round(&self) -> usize {
+        (self.cfg.max_queued_messages / 4).clamp(1, crate::write_queue::MAX_SLICES)
+    }
+
     /// The hub's wall clock at `now`.
     pub fn timestamp(&self, now: Instant) -> Timestamp {
         Timestamp::from_unix(self.unix_base + now.saturating_duration_since(self.base))

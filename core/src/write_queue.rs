@@ -26,13 +26,35 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 
 use bytes::Bytes;
 
 /// Most slices handed to one vectored write: Linux allows 1024, and 64
 /// frames of a typical size already fill a socket buffer.
 pub const MAX_SLICES: usize = 64;
+
+/// What [`WriteQueue::write_with`] came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything went: this many bytes (0 when nothing was waiting).
+    All(usize),
+    /// This many bytes went, then the socket said `WouldBlock`: wait for it
+    /// to become writable before trying again.
+    Blocked(usize),
+    /// This many bytes went, then the socket failed (an error, or a write
+    /// of 0): report it to the hub as an I/O error.
+    Failed(usize),
+}
+
+impl Flushed {
+    /// Bytes written, whatever came after.
+    pub fn written(self) -> usize {
+        match self {
+            Flushed::All(n) | Flushed::Blocked(n) | Flushed::Failed(n) => n,
+        }
+    }
+}
 
 /// Frames waiting for a socket, oldest first.
 #[derive(Debug, Default)]
@@ -92,6 +114,35 @@ impl WriteQueue {
         }
     }
 
+    /// Writes what is waiting through `write` (a nonblocking vectored write
+    /// the driver provides: the core does no I/O), a system call's worth of
+    /// slices at a time, until everything went, the socket would block, or it
+    /// failed. `Interrupted` is retried.
+    pub fn write_with(
+        &mut self,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> Flushed {
+        let mut total = 0;
+        while !self.is_empty() {
+            let result = {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.slices(&mut slices);
+                write(&slices[..count])
+            };
+            match result {
+                Ok(0) => return Flushed::Failed(total),
+                Ok(n) => {
+                    total += n;
+                    self.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flushed::Blocked(total),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flushed::Failed(total),
+            }
+        }
+        Flushed::All(total)
+    }
+
     /// Moves everything waiting out, leaving this queue empty (for a writer
     /// thread that writes while the owner keeps queueing).
     pub fn take(&mut self) -> WriteQueue {
@@ -137,6 +188,38 @@ mod tests {
         assert_eq!(count(&q), MAX_SLICES);
         q.advance(MAX_SLICES);
         assert_eq!(count(&q), 5);
+    }
+
+    #[test]
+    fn write_with_stops_at_would_block_and_resumes_where_it_stopped() {
+        let mut q = queue(&[b"abc", b"defg", b"h"]);
+        let mut out = Vec::new();
+        let mut budget = [Ok(2), Err(io::ErrorKind::Interrupted), Ok(3)].into_iter();
+        let mut socket = |slices: &[IoSlice<'_>]| -> io::Result<usize> {
+            let take = budget.next().unwrap_or(Err(io::ErrorKind::WouldBlock))?;
+            let flat: Vec<u8> = slices.iter().flat_map(|s| s.to_vec()).collect();
+            out.extend_from_slice(&flat[..take]);
+            Ok(take)
+        };
+        assert_eq!(q.write_with(&mut socket), Flushed::Blocked(5));
+        assert_eq!(flat(&q), b"fgh");
+        let rest = q.write_with(|s| Ok(s.iter().map(|s| s.len()).sum()));
+        assert_eq!(rest, Flushed::All(3));
+        assert!(q.is_empty());
+        assert_eq!(out, b"abcde");
+    }
+
+    #[test]
+    fn write_with_reports_failure_and_a_zero_write() {
+        let mut q = queue(&[b"abc"]);
+        assert_eq!(q.write_with(|_| Ok(0)), Flushed::Failed(0));
+        let e = || io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(q.write_with(|_| Err(e())), Flushed::Failed(0));
+        assert_eq!(q.len_bytes(), 3, "nothing is dropped on failure");
+        assert_eq!(
+            WriteQueue::default().write_with(|_| Err(e())),
+            Flushed::All(0)
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
+use wshub_core::write_queue::{Flushed, WriteQueue, MAX_SLICES};
 use wshub_core::ConnId;
 
 use crate::hub_thread::Cmd;
@@ -42,15 +42,6 @@ const LINGER: Duration = Duration::from_secs(1);
 const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
-
-/// What one attempt to write a connection's pending frames came to.
-pub(crate) enum Flush {
-    /// The hub thread wrote `n` bytes (0 when nothing was pending or a writer
-    /// thread owns the socket; that thread reports its own writes).
-    Wrote(usize),
-    /// The socket failed, or no writer thread could be started.
-    Failed,
-}
 
 /// Frames the core handed out and the socket has not taken yet.
 #[derive(Default)]
@@ -79,44 +70,33 @@ fn lock(out: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
 
 impl ConnIo {
     /// Queues `frames` and writes what the socket takes without waiting.
-    pub fn send(&mut self, frames: &mut Vec<Bytes>, hub: &SyncSender<Cmd>) -> Flush {
+    /// What the hub thread wrote is returned; once a writer thread owns the
+    /// socket it reports its own writes, and these frames join its queue.
+    pub fn send(&mut self, frames: &mut Vec<Bytes>, hub: &SyncSender<Cmd>) -> Flushed {
         let mut out = lock(&self.out);
         out.pending.extend(frames);
         if out.writer {
-            return Flush::Wrote(0); // its thread takes these too
+            return Flushed::All(0);
         }
-        let mut total = 0;
         let socket = socket2::SockRef::from(&*self.stream);
-        while !out.pending.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = out.pending.slices(&mut slices);
-            match socket.send_vectored_with_flags(&slices[..count], SEND_FLAGS) {
-                Ok(0) => return Flush::Failed,
-                Ok(n) => {
-                    total += n;
-                    out.pending.advance(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    out.writer = true;
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("wshub-w{}", self.id))
-                        .stack_size(self.stack)
-                        .spawn({
-                            let (id, stream, out) =
-                                (self.id, self.stream.clone(), self.out.clone());
-                            let hub = hub.clone();
-                            move || write_until_empty(id, &stream, &out, &hub)
-                        });
-                    if spawned.is_err() {
-                        return Flush::Failed;
-                    }
-                    return Flush::Wrote(total);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Flush::Failed,
+        let flushed = out
+            .pending
+            .write_with(|slices| socket.send_vectored_with_flags(slices, SEND_FLAGS));
+        if let Flushed::Blocked(written) = flushed {
+            out.writer = true;
+            let spawned = std::thread::Builder::new()
+                .name(format!("wshub-w{}", self.id))
+                .stack_size(self.stack)
+                .spawn({
+                    let (id, stream, out) = (self.id, self.stream.clone(), self.out.clone());
+                    let hub = hub.clone();
+                    move || write_until_empty(id, &stream, &out, &hub)
+                });
+            if spawned.is_err() {
+                return Flushed::Failed(written);
             }
         }
-        Flush::Wrote(total)
+        flushed
     }
 
     /// Ends the connection (the core reported it closed with its output

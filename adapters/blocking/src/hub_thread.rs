@@ -13,9 +13,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wshub_core::command::{Command, Reply};
 use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo, Rejection};
 
-use crate::conn::{self, ConnIo, Flush, Settings};
+use crate::conn::{self, ConnIo, Settings};
 use crate::handle::Handle;
 use crate::DeferredAuth;
+use wshub_core::write_queue::Flushed;
 
 /// Everything the hub thread is told.
 pub(crate) enum Cmd {
@@ -32,10 +33,6 @@ pub(crate) enum Cmd {
 
 /// Commands in flight before readers block: bounds memory under a flood.
 const COMMAND_QUEUE: usize = 4096;
-
-/// Most commands applied before output is written, so the output of many
-/// publishes goes out in few writes; the queue cap bounds it further.
-const BATCH: usize = 64;
 
 pub(crate) fn spawn(
     config: HubConfig,
@@ -55,9 +52,7 @@ pub(crate) fn spawn(
         .unwrap_or_default();
     let hub =
         Hub::new(config, now, unix).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let batch_limit = (hub.config().max_queued_messages / 4).clamp(1, BATCH);
     let mut state = HubThread {
-        batch_limit,
         hub,
         conns: HashMap::new(),
         events,
@@ -82,10 +77,6 @@ struct HubThread {
     tx: SyncSender<Cmd>,
     shutdown_waiters: Vec<SyncSender<bool>>,
     frames: Vec<bytes::Bytes>,
-    /// Commands applied between two writes: a quarter of the per-connection
-    /// message cap (at most [`BATCH`]), so a burst of publishes can never fill
-    /// a queue past its cap before a byte is written.
-    batch_limit: usize,
 }
 
 impl HubThread {
@@ -116,7 +107,7 @@ impl HubThread {
                     None => return self.cut_all(),
                 }
                 taken += 1;
-                if taken >= self.batch_limit {
+                if taken >= self.hub.commands_per_round() {
                     break;
                 }
                 next = rx.try_recv().ok();
@@ -197,14 +188,14 @@ impl HubThread {
                     self.frames.clear(); // unreachable: ids are live here
                     continue;
                 };
-                match c.send(&mut self.frames, &self.tx) {
-                    Flush::Wrote(0) => {}
-                    Flush::Wrote(n) => {
-                        let _ = self.hub.handle_written(Instant::now(), id, n);
-                    }
-                    Flush::Failed => {
-                        let _ = self.hub.handle_io_error(Instant::now(), id);
-                    }
+                let flushed = c.send(&mut self.frames, &self.tx);
+                if flushed.written() > 0 {
+                    let _ = self
+                        .hub
+                        .handle_written(Instant::now(), id, flushed.written());
+                }
+                if let Flushed::Failed(_) = flushed {
+                    let _ = self.hub.handle_io_error(Instant::now(), id);
                 }
             }
             if !progressed {

@@ -3,7 +3,7 @@
 //!
 //! One hub thread owns the core and sleeps on a command channel until the
 //! core's next deadline. It takes a round of commands (every one already
-//! queued, up to a quarter of the per-connection message cap, 64 at most),
+//! queued, up to `Hub::commands_per_round`: a quarter of the queue cap),
 //! then writes each connection's share in one `sendmsg` with `MSG_DONTWAIT`
 //! straight from the core's shared frames: it never waits on a socket. Each
 //! connection has a reader thread (blocking reads into a small reused buffer,

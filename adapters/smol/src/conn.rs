@@ -9,7 +9,7 @@
 //! a task, which waits for room and tells the hub to write again.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream as StdStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use smol::channel::{self, Receiver, Sender};
 use smol::future;
 use smol::net::TcpStream;
 use smol::{Async, Task, Timer};
-use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
+use wshub_core::write_queue::{Flushed, WriteQueue};
 use wshub_core::ConnId;
 
 use crate::hub_task::Cmd;
@@ -34,18 +34,6 @@ thread_local! {
     /// Read scratch space, one per executor thread rather than one per
     /// connection: an idle connection then holds no read buffer at all.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// What one attempt to write a connection's pending frames came to.
-pub(crate) enum Flush {
-    /// `n` bytes went out (0 when nothing was pending); the socket may take
-    /// more.
-    Wrote(usize),
-    /// `n` bytes went out, then the socket buffer filled: a task now waits for
-    /// room and sends [`Cmd::Writable`].
-    Blocked(usize),
-    /// The socket failed; report it to the core.
-    Failed,
 }
 
 /// The hub task's side of a connection.
@@ -82,34 +70,22 @@ impl ConnIo {
     }
 
     /// Writes what is pending, in as few system calls as the socket allows,
-    /// never waiting.
-    pub fn flush(&mut self, id: ConnId, hub: &Sender<Cmd>, spawner: &Spawner) -> Flush {
-        let mut total = 0;
-        while !self.pending.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.pending.slices(&mut slices);
-            // The socket is nonblocking (Async set it so).
-            let mut socket: &StdStream = self.stream.get_ref();
-            match socket.write_vectored(&slices[..count]) {
-                Ok(0) => return Flush::Failed,
-                Ok(n) => {
-                    total += n;
-                    self.pending.advance(n);
+    /// never waiting (the socket is nonblocking: `Async` made it so); on
+    /// `Blocked` a task now waits for room and sends [`Cmd::Writable`].
+    pub fn flush(&mut self, id: ConnId, hub: &Sender<Cmd>, spawner: &Spawner) -> Flushed {
+        let mut socket: &StdStream = self.stream.get_ref();
+        let flushed = self
+            .pending
+            .write_with(|slices| socket.write_vectored(slices));
+        if let Flushed::Blocked(_) = flushed {
+            let (stream, hub) = (self.stream.clone(), hub.clone());
+            self.waiter = Some(spawner.spawn(async move {
+                if stream.writable().await.is_ok() {
+                    let _ = hub.send(Cmd::Writable(id)).await;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let (stream, hub) = (self.stream.clone(), hub.clone());
-                    self.waiter = Some(spawner.spawn(async move {
-                        if stream.writable().await.is_ok() {
-                            let _ = hub.send(Cmd::Writable(id)).await;
-                        }
-                    }));
-                    return Flush::Blocked(total);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Flush::Failed,
-            }
+            }));
         }
-        Flush::Wrote(total)
+        flushed
     }
 
     /// The core is done with the connection and every byte it owed was

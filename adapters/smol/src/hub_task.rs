@@ -13,8 +13,9 @@ use smol::Timer;
 use wshub_core::command::{Command, Reply};
 use wshub_core::{ConnId, Event, Hub, PeerInfo};
 
-use crate::conn::{self, ConnIo, Flush};
+use crate::conn::{self, ConnIo};
 use crate::{DeferredAuth, Spawner};
+use wshub_core::write_queue::Flushed;
 
 /// Everything the hub task is told.
 pub(crate) enum Cmd {
@@ -28,18 +29,6 @@ pub(crate) enum Cmd {
     Hub(Command, Option<Sender<Reply>>),
     Shutdown(Sender<bool>),
     Stop,
-}
-
-/// Most commands taken before output is written, so the output of many
-/// publishes goes out in few writes. The queue cap bounds it further (see
-/// [`batch_limit`]).
-const BATCH: usize = 64;
-
-/// Commands applied between two writes: a quarter of the per-connection
-/// message cap, so a burst of publishes can never fill a queue past its cap
-/// before a byte is written, and at most [`BATCH`].
-pub(crate) fn batch_limit(config: &wshub_core::HubConfig) -> usize {
-    (config.max_queued_messages / 4).clamp(1, BATCH)
 }
 
 /// What woke the hub task.
@@ -60,8 +49,6 @@ pub(crate) struct HubTask {
     pub tx: Sender<Cmd>,
     pub shutdown_waiters: Vec<Sender<bool>>,
     pub frames: Vec<Bytes>,
-    /// See [`batch_limit`].
-    pub batch_limit: usize,
 }
 
 impl HubTask {
@@ -103,7 +90,7 @@ impl HubTask {
                         None => return self.cut_all(),
                     };
                     let mut taken = 1;
-                    while taken < self.batch_limit {
+                    while taken < self.hub.commands_per_round() {
                         let cmd = match rx.try_recv() {
                             Ok(cmd) => cmd,
                             Err(_) if answered => {
@@ -222,14 +209,12 @@ impl HubTask {
         if c.blocked() {
             return; // its waiter sends `Writable` when there is room
         }
-        match c.flush(id, &self.tx, &self.spawner) {
-            Flush::Wrote(0) | Flush::Blocked(0) => {}
-            Flush::Wrote(n) | Flush::Blocked(n) => {
-                let _ = self.hub.handle_written(now, id, n);
-            }
-            Flush::Failed => {
-                let _ = self.hub.handle_io_error(now, id);
-            }
+        let flushed = c.flush(id, &self.tx, &self.spawner);
+        if flushed.written() > 0 {
+            let _ = self.hub.handle_written(now, id, flushed.written());
+        }
+        if let Flushed::Failed(_) = flushed {
+            let _ = self.hub.handle_io_error(now, id);
         }
     }
 

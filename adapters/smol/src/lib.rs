@@ -45,7 +45,7 @@
 //! - **one hub task** owns the core. It sleeps until a command arrives on its
 //!   bounded queue or the core's next deadline passes (`Timer::at`, never a
 //!   fixed tick), then takes a round of commands: every one already queued,
-//!   up to a quarter of the per-connection message cap (at most 64),
+//!   up to `Hub::commands_per_round` (a quarter of the queue cap, <= 64),
 //!   yielding once after answering a publish so a publisher with more to
 //!   send joins the round. It fires due timers, sends the core's events to
 //!   the event channel and **writes the output itself**: one nonblocking
@@ -225,7 +225,6 @@ impl Builder {
         let (tx, rx) = channel::bounded(COMMAND_QUEUE);
         let (stop_tx, stop_rx) = channel::bounded(1);
         let (event_tx, events) = channel::unbounded();
-        let batch_limit = hub_task::batch_limit(hub.config());
         let state = hub_task::HubTask {
             hub,
             conns: HashMap::new(),
@@ -236,7 +235,6 @@ impl Builder {
             tx: tx.clone(),
             shutdown_waiters: Vec::new(),
             frames: Vec::new(),
-            batch_limit,
         };
         let task = self.spawner.spawn(state.run(rx));
         Ok(Server {

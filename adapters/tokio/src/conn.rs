@@ -9,7 +9,7 @@
 //! a task, which waits for it to drain and tells the hub to write again.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use wshub_core::write_queue::{WriteQueue, MAX_SLICES};
+use wshub_core::write_queue::{Flushed, WriteQueue};
 use wshub_core::ConnId;
 
 use crate::hub_task::Cmd;
@@ -31,18 +31,6 @@ thread_local! {
     /// Read scratch space, one per runtime thread rather than one per
     /// connection: an idle connection then holds no read buffer at all.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// What one attempt to write a connection's pending frames came to.
-pub(crate) enum Flush {
-    /// `n` bytes went out (possibly 0 when nothing was pending); the socket
-    /// may take more.
-    Wrote(usize),
-    /// `n` bytes went out, then the socket buffer filled: a task now waits for
-    /// room and sends [`Cmd::Writable`].
-    Blocked(usize),
-    /// The socket failed; report it to the core.
-    Failed,
 }
 
 /// The hub task's side of a connection.
@@ -77,28 +65,18 @@ impl ConnIo {
         self.waiter = None;
     }
 
-    /// Writes what is pending, as few system calls as the socket allows,
-    /// never waiting.
-    pub fn flush(&mut self, hub: &mpsc::Sender<Cmd>) -> Flush {
-        let mut total = 0;
-        while !self.pending.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.pending.slices(&mut slices);
-            match self.stream.try_write_vectored(&slices[..count]) {
-                Ok(0) => return Flush::Failed,
-                Ok(n) => {
-                    total += n;
-                    self.pending.advance(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait_writable(hub);
-                    return Flush::Blocked(total);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Flush::Failed,
-            }
+    /// Writes what is pending, in as few system calls as the socket allows,
+    /// never waiting; on `Blocked` a task now waits for room and sends
+    /// [`Cmd::Writable`].
+    pub fn flush(&mut self, hub: &mpsc::Sender<Cmd>) -> Flushed {
+        let stream = &self.stream;
+        let flushed = self
+            .pending
+            .write_with(|slices| stream.try_write_vectored(slices));
+        if let Flushed::Blocked(_) = flushed {
+            self.wait_writable(hub);
         }
-        Flush::Wrote(total)
+        flushed
     }
 
     fn wait_writable(&mut self, hub: &mpsc::Sender<Cmd>) {

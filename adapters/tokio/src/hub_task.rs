@@ -12,9 +12,10 @@ use tokio::task::JoinHandle;
 use wshub_core::command::{Command, Reply};
 use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo};
 
-use crate::conn::{self, ConnIo, Flush};
+use crate::conn::{self, ConnIo};
 use crate::handle::Handle;
 use crate::DeferredAuth;
+use wshub_core::write_queue::Flushed;
 
 /// Everything the hub task is told.
 pub(crate) enum Cmd {
@@ -33,18 +34,6 @@ pub(crate) enum Cmd {
 /// Commands in flight before readers wait: bounds memory under a flood, and
 /// a flooding peer waits in TCP instead.
 const COMMAND_QUEUE: usize = 4096;
-
-/// Most commands taken before output is written, so the output of many
-/// publishes goes out in few writes. The queue cap bounds it further (see
-/// [`batch_limit`]).
-const BATCH: usize = 64;
-
-/// Commands applied between two writes: a quarter of the per-connection
-/// message cap, so a burst of publishes can never fill a queue past its cap
-/// before a byte is written, and at most [`BATCH`].
-fn batch_limit(config: &HubConfig) -> usize {
-    (config.max_queued_messages / 4).clamp(1, BATCH)
-}
 
 /// The clock fed to the core: tokio's, so `tokio::time::pause` applies.
 pub(crate) fn now() -> Instant {
@@ -74,7 +63,6 @@ pub(crate) fn spawn(
         .map_err(|e| io::Error::other(format!("wshub-tokio must start inside a runtime: {e}")))?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (stopping_tx, stopping) = watch::channel(false);
-    let batch_limit = batch_limit(hub.config());
     let state = HubTask {
         hub,
         conns: Vec::new(),
@@ -87,7 +75,6 @@ pub(crate) fn spawn(
         shutdown_waiters: Vec::new(),
         done: false,
         frames: Vec::new(),
-        batch_limit,
     };
     let task = runtime.spawn(state.run(rx));
     Ok(Started {
@@ -111,7 +98,6 @@ struct HubTask {
     /// Shutdown completed: stop after this round.
     done: bool,
     frames: Vec<Bytes>,
-    batch_limit: usize,
 }
 
 impl HubTask {
@@ -119,8 +105,8 @@ impl HubTask {
         // One timer, moved to each new deadline rather than re-created.
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
-        let mut batch = Vec::with_capacity(BATCH);
-        let limit = self.batch_limit;
+        let limit = self.hub.commands_per_round();
+        let mut batch = Vec::with_capacity(limit);
         loop {
             let deadline = match (self.hub.poll_timeout(), self.shutdown_deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -283,14 +269,12 @@ impl HubTask {
         if c.blocked() {
             return; // its waiter sends `Writable` when there is room
         }
-        match c.flush(&self.tx) {
-            Flush::Wrote(0) | Flush::Blocked(0) => {}
-            Flush::Wrote(n) | Flush::Blocked(n) => {
-                let _ = self.hub.handle_written(now, id, n);
-            }
-            Flush::Failed => {
-                let _ = self.hub.handle_io_error(now, id);
-            }
+        let flushed = c.flush(&self.tx);
+        if flushed.written() > 0 {
+            let _ = self.hub.handle_written(now, id, flushed.written());
+        }
+        if let Flushed::Failed(_) = flushed {
+            let _ = self.hub.handle_io_error(now, id);
         }
     }
 

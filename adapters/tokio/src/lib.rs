@@ -34,8 +34,8 @@
 //! - **One hub task** owns the core. It sleeps until a command arrives on its
 //!   bounded channel or the core's next deadline (`sleep_until`, one timer
 //!   moved from deadline to deadline, never a fixed tick). It then takes every
-//!   command already queued, up to a quarter of the per-connection message cap
-//!   (at most 64); after answering a publish it yields once, so a publisher
+//!   command already queued, up to `Hub::commands_per_round` (a quarter of
+//!   the queue cap, <= 64); after answering a publish it yields once, so a publisher
 //!   with more to send adds it to the same round. Then it fires due timers
 //!   and writes.
 //! - **The hub task writes.** Each connection's share of the round goes out in
