@@ -3,7 +3,7 @@
 //! `wshub serve` on loopback. Scenarios, asserting what the user sees:
 //! subscribe through the page and see an API publish; a wrong token shows the
 //! auth failure and never connects; `wshub exec` output appears line by line
-//! with the exit badge.
+//! with the exit badge; a long log keeps only its newest lines.
 //!
 //! Needs `/usr/bin/chromium`, node and tests/browser/node_modules: run
 //! `tests/browser/install.sh` once. Without them this test fails (saying so)
@@ -171,7 +171,7 @@ fn the_page_in_headless_chromium() {
         status.success(),
         "the browser tests failed ({status})\n{report}"
     );
-    for n in 1..=3 {
+    for n in 1..=4 {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("ok {n} - "))),
             "scenario {n} did not pass\n{report}"

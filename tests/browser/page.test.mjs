@@ -293,12 +293,36 @@ async function execStreamsLineByLine(page) {
   }
 }
 
+async function longLogKeepsTheNewestLines(page) {
+  // ?lines=20 lowers the page's cap (5,000 by default) so the case is quick.
+  await page.goto(`${pageUrl(TOKEN)}&lines=20`);
+  await waitConnected(page);
+  const channel = `process:cap-${process.pid}`;
+  await subscribeViaUi(page, channel);
+  for (let i = 0; i < 30; i++) {
+    await publish({ type: "process_output", channel, data: `line ${i}` });
+  }
+  await waitDom(
+    page,
+    `line 29 in the ${channel} log`,
+    (c) => {
+      const lines = document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`);
+      return lines.length > 0 && lines[lines.length - 1].innerText.replace(/\n$/, "") === "line 29";
+    },
+    channel,
+  );
+  const lines = await logLines(page, channel);
+  const expected = Array.from({ length: 20 }, (_, k) => `line ${k + 10}`);
+  assert.deepEqual(lines, expected, "the newest 20 lines, in order");
+}
+
 // --- runner ------------------------------------------------------------------
 
 const scenarios = [
   ["valid token: connected, subscribe via the page, an API publish appears in the channel view", subscribeAndReceive],
   ["wrong token: the page says authentication failed and never connected", wrongTokenShowsAuthFailure],
   ["wshub exec: output lines appear one by one in order, badge shows exited (3)", execStreamsLineByLine],
+  ["a long log keeps only the newest lines (?lines=20), in order", longLogKeepsTheNewestLines],
 ];
 
 const started = Date.now();
