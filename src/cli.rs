@@ -22,6 +22,11 @@ options:
   --jwt-secret SECRET        accept HS256 JWTs (bearer or ?token=); user = `sub` claim
   --jwt-secret-env VAR       read the HS256 secret from environment variable VAR
   --jwt-public-key FILE      accept RS256 or ES256 JWTs signed for this PEM public key
+  --jwt-audience AUD         accept only JWTs whose `aud` (string or array) holds AUD;
+                             repeatable, any one matches; `aud` is then required.
+                             Without it, a JWT carrying `aud` is refused
+  --jwt-issuer ISS           accept only JWTs whose `iss` is ISS; repeatable, any one
+                             matches; `iss` is then required (else it is ignored)
   --no-auth                  accept everyone (says so in the log)
   --admin-key KEY            key for POST /api/publish and /api/broadcast
                              (default: the generated token; --admin-key-env VAR reads it)
@@ -125,6 +130,11 @@ pub struct ServeOptions {
     /// RS256/ES256 public key for JWTs: its path (for the log) and its PEM,
     /// checked to be usable while parsing.
     pub jwt_public_key: Option<(PathBuf, Vec<u8>)>,
+    /// `--jwt-audience`: accepted `aud` values (none: a JWT with `aud` is
+    /// refused).
+    pub jwt_audiences: Vec<String>,
+    /// `--jwt-issuer`: accepted `iss` values (none: `iss` is ignored).
+    pub jwt_issuers: Vec<String>,
     /// Allowed origins.
     pub allow_origins: Vec<String>,
     /// Required headers.
@@ -165,6 +175,8 @@ impl fmt::Debug for ServeOptions {
                 "jwt_public_key",
                 &self.jwt_public_key.as_ref().map(|(p, _)| p),
             )
+            .field("jwt_audiences", &self.jwt_audiences)
+            .field("jwt_issuers", &self.jwt_issuers)
             .field("allow_origins", &self.allow_origins)
             .field("require_headers", &self.require_headers)
             .field("publish", &self.publish)
@@ -358,6 +370,8 @@ pub(crate) const FLAGS: &[Flag] = &[
     grouped("jwt-secret", Kind::Text, "a secret", "jwt-secret"),
     grouped("jwt-secret-env", Kind::Text, VAR, "jwt-secret"),
     flag("jwt-public-key", Kind::Text, "a PEM public key file"),
+    flag("jwt-audience", Kind::List, "an accepted JWT `aud` value"),
+    flag("jwt-issuer", Kind::List, "an accepted JWT `iss` value"),
     flag("allow-origin", Kind::List, "an origin"),
     flag("require-header", Kind::List, "a header name"),
     flag("publish", Kind::List, "a channel pattern"),
@@ -407,7 +421,10 @@ fn overridden(group: &str, cli: &[&str]) -> bool {
     given(group)
         || match group {
             "no-auth" => given("api-keys") || given("jwt-secret") || given("jwt-public-key"),
-            "api-keys" | "jwt-secret" | "jwt-public-key" => given("no-auth"),
+            // The audience and issuer go with the JWT keys they refine.
+            "api-keys" | "jwt-secret" | "jwt-public-key" | "jwt-audience" | "jwt-issuer" => {
+                given("no-auth")
+            }
             _ => false,
         }
 }
@@ -486,6 +503,21 @@ fn parse_serve(args: &[String]) -> Result<Command, CliError> {
                 return Err(CliError(format!(
                     "{} cannot be combined with {}",
                     label("no-auth"),
+                    label(group)
+                )));
+            }
+        }
+    }
+    // An audience or issuer only refines JWT checking: alone it would
+    // silently do nothing.
+    if o.jwt_secret.is_none() && o.jwt_public_key.is_none() {
+        for (given, group) in [
+            (!o.jwt_audiences.is_empty(), "jwt-audience"),
+            (!o.jwt_issuers.is_empty(), "jwt-issuer"),
+        ] {
+            if given {
+                return Err(CliError(format!(
+                    "{}: needs a JWT key (--jwt-secret, --jwt-secret-env or --jwt-public-key)",
                     label(group)
                 )));
             }
@@ -574,6 +606,10 @@ fn apply(o: &mut ServeOptions, s: &Setting) -> Result<(), CliError> {
             crate::logging::check_level(v).map_err(|e| err(&format!("`{v}`: {e}")))?;
             o.log_level = Some(v.to_owned());
         }
+        "jwt-audience" if v.is_empty() => return Err(err("the audience is empty")),
+        "jwt-audience" => o.jwt_audiences.push(v.to_owned()),
+        "jwt-issuer" if v.is_empty() => return Err(err("the issuer is empty")),
+        "jwt-issuer" => o.jwt_issuers.push(v.to_owned()),
         "allow-origin" => o.allow_origins.push(v.to_owned()),
         "require-header" => o.require_headers.push(v.to_owned()),
         "publish" => o.publish.push(v.to_owned()),
@@ -838,6 +874,96 @@ mod tests {
             let e = parse(&args(line)).unwrap_err();
             assert!(e.0.contains(says), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn jwt_audience_and_issuer_flags_repeat() {
+        let Command::Serve(o) = parse(&args(
+            "serve --jwt-secret s --jwt-audience hub --jwt-issuer idp --jwt-audience hub2",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.jwt_audiences, ["hub", "hub2"]);
+        assert_eq!(o.jwt_issuers, ["idp"]);
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-rs256-public.pem"
+        );
+        let line = format!("serve --jwt-public-key {key} --jwt-issuer idp");
+        let Command::Serve(o) = parse(&args(&line)).unwrap() else {
+            panic!()
+        };
+        assert!(o.jwt_audiences.is_empty());
+        assert_eq!(o.jwt_issuers, ["idp"]);
+    }
+
+    #[test]
+    fn jwt_audience_and_issuer_from_the_file_and_overridden() {
+        let file = "jwt-secret = \"s\"\njwt-audience = [\"a\", \"b\"]\njwt-issuer = [\"i\"]\n";
+        let o = with_file("aud.toml", file, "").unwrap();
+        assert_eq!(o.jwt_audiences, ["a", "b"]);
+        assert_eq!(o.jwt_issuers, ["i"]);
+        // The flag replaces the file's whole list; the other one stays.
+        let o = with_file("aud.toml", file, "--jwt-audience c").unwrap();
+        assert_eq!(o.jwt_audiences, ["c"]);
+        assert_eq!(o.jwt_issuers, ["i"]);
+        // --no-auth drops the file's JWT settings, audience and issuer too.
+        let o = with_file("aud.toml", file, "--no-auth").unwrap();
+        assert!(o.no_auth && o.jwt_audiences.is_empty() && o.jwt_issuers.is_empty());
+        // A single string is not an array.
+        let e = with_file(
+            "aud-str.toml",
+            "jwt-secret = \"s\"\njwt-audience = \"a\"",
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("key `jwt-audience`: expected an array of strings"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn jwt_audience_or_issuer_without_a_jwt_key_is_an_error_naming_it() {
+        for line in [
+            "serve --jwt-audience hub",
+            "serve --api-key k=u --jwt-audience hub",
+            "serve --no-auth --jwt-audience hub",
+        ] {
+            let e = parse(&args(line)).unwrap_err();
+            assert!(
+                e.0.starts_with("--jwt-audience: needs a JWT key"),
+                "{line}: {e}"
+            );
+        }
+        let e = parse(&args("serve --jwt-issuer idp")).unwrap_err();
+        assert!(e.0.starts_with("--jwt-issuer: needs a JWT key"), "{e}");
+        // From the file, the error names the file's key.
+        let e = with_file("iss-only.toml", "jwt-issuer = [\"idp\"]", "").unwrap_err();
+        assert!(
+            e.0.contains("iss-only.toml: key `jwt-issuer`: needs a JWT key"),
+            "{e}"
+        );
+        for (line, says) in [
+            (
+                "serve --jwt-secret s --jwt-audience",
+                "--jwt-audience needs a value",
+            ),
+            (
+                "serve --jwt-secret s --jwt-issuer",
+                "--jwt-issuer needs a value",
+            ),
+        ] {
+            let e = parse(&args(line)).unwrap_err();
+            assert!(e.0.contains(says), "{line}: {e}");
+        }
+        let empty = ["serve", "--jwt-secret", "s", "--jwt-audience", ""].map(String::from);
+        let e = parse(&empty).unwrap_err();
+        assert_eq!(e.0, "--jwt-audience: the audience is empty");
+        let empty = ["serve", "--jwt-secret", "s", "--jwt-issuer", ""].map(String::from);
+        let e = parse(&empty).unwrap_err();
+        assert_eq!(e.0, "--jwt-issuer: the issuer is empty");
     }
 
     #[test]

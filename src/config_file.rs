@@ -194,6 +194,14 @@ mod tests {
                 "publish = [1]",
                 "key `publish`: expected an array of strings",
             ),
+            (
+                "jwt-audience = \"hub\"",
+                "key `jwt-audience`: expected an array of strings (an accepted JWT `aud` value), found a string",
+            ),
+            (
+                "jwt-issuer = [true]",
+                "key `jwt-issuer`: expected an array of strings (an accepted JWT `iss` value), found a boolean",
+            ),
             ("listen = 8080", "key `listen`: expected a string"),
             ("pingpong = 1", "unknown key `pingpong`"),
             ("[server]\nlisten = \"x\"", "unknown key `server`"),

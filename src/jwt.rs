@@ -6,8 +6,13 @@
 //! one algorithm its key is for, never the token header's choice: an HS256
 //! token checked against an RSA public key (the classic key-confusion attack)
 //! or `alg: none` is refused. `exp` is required and checked with 60 s of
-//! leeway for clock skew; `nbf` is checked when present; a token with an
-//! `aud` claim is refused, since the hub has no audience of its own.
+//! leeway for clock skew; `nbf` is checked when present.
+//!
+//! Audience and issuer (`--jwt-audience`, `--jwt-issuer`, both repeatable):
+//! with audiences set, `aud` (a string or an array) is required and must hold
+//! one of them; with none set, a token carrying any `aud` is refused, since it
+//! was meant for someone else. With issuers set, `iss` is required and must be
+//! a string equal to one of them; with none set, `iss` is ignored.
 //!
 //! Rejections are `401` with a fixed reason: never the token or any part of
 //! its claims, since the reason ends up in logs.
@@ -16,6 +21,7 @@ use core::fmt;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use wshub_core::auth::{ApiKeyAuth, AuthDecision, AuthFailure, Authenticator, TokenSource};
 use wshub_core::{Identity, Secret, UpgradeRequest};
@@ -45,6 +51,15 @@ impl std::error::Error for KeyError {}
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    /// Checked by jsonwebtoken when audiences are set; read here too so that
+    /// an `aud` jsonwebtoken cannot parse (a number, a mixed array) is still
+    /// refused when none are.
+    #[serde(default)]
+    aud: Option<IgnoredAny>,
+    /// jsonwebtoken also accepts an array `iss` sharing one member with the
+    /// issuers; the hub wants one string, as RFC 7519 has it.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
 }
 
 impl JwtAuth {
@@ -94,6 +109,41 @@ impl JwtAuth {
         ))
     }
 
+    /// Accepts only tokens whose `aud` holds one of `audiences` (then `aud`
+    /// is required). With none, a token carrying `aud` is refused.
+    pub fn audiences(mut self, audiences: &[String]) -> JwtAuth {
+        if audiences.is_empty() {
+            self.validation.aud = None;
+        } else {
+            self.validation.set_audience(audiences);
+        }
+        self.require_claims();
+        self
+    }
+
+    /// Accepts only tokens whose `iss` is one of `issuers` (then `iss` is
+    /// required). With none, `iss` is ignored.
+    pub fn issuers(mut self, issuers: &[String]) -> JwtAuth {
+        if issuers.is_empty() {
+            self.validation.iss = None;
+        } else {
+            self.validation.set_issuer(issuers);
+        }
+        self.require_claims();
+        self
+    }
+
+    fn require_claims(&mut self) {
+        let mut required = vec!["exp", "sub"];
+        if self.validation.aud.is_some() {
+            required.push("aud");
+        }
+        if self.validation.iss.is_some() {
+            required.push("iss");
+        }
+        self.validation.set_required_spec_claims(&required);
+    }
+
     /// The algorithm accepted.
     pub fn algorithm(&self) -> Algorithm {
         self.validation.algorithms[0]
@@ -101,9 +151,20 @@ impl JwtAuth {
 
     /// Checks one token: the identity named by its `sub`, or why not.
     pub fn verify(&self, token: &Secret) -> Result<Identity, AuthFailure> {
+        let has_audiences = self.validation.aud.is_some();
         let data = jsonwebtoken::decode::<Claims>(token.expose(), &self.key, &self.validation)
-            .map_err(|e| failure(e.kind()))?;
-        match data.claims.sub {
+            .map_err(|e| failure(e.kind(), has_audiences))?;
+        let claims = data.claims;
+        if claims.aud.is_some() && !has_audiences {
+            return Err(failure(&ErrorKind::InvalidAudience, false));
+        }
+        if let Some(issuers) = &self.validation.iss {
+            let one_of_them = matches!(&claims.iss, Some(serde_json::Value::String(iss)) if issuers.contains(iss));
+            if !one_of_them {
+                return Err(failure(&ErrorKind::InvalidIssuer, has_audiences));
+            }
+        }
+        match claims.sub {
             Some(sub) if !sub.is_empty() => Ok(Identity::user(sub)),
             _ => Err(AuthFailure::Other("jwt: no sub claim".into())),
         }
@@ -111,16 +172,25 @@ impl JwtAuth {
 }
 
 /// A fixed reason per failure. jsonwebtoken's own messages can quote parts of
-/// the claims (JSON errors do), so none of them is passed on.
-fn failure(kind: &ErrorKind) -> AuthFailure {
+/// the claims (JSON errors do), so none of them is passed on; neither are the
+/// configured audiences or issuers, nor the token's.
+fn failure(kind: &ErrorKind, has_audiences: bool) -> AuthFailure {
     let reason = match kind {
         ErrorKind::InvalidSignature => "jwt: bad signature",
         ErrorKind::ExpiredSignature => "jwt: expired",
         ErrorKind::ImmatureSignature => "jwt: not valid yet (nbf)",
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "jwt: wrong algorithm",
-        ErrorKind::MissingRequiredClaim(c) if c == "sub" => "jwt: no sub claim",
-        ErrorKind::MissingRequiredClaim(_) => "jwt: no exp claim",
+        ErrorKind::MissingRequiredClaim(c) => match c.as_str() {
+            "sub" => "jwt: no sub claim",
+            // Also an `aud` or `iss` that is not a string (or, for `aud`, an
+            // array of strings): jsonwebtoken counts it as absent.
+            "aud" => "jwt: no audience (aud) claim",
+            "iss" => "jwt: no issuer (iss) claim",
+            _ => "jwt: no exp claim",
+        },
+        ErrorKind::InvalidAudience if has_audiences => "jwt: wrong audience",
         ErrorKind::InvalidAudience => "jwt: has an audience (aud) this hub does not accept",
+        ErrorKind::InvalidIssuer => "jwt: wrong issuer",
         ErrorKind::InvalidClaimFormat(_) => "jwt: malformed claims",
         _ => "jwt: malformed token",
     };
@@ -138,6 +208,8 @@ impl fmt::Debug for JwtAuth {
         f.debug_struct("JwtAuth")
             .field("algorithm", &self.algorithm())
             .field("key", &"<redacted>")
+            .field("audiences", &self.validation.aud)
+            .field("issuers", &self.validation.iss)
             .field("source", &self.source)
             .finish()
     }
@@ -194,7 +266,7 @@ impl KeysOrJwt {
 }
 
 fn wrong_algorithm() -> AuthFailure {
-    failure(&ErrorKind::InvalidAlgorithm)
+    failure(&ErrorKind::InvalidAlgorithm, false)
 }
 
 impl Authenticator for KeysOrJwt {
@@ -322,6 +394,186 @@ mod tests {
         );
     }
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// HS256 for audiences `aud` and issuers `iss`.
+    fn scoped(aud: &[&str], iss: &[&str]) -> JwtAuth {
+        secret_auth()
+            .audiences(&strings(aud))
+            .issuers(&strings(iss))
+    }
+
+    /// A token for `alice` with `extra` claims merged in.
+    fn token_with(extra: Value) -> String {
+        let mut c = claims("alice");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        hs256(&c, SECRET.as_bytes())
+    }
+
+    fn user_of(auth: &JwtAuth, token: &str) -> Result<String, String> {
+        auth.verify(&Secret::new(token))
+            .map(|id| id.user_id)
+            .map_err(|f| f.to_string())
+    }
+
+    #[test]
+    fn a_configured_audience_matches_a_string_or_an_array_member() {
+        let auth = scoped(&["hub", "hub-staging"], &[]);
+        for aud in [
+            json!("hub"),
+            json!("hub-staging"),
+            json!(["other", "hub"]),
+            json!(["hub-staging"]),
+        ] {
+            let token = token_with(json!({ "aud": aud }));
+            assert_eq!(user_of(&auth, &token), Ok("alice".into()), "aud {aud}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_or_missing_audience_is_refused_when_one_is_configured() {
+        let auth = scoped(&["hub"], &[]);
+        for aud in [
+            json!("elsewhere"),
+            json!(["a", "b"]),
+            json!([]),
+            json!("Hub"),
+        ] {
+            let token = token_with(json!({ "aud": aud }));
+            let r = rejected(&auth, &token);
+            assert_eq!(
+                (r.status, reason(&r).as_str()),
+                (401, "jwt: wrong audience"),
+                "aud {aud}"
+            );
+        }
+        // No aud, or one that is not a string or strings, is not "ours".
+        for extra in [json!({}), json!({ "aud": null }), json!({ "aud": 7 })] {
+            let token = token_with(extra.clone());
+            let r = rejected(&auth, &token);
+            assert_eq!(
+                (r.status, reason(&r).as_str()),
+                (401, "jwt: no audience (aud) claim"),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_audience_is_refused_when_none_is_configured() {
+        // Explicitly empty is the same as never set: today's behaviour.
+        for auth in [secret_auth(), scoped(&[], &[])] {
+            for aud in [
+                json!("hub"),
+                json!(["hub"]),
+                json!([]),
+                json!(7),
+                json!(["a", 1]),
+            ] {
+                let token = token_with(json!({ "aud": aud }));
+                let r = rejected(&auth, &token);
+                assert_eq!(
+                    (r.status, reason(&r).as_str()),
+                    (401, "jwt: has an audience (aud) this hub does not accept"),
+                    "aud {aud}"
+                );
+            }
+            // No aud (or a null one) is fine.
+            assert_eq!(user_of(&auth, &token_with(json!({}))), Ok("alice".into()));
+            let token = token_with(json!({ "aud": null }));
+            assert_eq!(user_of(&auth, &token), Ok("alice".into()));
+        }
+    }
+
+    #[test]
+    fn a_configured_issuer_must_be_there_and_match() {
+        let auth = scoped(&[], &["https://idp.example", "backup-idp"]);
+        for iss in ["https://idp.example", "backup-idp"] {
+            let token = token_with(json!({ "iss": iss }));
+            assert_eq!(user_of(&auth, &token), Ok("alice".into()), "iss {iss}");
+        }
+        // A mismatch, including an array holding a right one (iss is one
+        // string in RFC 7519) and a case difference.
+        for iss in [
+            json!("https://evil.example"),
+            json!("HTTPS://IDP.EXAMPLE"),
+            json!(["https://evil.example", "https://idp.example"]),
+        ] {
+            let token = token_with(json!({ "iss": iss }));
+            let r = rejected(&auth, &token);
+            assert_eq!(
+                (r.status, reason(&r).as_str()),
+                (401, "jwt: wrong issuer"),
+                "iss {iss}"
+            );
+        }
+        for extra in [json!({}), json!({ "iss": 7 })] {
+            let token = token_with(extra.clone());
+            let r = rejected(&auth, &token);
+            assert_eq!(
+                (r.status, reason(&r).as_str()),
+                (401, "jwt: no issuer (iss) claim"),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn iss_is_ignored_when_no_issuer_is_configured() {
+        for extra in [json!({ "iss": "anyone" }), json!({ "iss": 7 }), json!({})] {
+            let token = token_with(extra.clone());
+            assert_eq!(
+                user_of(&secret_auth(), &token),
+                Ok("alice".into()),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn audience_and_issuer_together_and_refusals_never_quote_them() {
+        let auth = scoped(&["hub"], &["idp"]);
+        let token = token_with(json!({ "aud": "hub", "iss": "idp" }));
+        assert_eq!(user_of(&auth, &token), Ok("alice".into()));
+        for (extra, want) in [
+            (
+                json!({ "aud": "s3cr3t-aud", "iss": "idp" }),
+                "jwt: wrong audience",
+            ),
+            (
+                json!({ "aud": "hub", "iss": "s3cr3t-iss" }),
+                "jwt: wrong issuer",
+            ),
+        ] {
+            let r = rejected(&auth, &token_with(extra));
+            let shown = reason(&r);
+            assert_eq!(shown, want);
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
+        // The expiry is still checked with an audience and issuer set.
+        let c = json!({ "sub": "a", "exp": now() - 3600, "aud": "hub", "iss": "idp" });
+        let r = rejected(&auth, &hs256(&c, SECRET.as_bytes()));
+        assert_eq!(reason(&r), "jwt: expired");
+        // The RS256 verifier takes the same settings.
+        let rsa = JwtAuth::from_public_key_pem(RSA_PUBLIC.as_bytes())
+            .unwrap()
+            .audiences(&strings(&["hub"]))
+            .issuers(&strings(&["idp"]));
+        let rs = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+        let mut c = claims("bob");
+        c["aud"] = json!("hub");
+        c["iss"] = json!("idp");
+        let token = encode(&Header::new(Algorithm::RS256), &c, &rs).unwrap();
+        assert_eq!(user_of(&rsa, &token), Ok("bob".into()));
+        c["aud"] = json!("elsewhere");
+        let token = encode(&Header::new(Algorithm::RS256), &c, &rs).unwrap();
+        assert_eq!(user_of(&rsa, &token), Err("jwt: wrong audience".into()));
+    }
+
     #[test]
     fn rs256_and_es256_accepted_with_their_keys() {
         for (private, public, alg) in [
@@ -427,8 +679,14 @@ mod tests {
         assert_eq!(user("nope"), Err(AuthFailure::InvalidCredentials));
         let expired = json!({ "sub": "a", "exp": now() - 3600 });
         let token = hs256(&expired, SECRET.as_bytes());
-        assert_eq!(user(&token), Err(failure(&ErrorKind::ExpiredSignature)));
+        assert_eq!(
+            user(&token),
+            Err(failure(&ErrorKind::ExpiredSignature, false))
+        );
         let token = encode(&Header::new(Algorithm::RS256), &expired, &rs).unwrap();
-        assert_eq!(user(&token), Err(failure(&ErrorKind::ExpiredSignature)));
+        assert_eq!(
+            user(&token),
+            Err(failure(&ErrorKind::ExpiredSignature, false))
+        );
     }
 }

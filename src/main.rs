@@ -77,20 +77,30 @@ fn authenticator(
     }
     let keys = (!keys.is_empty()).then(|| ApiKeyAuth::new(keys).source(source));
     let mut jwts = Vec::new();
+    let scoped = |auth: JwtAuth| {
+        auth.audiences(&opts.jwt_audiences)
+            .issuers(&opts.jwt_issuers)
+    };
     if let Some(secret) = &opts.jwt_secret {
         if secret.expose().len() < 32 {
             // RFC 7518 3.2: an HS256 key shorter than the hash is guessable offline.
             warn!("the JWT secret is shorter than 32 bytes: easy to brute-force from any token");
         }
         info!(algorithm = %"HS256", "accepting JWTs");
-        jwts.push(JwtAuth::hs256(secret));
+        jwts.push(scoped(JwtAuth::hs256(secret)));
     }
     if let Some((path, pem)) = &opts.jwt_public_key {
         // Already checked while parsing the options; never serve without it.
         let auth = JwtAuth::from_public_key_pem(pem)
             .map_err(|e| std::io::Error::other(format!("{} {e}", path.display())))?;
         info!(key = %path.display(), algorithm = ?auth.algorithm(), "accepting JWTs");
-        jwts.push(auth);
+        jwts.push(scoped(auth));
+    }
+    if !jwts.is_empty() && !opts.jwt_audiences.is_empty() {
+        info!(audiences = ?opts.jwt_audiences, "JWTs must carry one of these audiences");
+    }
+    if !jwts.is_empty() && !opts.jwt_issuers.is_empty() {
+        info!(issuers = ?opts.jwt_issuers, "JWTs must come from one of these issuers");
     }
     Ok(match keys {
         Some(keys) if jwts.is_empty() => Arc::new(keys),

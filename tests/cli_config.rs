@@ -219,6 +219,11 @@ fn every_bad_config_file_exits_2_naming_the_file_and_key() {
             "key `jwt-public-key`: cannot read",
         ),
         (
+            "audience",
+            "jwt-audience = [\"hub\"]\n",
+            "key `jwt-audience`: needs a JWT key",
+        ),
+        (
             "cross",
             "ping-interval = \"90s\"\n",
             "--pong-timeout: must be longer than ping_interval (set by",
@@ -412,4 +417,77 @@ fn jwt_public_key_from_the_config_file() {
     let token = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
     upgrade(&serve.addr, "/ws", Some(&token)).expect("ES256 accepted");
     assert!(serve.wait_log("connected").contains("user=ecuser"));
+}
+
+#[test]
+fn jwt_audience_and_issuer_end_to_end() {
+    let secret = "an-hs256-secret-of-at-least-32-bytes!";
+    let mut serve = Serve::start(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret-env",
+            "WSHUB_TEST_JWT",
+            "--jwt-audience",
+            "wshub",
+            "--jwt-audience",
+            "wshub-staging",
+            "--jwt-issuer",
+            "https://idp.example",
+        ],
+        &[("WSHUB_TEST_JWT", secret)],
+    );
+    let token = |aud: Value, iss: Value| {
+        let mut c = json!({"sub": "auduser", "exp": exp_in(600)});
+        if !aud.is_null() {
+            c["aud"] = aud;
+        }
+        if !iss.is_null() {
+            c["iss"] = iss;
+        }
+        hs256(secret, &c)
+    };
+    let idp = json!("https://idp.example");
+    let good = token(json!("wshub"), idp.clone());
+    let mut ws = upgrade(&serve.addr, "/ws", Some(&good)).expect("right aud and iss accepted");
+    assert!(serve.wait_log("connected").contains("user=auduser"));
+    assert_eq!(padded_ping(&mut ws, 1).unwrap()["type"], "pong");
+    // Any one of the audiences, in an array too.
+    let array = token(json!(["elsewhere", "wshub-staging"]), idp.clone());
+    upgrade(&serve.addr, &format!("/ws?token={array}"), None).expect("aud array accepted");
+
+    let wrong_aud = token(json!("elsewhere-s3cr3t"), idp.clone());
+    let wrong_iss = token(json!("wshub"), json!("https://evil.example/s3cr3t"));
+    for (what, t) in [
+        ("wrong aud", &wrong_aud),
+        ("wrong iss", &wrong_iss),
+        ("no aud", &token(Value::Null, idp.clone())),
+        ("no iss", &token(json!("wshub"), Value::Null)),
+    ] {
+        assert_eq!(
+            upgrade(&serve.addr, "/ws", Some(t)).err(),
+            Some(401),
+            "{what}"
+        );
+    }
+    for (reason, t) in [
+        ("jwt: wrong audience", &wrong_aud),
+        ("jwt: wrong issuer", &wrong_iss),
+    ] {
+        let line = serve.wait_log(reason);
+        assert!(line.contains("auth failed"), "{line}");
+        assert!(
+            !line.contains("s3cr3t") && !line.contains(t.as_str()),
+            "{line}"
+        );
+    }
+    drop(serve);
+
+    // Without a JWT key the flags would do nothing: exit 2, naming the flag.
+    let (code, err) = run_serve(&["--listen", "127.0.0.1:0", "--jwt-issuer", "idp"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.starts_with("wshub: --jwt-issuer: needs a JWT key"),
+        "{err}"
+    );
 }
