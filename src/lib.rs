@@ -1,8 +1,24 @@
 //! wshub: a sans-IO WebSocket pub/sub hub.
 //!
+//! ```
+//! use std::time::Duration;
+//! use wshub::blocking::Server;
+//! use wshub::core::HubConfig;
+//!
+//! let server = Server::builder(HubConfig::default()).bind("127.0.0.1:0")?;
+//! let hub = server.handle(); // cloneable, usable from any thread
+//! // Clients connect to ws://ADDR/ws and subscribe; nobody has yet.
+//! assert_eq!(hub.process_output("build-1", "compiling...").unwrap(), 0);
+//! assert_eq!(hub.stats().unwrap().connections, 0);
+//! assert!(hub.shutdown(Duration::from_secs(1)), "nothing to flush");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! This facade re-exports the core ([`core`]) and the blocking adapter
-//! ([`blocking`]), and holds the `wshub` binary's command-line parsing
-//! ([`cli`]).
+//! ([`blocking`]); the smol and tokio adapters are the `wshub-smol` and
+//! `wshub-tokio` crates. The rest is the `wshub` binary: command-line and
+//! config-file parsing ([`cli`]), JWT authentication ([`jwt`]), the HTTP API
+//! ([`api`]), and the `sub`, `pub` and `exec` subcommands.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
