@@ -25,8 +25,8 @@ step "tests (installs Chromium, node and playwright-core for the browser tests o
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
-step "fuzzing: every cargo-fuzz target for 20 s on stable (installs cargo-fuzz on first use; fuzz/run.sh 3600 for an hour)"
-./fuzz/run.sh 20
+step "fuzzing: every cargo-fuzz target for 60 s on stable (installs cargo-fuzz on first use; fuzz/run.sh 3600 for an hour)"
+./fuzz/run.sh 60
 
 step "conformance: Autobahn|Testsuite (cases 1-13) against every runtime's echo mode"
 # Installs the suite into target/autobahn-venv on first use (Python 2.7 from pyenv).
