@@ -76,6 +76,10 @@
 //!   `send_binary`), [`Client::close`], [`Client::set_token`].
 //! - **Queries**: [`Client::state`], [`Client::subscriptions`],
 //!   [`Client::queued`], [`Client::config`].
+//! - **For drivers** (what every driver does the same way, whatever its
+//!   runtime): [`Command`] and [`Client::apply`], [`SocketInput`] and
+//!   [`Client::handle_socket`], [`Client::poll_output`], [`Link`] (connection
+//!   attempts numbered by [`Generation`]) and [`ClientSetup`].
 //!
 //! # The socket contract
 //!
@@ -156,6 +160,9 @@ use crate::backoff::{Backoff, BackoffPolicy, Jitter, SplitMix64, MAX_FLOOR};
 use crate::frame::{self, Decoded, FrameDecoder, OpCode, Role, Violation};
 use crate::handshake::accept_key;
 use crate::request::Secret;
+
+mod driver;
+pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
 
 /// Header slots for parsing the handshake response; more headers is a failure.
 const MAX_RESPONSE_HEADERS: usize = 64;

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wshub_core::client::Client;
+use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
@@ -65,14 +65,9 @@ const STACK: usize = 128 * 1024;
 /// the connection attempt it belongs to, so that nothing is reported about a
 /// socket the client has already dropped.
 enum Cmd {
-    Subscribe(String),
-    Unsubscribe(String),
-    Send(Value, SyncSender<Result<(), SendError>>),
-    Close,
-    Connected(u64, io::Result<TcpStream>),
-    Read(u64, Vec<u8>),
-    Eof(u64),
-    IoError(u64),
+    Client(Command<SyncSender<Result<(), SendError>>>),
+    Connected(Generation, io::Result<TcpStream>),
+    Input(Generation, SocketInput),
 }
 
 /// Commands a running client from any thread. Cheap to clone.
@@ -90,7 +85,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Close);
+        let _ = self.tx.send(Cmd::Client(Command::Close));
     }
 }
 
@@ -111,7 +106,7 @@ impl ClientHandle {
         let (tx, rx) = mpsc::sync_channel(1);
         self.inner
             .tx
-            .send(Cmd::Send(message, tx))
+            .send(Cmd::Client(Command::Send(message, tx)))
             .map_err(|_| SendError::Closed)?;
         rx.recv().unwrap_or(Err(SendError::Closed))
     }
@@ -120,12 +115,18 @@ impl ClientHandle {
     /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
     /// [`ClientEvent::SubscriptionsRestored`]).
     pub fn subscribe(&self, channel: &str) {
-        let _ = self.inner.tx.send(Cmd::Subscribe(channel.to_owned()));
+        let _ = self
+            .inner
+            .tx
+            .send(Cmd::Client(Command::Subscribe(channel.to_owned())));
     }
 
     /// Forgets a subscription (and unsubscribes now if connected).
     pub fn unsubscribe(&self, channel: &str) {
-        let _ = self.inner.tx.send(Cmd::Unsubscribe(channel.to_owned()));
+        let _ = self
+            .inner
+            .tx
+            .send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
     }
 
     /// The client's state as of the driver's last step.
@@ -141,7 +142,7 @@ impl ClientHandle {
     /// config's `close_timeout` for its reply), no more reconnects. The event
     /// channel ends after [`ClientEvent::Closed`].
     pub fn close(&self) {
-        let _ = self.inner.tx.send(Cmd::Close);
+        let _ = self.inner.tx.send(Cmd::Client(Command::Close));
     }
 }
 
@@ -161,60 +162,38 @@ pub fn spawn(config: ClientConfig) -> io::Result<(ClientHandle, Receiver<ClientE
 /// given seed.
 #[derive(Debug)]
 pub struct ClientBuilder {
-    config: ClientConfig,
-    subscriptions: Vec<String>,
-    seed: Option<u64>,
+    setup: ClientSetup,
 }
 
 impl ClientBuilder {
     /// A client on `config.endpoints`.
     pub fn new(config: ClientConfig) -> Self {
-        ClientBuilder {
-            config,
-            subscriptions: Vec::new(),
-            seed: None,
-        }
+        let setup = ClientSetup::new(config);
+        ClientBuilder { setup }
     }
 
     /// Subscribes before the first connect: the subscription goes out with
     /// the first connection and is reported in its
     /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
-        self.subscriptions.push(channel.into());
-        self
+    pub fn subscribe(self, channel: impl Into<String>) -> Self {
+        let setup = self.setup.subscribe(channel);
+        ClientBuilder { setup }
     }
 
     /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
     /// in tests); by default the seed comes from the operating system
     /// ([`os_seed`]).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
+    pub fn seed(self, seed: u64) -> Self {
+        let setup = self.setup.seed(seed);
+        ClientBuilder { setup }
     }
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
-        let ClientBuilder {
-            config,
-            subscriptions,
-            seed,
-        } = self;
-        if let Some(i) = config.endpoints.iter().position(|e| e.tls) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "endpoint {i} is wss://: TLS is not supported by the wshub-blocking client \
-                     driver (use ws://, or terminate TLS in front of the hub)"
-                ),
-            ));
-        }
-        let connect_timeout = config.connect_timeout;
-        let mut client = Client::new(config, Instant::now(), seed.unwrap_or_else(os_seed))
+        let connect_timeout = self.setup.config().connect_timeout;
+        let client = (self.setup)
+            .start_plain("wshub-blocking", Instant::now(), os_seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        for channel in &subscriptions {
-            client.subscribe(Instant::now(), channel);
-        }
-        client.start(Instant::now());
         let state = Arc::new(Mutex::new(client.state()));
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel();
@@ -224,9 +203,7 @@ impl ClientBuilder {
             state: state.clone(),
             tx: tx.clone(),
             connect_timeout,
-            generation: 0,
-            dialing: None,
-            socket: None,
+            link: Link::new(),
             closed: false,
         };
         std::thread::Builder::new()
@@ -241,7 +218,6 @@ impl ClientBuilder {
 
 /// The current connection's threads.
 struct Socket {
-    generation: u64,
     /// Output for the writer; dropping it makes the writer finish and shut
     /// the socket down.
     writer: Sender<Vec<u8>>,
@@ -256,11 +232,9 @@ struct Driver {
     /// For the connect, reader and writer threads.
     tx: SyncSender<Cmd>,
     connect_timeout: Duration,
-    /// Numbers connection attempts.
-    generation: u64,
-    /// The attempt whose connect is in flight.
-    dialing: Option<u64>,
-    socket: Option<Socket>,
+    /// The connect in flight (its thread cannot be cancelled: its outcome
+    /// is ignored), and the connection's threads.
+    link: Link<(), Socket>,
     closed: bool,
 }
 
@@ -301,56 +275,40 @@ impl Driver {
 
     fn apply(&mut self, cmd: Cmd) {
         let now = Instant::now();
-        let live = self.socket.as_ref().map(|s| s.generation);
-        let current = |g: u64| live == Some(g);
         match cmd {
-            Cmd::Subscribe(channel) => {
-                self.client.subscribe(now, &channel);
+            Cmd::Client(command) => {
+                if let Some((reply, result)) = self.client.apply(now, command) {
+                    let _ = reply.send(result);
+                }
             }
-            Cmd::Unsubscribe(channel) => {
-                self.client.unsubscribe(now, &channel);
-            }
-            Cmd::Send(message, reply) => {
-                let _ = reply.send(self.client.send(now, &message));
-            }
-            Cmd::Close => self.client.close(now),
             Cmd::Connected(g, result) => {
-                if self.dialing != Some(g) {
+                if self.link.connected(g).is_none() {
                     return; // cancelled meanwhile: dropping the stream closes it
                 }
-                self.dialing = None;
                 match result.and_then(|stream| self.open(g, stream)) {
                     Ok(socket) => {
-                        self.socket = Some(socket);
+                        self.link.open(g, socket);
                         self.client.handle_connected(now);
                     }
                     Err(_) => self.client.handle_connect_failed(now),
                 }
             }
-            Cmd::Read(g, bytes) if current(g) => self.client.handle_read(now, &bytes),
-            Cmd::Eof(g) if current(g) => self.client.handle_eof(now),
-            Cmd::IoError(g) if current(g) => self.client.handle_io_error(now),
-            Cmd::Read(..) | Cmd::Eof(_) | Cmd::IoError(_) => {}
+            Cmd::Input(g, input) if self.link.is_live(g) => self.client.handle_socket(now, input),
+            Cmd::Input(..) => {}
         }
     }
 
     /// Carries out the client's output until it has nothing more.
     fn drain(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(bytes) = self.client.poll_transmit() {
-                progressed = true;
-                if let Some(s) = &self.socket {
-                    // A writer that has gone reports the error itself.
-                    let _ = s.writer.send(bytes);
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                Output::Transmit(bytes) => {
+                    if let Some(s) = self.link.socket() {
+                        // A writer that has gone reports the error itself.
+                        let _ = s.writer.send(bytes);
+                    }
                 }
-            }
-            while let Some(event) = self.client.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            if !progressed {
-                break;
+                Output::Event(event) => self.on_event(event),
             }
         }
         self.publish_state();
@@ -366,9 +324,7 @@ impl Driver {
     fn on_event(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::Connect { endpoint, .. } => {
-                self.generation += 1;
-                let g = self.generation;
-                self.dialing = Some(g);
+                let g = self.link.dial(|_| ());
                 let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
                 let spawned = std::thread::Builder::new()
                     .name("wshub-client-connect".into())
@@ -378,26 +334,21 @@ impl Driver {
                         let _ = tx.send(Cmd::Connected(g, result));
                     });
                 if spawned.is_err() {
-                    self.dialing = None;
+                    self.link.close();
                     self.client.handle_connect_failed(Instant::now());
                 }
             }
             ClientEvent::CloseSocket => {
-                self.dialing = None;
-                if let Some(s) = self.socket.take() {
+                if let (_, Some(s)) = self.link.close() {
                     // The writer writes what it holds (a close frame), then
                     // shuts both directions, which also ends the reader.
                     drop(s.writer);
                     let _ = s.stream.set_read_timeout(Some(Duration::from_secs(1)));
                 }
             }
-            ClientEvent::Closed => {
-                self.closed = true;
-                self.publish_state();
-                let _ = self.events.send(ClientEvent::Closed);
-            }
             // Nobody listening is fine: events are then dropped.
             other => {
+                self.closed |= other == ClientEvent::Closed;
                 self.publish_state();
                 let _ = self.events.send(other);
             }
@@ -405,7 +356,7 @@ impl Driver {
     }
 
     /// Starts the reader and writer threads of a connected stream.
-    fn open(&self, g: u64, stream: TcpStream) -> io::Result<Socket> {
+    fn open(&self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut reader = stream.try_clone()?;
@@ -418,7 +369,7 @@ impl Driver {
             .spawn(move || {
                 for bytes in writer_rx {
                     if writer.write_all(&bytes).is_err() {
-                        let _ = tx.send(Cmd::IoError(g));
+                        let _ = tx.send(Cmd::Input(g, SocketInput::IoError));
                         break;
                     }
                 }
@@ -431,20 +382,16 @@ impl Driver {
             .spawn(move || {
                 let mut buf = vec![0u8; READ_BUFFER];
                 loop {
-                    let cmd = match reader.read(&mut buf) {
-                        Ok(0) => Cmd::Eof(g),
-                        Ok(n) => Cmd::Read(g, buf[..n].to_vec()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => Cmd::IoError(g),
+                    let Some(read) = SocketInput::from_read(reader.read(&mut buf), &buf) else {
+                        continue; // interrupted
                     };
-                    let last = !matches!(cmd, Cmd::Read(..));
-                    if tx.send(cmd).is_err() || last {
+                    let last = read.is_last();
+                    if tx.send(Cmd::Input(g, read)).is_err() || last {
                         return;
                     }
                 }
             })?;
         Ok(Socket {
-            generation: g,
             writer: writer_tx,
             stream,
         })

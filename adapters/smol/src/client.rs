@@ -47,7 +47,7 @@ use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::{Task, Timer};
-use wshub_core::client::Client;
+use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
@@ -66,20 +66,13 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Application commands and connect outcomes.
 enum Cmd {
-    Subscribe(String),
-    Unsubscribe(String),
-    Send(Value, Sender<Result<(), SendError>>),
-    Close,
-    Connected(u64, io::Result<TcpStream>),
+    Client(Command<Sender<Result<(), SendError>>>),
+    Connected(Generation, io::Result<TcpStream>),
 }
 
 /// Socket input, numbered by connection attempt so that nothing is reported
 /// about a socket the client has already dropped.
-enum Input {
-    Read(u64, Vec<u8>),
-    Eof(u64),
-    IoError(u64),
-}
+type Input = (Generation, SocketInput);
 
 /// Commands a running client from any task or thread. Cheap to clone.
 ///
@@ -96,7 +89,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.tx.try_send(Cmd::Close);
+        let _ = self.tx.try_send(Cmd::Client(Command::Close));
     }
 }
 
@@ -118,7 +111,7 @@ impl ClientHandle {
         let (tx, rx) = channel::bounded(1);
         self.inner
             .tx
-            .try_send(Cmd::Send(message, tx))
+            .try_send(Cmd::Client(Command::Send(message, tx)))
             .map_err(|_| SendError::Closed)?;
         rx.recv().await.unwrap_or(Err(SendError::Closed))
     }
@@ -127,12 +120,18 @@ impl ClientHandle {
     /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
     /// [`ClientEvent::SubscriptionsRestored`]). Does not wait.
     pub fn subscribe(&self, channel: &str) {
-        let _ = self.inner.tx.try_send(Cmd::Subscribe(channel.to_owned()));
+        let _ = self
+            .inner
+            .tx
+            .try_send(Cmd::Client(Command::Subscribe(channel.to_owned())));
     }
 
     /// Forgets a subscription (and unsubscribes now if connected).
     pub fn unsubscribe(&self, channel: &str) {
-        let _ = self.inner.tx.try_send(Cmd::Unsubscribe(channel.to_owned()));
+        let _ = self
+            .inner
+            .tx
+            .try_send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
     }
 
     /// The client's state as of the driver's last step.
@@ -148,7 +147,7 @@ impl ClientHandle {
     /// config's `close_timeout` for its reply), no more reconnects. The event
     /// channel ends after [`ClientEvent::Closed`].
     pub fn close(&self) {
-        let _ = self.inner.tx.try_send(Cmd::Close);
+        let _ = self.inner.tx.try_send(Cmd::Client(Command::Close));
     }
 }
 
@@ -169,59 +168,37 @@ pub fn spawn(config: ClientConfig) -> io::Result<(ClientHandle, Receiver<ClientE
 /// given seed.
 #[derive(Debug)]
 pub struct ClientBuilder {
-    config: ClientConfig,
-    subscriptions: Vec<String>,
-    seed: Option<u64>,
+    setup: ClientSetup,
 }
 
 impl ClientBuilder {
     /// A client on `config.endpoints`.
     pub fn new(config: ClientConfig) -> Self {
-        ClientBuilder {
-            config,
-            subscriptions: Vec::new(),
-            seed: None,
-        }
+        let setup = ClientSetup::new(config);
+        ClientBuilder { setup }
     }
 
     /// Subscribes before the first connect: the subscription goes out with
     /// the first connection and is reported in its
     /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
-        self.subscriptions.push(channel.into());
-        self
+    pub fn subscribe(self, channel: impl Into<String>) -> Self {
+        let setup = self.setup.subscribe(channel);
+        ClientBuilder { setup }
     }
 
     /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
     /// in tests); by default the seed comes from the operating system
     /// ([`os_seed`]).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
+    pub fn seed(self, seed: u64) -> Self {
+        let setup = self.setup.seed(seed);
+        ClientBuilder { setup }
     }
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
-        let ClientBuilder {
-            config,
-            subscriptions,
-            seed,
-        } = self;
-        if let Some(i) = config.endpoints.iter().position(|e| e.tls) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "endpoint {i} is wss://: TLS is not supported by the wshub-smol client \
-                     driver (use ws://, or terminate TLS in front of the hub)"
-                ),
-            ));
-        }
-        let mut client = Client::new(config, Instant::now(), seed.unwrap_or_else(os_seed))
+        let client = (self.setup)
+            .start_plain("wshub-smol", Instant::now(), os_seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        for channel in &subscriptions {
-            client.subscribe(Instant::now(), channel);
-        }
-        client.start(Instant::now());
         let state = Arc::new(Mutex::new(client.state()));
         let (tx, rx) = channel::unbounded();
         let (input_tx, input_rx) = channel::bounded(INPUT_QUEUE);
@@ -232,9 +209,7 @@ impl ClientBuilder {
             state: state.clone(),
             tx: tx.clone(),
             input: input_tx,
-            generation: 0,
-            dialing: None,
-            socket: None,
+            link: Link::new(),
             closed: false,
         };
         smol::spawn(driver.run(rx, input_rx)).detach();
@@ -247,7 +222,6 @@ impl ClientBuilder {
 
 /// The current connection's tasks.
 struct Socket {
-    generation: u64,
     /// Output for the writer; dropping it makes the writer finish and shut
     /// the socket down.
     writer: Sender<Vec<u8>>,
@@ -263,11 +237,9 @@ struct Driver {
     tx: Sender<Cmd>,
     /// For reader and writer tasks.
     input: Sender<Input>,
-    /// Numbers connection attempts.
-    generation: u64,
-    /// The attempt whose connect is in flight (dropping the task cancels it).
-    dialing: Option<(u64, Task<()>)>,
-    socket: Option<Socket>,
+    /// The connect task in flight (dropping it cancels the connect), and the
+    /// connection's tasks.
+    link: Link<Task<()>, Socket>,
     closed: bool,
 }
 
@@ -333,27 +305,21 @@ impl Driver {
     fn apply(&mut self, cmd: Cmd) {
         let now = Instant::now();
         match cmd {
-            Cmd::Subscribe(channel) => {
-                self.client.subscribe(now, &channel);
+            Cmd::Client(command) => {
+                if let Some((reply, result)) = self.client.apply(now, command) {
+                    let _ = reply.try_send(result);
+                }
             }
-            Cmd::Unsubscribe(channel) => {
-                self.client.unsubscribe(now, &channel);
-            }
-            Cmd::Send(message, reply) => {
-                let _ = reply.try_send(self.client.send(now, &message));
-            }
-            Cmd::Close => self.client.close(now),
             Cmd::Connected(g, result) => {
-                if self.dialing.as_ref().map(|d| d.0) != Some(g) {
+                let Some(task) = self.link.connected(g) else {
                     return; // cancelled meanwhile: dropping the stream closes it
-                }
+                };
                 // The task has finished: detach rather than cancel it.
-                if let Some((_, task)) = self.dialing.take() {
-                    task.detach();
-                }
+                task.detach();
                 match result {
                     Ok(stream) => {
-                        self.socket = Some(self.open(g, stream));
+                        let socket = self.open(g, stream);
+                        self.link.open(g, socket);
                         self.client.handle_connected(now);
                     }
                     Err(_) => self.client.handle_connect_failed(now),
@@ -362,34 +328,23 @@ impl Driver {
         }
     }
 
-    fn input(&mut self, input: Input) {
-        let now = Instant::now();
-        let live = self.socket.as_ref().map(|s| s.generation);
-        match input {
-            Input::Read(g, bytes) if live == Some(g) => self.client.handle_read(now, &bytes),
-            Input::Eof(g) if live == Some(g) => self.client.handle_eof(now),
-            Input::IoError(g) if live == Some(g) => self.client.handle_io_error(now),
-            Input::Read(..) | Input::Eof(_) | Input::IoError(_) => {}
+    fn input(&mut self, (g, input): Input) {
+        if self.link.is_live(g) {
+            self.client.handle_socket(Instant::now(), input);
         }
     }
 
     /// Carries out the client's output until it has nothing more.
     fn drain(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(bytes) = self.client.poll_transmit() {
-                progressed = true;
-                if let Some(s) = &self.socket {
-                    // A writer that has gone reports the error itself.
-                    let _ = s.writer.try_send(bytes);
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                Output::Transmit(bytes) => {
+                    if let Some(s) = self.link.socket() {
+                        // A writer that has gone reports the error itself.
+                        let _ = s.writer.try_send(bytes);
+                    }
                 }
-            }
-            while let Some(event) = self.client.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            if !progressed {
-                break;
+                Output::Event(event) => self.on_event(event),
             }
         }
         self.publish_state();
@@ -405,31 +360,24 @@ impl Driver {
     fn on_event(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::Connect { endpoint, .. } => {
-                self.generation += 1;
-                let g = self.generation;
                 let tx = self.tx.clone();
-                let task = smol::spawn(async move {
-                    let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
-                    let _ = tx.try_send(Cmd::Connected(g, result));
+                self.link.dial(|g| {
+                    smol::spawn(async move {
+                        let result =
+                            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+                        let _ = tx.try_send(Cmd::Connected(g, result));
+                    })
                 });
-                self.dialing = Some((g, task));
             }
             ClientEvent::CloseSocket => {
-                // Dropping a connect task cancels it.
-                self.dialing = None;
-                if let Some(s) = self.socket.take() {
-                    // The writer writes what it holds (a close frame), then
-                    // shuts the socket down; the reader is cancelled.
-                    drop(s);
-                }
-            }
-            ClientEvent::Closed => {
-                self.closed = true;
-                self.publish_state();
-                let _ = self.events.try_send(ClientEvent::Closed);
+                // Dropping a connect task cancels it. Dropping the socket: the
+                // writer writes what it holds (a close frame), then shuts the
+                // socket down; the reader is cancelled.
+                drop(self.link.close());
             }
             // Nobody listening is fine: events are then dropped.
             other => {
+                self.closed |= other == ClientEvent::Closed;
                 self.publish_state();
                 let _ = self.events.try_send(other);
             }
@@ -437,7 +385,7 @@ impl Driver {
     }
 
     /// Starts the reader and writer tasks of a connected stream.
-    fn open(&self, g: u64, stream: TcpStream) -> Socket {
+    fn open(&self, g: Generation, stream: TcpStream) -> Socket {
         let _ = stream.set_nodelay(true);
         let mut rd = stream.clone();
         let mut wr = stream;
@@ -451,7 +399,7 @@ impl Driver {
                 })
                 .await;
                 if !written {
-                    let _ = input.send(Input::IoError(g)).await;
+                    let _ = input.send((g, SocketInput::IoError)).await;
                     break;
                 }
             }
@@ -462,20 +410,16 @@ impl Driver {
         let reader = smol::spawn(async move {
             let mut buf = vec![0u8; READ_BUFFER];
             loop {
-                let event = match rd.read(&mut buf).await {
-                    Ok(0) => Input::Eof(g),
-                    Ok(n) => Input::Read(g, buf[..n].to_vec()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => Input::IoError(g),
+                let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
+                    continue; // interrupted
                 };
-                let last = !matches!(event, Input::Read(..));
-                if input.send(event).await.is_err() || last {
+                let last = read.is_last();
+                if input.send((g, read)).await.is_err() || last {
                     return;
                 }
             }
         });
         Socket {
-            generation: g,
             writer: writer_tx,
             _reader: reader,
         }

@@ -43,7 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use wshub_core::client::Client;
+use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
@@ -62,20 +62,13 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Application commands and connect outcomes.
 enum Cmd {
-    Subscribe(String),
-    Unsubscribe(String),
-    Send(Value, oneshot::Sender<Result<(), SendError>>),
-    Close,
-    Connected(u64, io::Result<TcpStream>),
+    Client(Command<oneshot::Sender<Result<(), SendError>>>),
+    Connected(Generation, io::Result<TcpStream>),
 }
 
 /// Socket input, numbered by connection attempt so that nothing is reported
 /// about a socket the client has already dropped.
-enum Input {
-    Read(u64, Vec<u8>),
-    Eof(u64),
-    IoError(u64),
-}
+type Input = (Generation, SocketInput);
 
 /// Commands a running client from any task or thread. Cheap to clone.
 ///
@@ -92,7 +85,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Close);
+        let _ = self.tx.send(Cmd::Client(Command::Close));
     }
 }
 
@@ -113,7 +106,7 @@ impl ClientHandle {
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
-            .send(Cmd::Send(message, tx))
+            .send(Cmd::Client(Command::Send(message, tx)))
             .map_err(|_| SendError::Closed)?;
         rx.await.unwrap_or(Err(SendError::Closed))
     }
@@ -122,12 +115,18 @@ impl ClientHandle {
     /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
     /// [`ClientEvent::SubscriptionsRestored`]). Does not wait.
     pub fn subscribe(&self, channel: &str) {
-        let _ = self.inner.tx.send(Cmd::Subscribe(channel.to_owned()));
+        let _ = self
+            .inner
+            .tx
+            .send(Cmd::Client(Command::Subscribe(channel.to_owned())));
     }
 
     /// Forgets a subscription (and unsubscribes now if connected).
     pub fn unsubscribe(&self, channel: &str) {
-        let _ = self.inner.tx.send(Cmd::Unsubscribe(channel.to_owned()));
+        let _ = self
+            .inner
+            .tx
+            .send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
     }
 
     /// The client's state as of the driver's last step.
@@ -143,7 +142,7 @@ impl ClientHandle {
     /// config's `close_timeout` for its reply), no more reconnects. The event
     /// channel ends after [`ClientEvent::Closed`].
     pub fn close(&self) {
-        let _ = self.inner.tx.send(Cmd::Close);
+        let _ = self.inner.tx.send(Cmd::Client(Command::Close));
     }
 }
 
@@ -166,60 +165,38 @@ pub fn spawn(
 /// given seed.
 #[derive(Debug)]
 pub struct ClientBuilder {
-    config: ClientConfig,
-    subscriptions: Vec<String>,
-    seed: Option<u64>,
+    setup: ClientSetup,
 }
 
 impl ClientBuilder {
     /// A client on `config.endpoints`.
     pub fn new(config: ClientConfig) -> Self {
-        ClientBuilder {
-            config,
-            subscriptions: Vec::new(),
-            seed: None,
-        }
+        let setup = ClientSetup::new(config);
+        ClientBuilder { setup }
     }
 
     /// Subscribes before the first connect: the subscription goes out with
     /// the first connection and is reported in its
     /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
-        self.subscriptions.push(channel.into());
-        self
+    pub fn subscribe(self, channel: impl Into<String>) -> Self {
+        let setup = self.setup.subscribe(channel);
+        ClientBuilder { setup }
     }
 
     /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
     /// in tests); by default the seed comes from the operating system
     /// ([`os_seed`]).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
+    pub fn seed(self, seed: u64) -> Self {
+        let setup = self.setup.seed(seed);
+        ClientBuilder { setup }
     }
 
     /// Starts the client: see [`spawn`]. Must be called inside a tokio runtime.
     pub fn spawn(self) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
-        let ClientBuilder {
-            config,
-            subscriptions,
-            seed,
-        } = self;
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        if let Some(i) = config.endpoints.iter().position(|e| e.tls) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "endpoint {i} is wss://: TLS is not supported by the wshub-tokio client \
-                     driver (use ws://, or terminate TLS in front of the hub)"
-                ),
-            ));
-        }
-        let mut client = Client::new(config, Instant::now(), seed.unwrap_or_else(os_seed))
+        let client = (self.setup)
+            .start_plain("wshub-tokio", Instant::now(), os_seed)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        for channel in &subscriptions {
-            client.subscribe(Instant::now(), channel);
-        }
-        client.start(Instant::now());
         let state = Arc::new(Mutex::new(client.state()));
         let (tx, rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
@@ -230,9 +207,7 @@ impl ClientBuilder {
             state: state.clone(),
             tx: tx.clone(),
             input: input_tx,
-            generation: 0,
-            dialing: None,
-            socket: None,
+            link: Link::new(),
             closed: false,
         };
         runtime.spawn(driver.run(rx, input_rx));
@@ -245,7 +220,6 @@ impl ClientBuilder {
 
 /// The current connection's tasks.
 struct Socket {
-    generation: u64,
     /// Output for the writer; dropping it makes the writer finish and shut
     /// the socket's write side down.
     writer: mpsc::UnboundedSender<Vec<u8>>,
@@ -260,11 +234,8 @@ struct Driver {
     tx: mpsc::UnboundedSender<Cmd>,
     /// For reader and writer tasks.
     input: mpsc::Sender<Input>,
-    /// Numbers connection attempts.
-    generation: u64,
-    /// The attempt whose connect is in flight.
-    dialing: Option<(u64, AbortHandle)>,
-    socket: Option<Socket>,
+    /// The connect task in flight, and the connection's tasks.
+    link: Link<AbortHandle, Socket>,
     closed: bool,
 }
 
@@ -311,24 +282,19 @@ impl Driver {
     fn apply(&mut self, cmd: Cmd) {
         let now = Instant::now();
         match cmd {
-            Cmd::Subscribe(channel) => {
-                self.client.subscribe(now, &channel);
+            Cmd::Client(command) => {
+                if let Some((reply, result)) = self.client.apply(now, command) {
+                    let _ = reply.send(result);
+                }
             }
-            Cmd::Unsubscribe(channel) => {
-                self.client.unsubscribe(now, &channel);
-            }
-            Cmd::Send(message, reply) => {
-                let _ = reply.send(self.client.send(now, &message));
-            }
-            Cmd::Close => self.client.close(now),
             Cmd::Connected(g, result) => {
-                if self.dialing.as_ref().map(|d| d.0) != Some(g) {
+                if self.link.connected(g).is_none() {
                     return; // cancelled meanwhile: dropping the stream closes it
                 }
-                self.dialing = None;
                 match result {
                     Ok(stream) => {
-                        self.socket = Some(self.open(g, stream));
+                        let socket = self.open(g, stream);
+                        self.link.open(g, socket);
                         self.client.handle_connected(now);
                     }
                     Err(_) => self.client.handle_connect_failed(now),
@@ -337,34 +303,23 @@ impl Driver {
         }
     }
 
-    fn input(&mut self, input: Input) {
-        let now = Instant::now();
-        let live = self.socket.as_ref().map(|s| s.generation);
-        match input {
-            Input::Read(g, bytes) if live == Some(g) => self.client.handle_read(now, &bytes),
-            Input::Eof(g) if live == Some(g) => self.client.handle_eof(now),
-            Input::IoError(g) if live == Some(g) => self.client.handle_io_error(now),
-            Input::Read(..) | Input::Eof(_) | Input::IoError(_) => {}
+    fn input(&mut self, (g, input): Input) {
+        if self.link.is_live(g) {
+            self.client.handle_socket(Instant::now(), input);
         }
     }
 
     /// Carries out the client's output until it has nothing more.
     fn drain(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(bytes) = self.client.poll_transmit() {
-                progressed = true;
-                if let Some(s) = &self.socket {
-                    // A writer that has gone reports the error itself.
-                    let _ = s.writer.send(bytes);
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                Output::Transmit(bytes) => {
+                    if let Some(s) = self.link.socket() {
+                        // A writer that has gone reports the error itself.
+                        let _ = s.writer.send(bytes);
+                    }
                 }
-            }
-            while let Some(event) = self.client.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            if !progressed {
-                break;
+                Output::Event(event) => self.on_event(event),
             }
         }
         self.publish_state();
@@ -380,33 +335,31 @@ impl Driver {
     fn on_event(&mut self, event: ClientEvent) {
         match event {
             ClientEvent::Connect { endpoint, .. } => {
-                self.generation += 1;
-                let g = self.generation;
                 let tx = self.tx.clone();
-                let task = tokio::spawn(async move {
-                    let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
-                    let _ = tx.send(Cmd::Connected(g, result));
+                self.link.dial(|g| {
+                    let connect = async move {
+                        let result =
+                            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+                        let _ = tx.send(Cmd::Connected(g, result));
+                    };
+                    tokio::spawn(connect).abort_handle()
                 });
-                self.dialing = Some((g, task.abort_handle()));
             }
             ClientEvent::CloseSocket => {
-                if let Some((_, connect)) = self.dialing.take() {
+                let (connect, socket) = self.link.close();
+                if let Some(connect) = connect {
                     connect.abort();
                 }
-                if let Some(s) = self.socket.take() {
+                if let Some(s) = socket {
                     // The writer writes what it holds (a close frame), then
                     // shuts its side down; the socket closes with it.
                     s.reader.abort();
                     drop(s.writer);
                 }
             }
-            ClientEvent::Closed => {
-                self.closed = true;
-                self.publish_state();
-                let _ = self.events.send(ClientEvent::Closed);
-            }
             // Nobody listening is fine: events are then dropped.
             other => {
+                self.closed |= other == ClientEvent::Closed;
                 self.publish_state();
                 let _ = self.events.send(other);
             }
@@ -414,7 +367,7 @@ impl Driver {
     }
 
     /// Starts the reader and writer tasks of a connected stream.
-    fn open(&self, g: u64, stream: TcpStream) -> Socket {
+    fn open(&self, g: Generation, stream: TcpStream) -> Socket {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -423,7 +376,7 @@ impl Driver {
             while let Some(bytes) = writer_rx.recv().await {
                 let written = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await;
                 if !matches!(written, Ok(Ok(()))) {
-                    let _ = input.send(Input::IoError(g)).await;
+                    let _ = input.send((g, SocketInput::IoError)).await;
                     return;
                 }
             }
@@ -433,20 +386,16 @@ impl Driver {
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; READ_BUFFER];
             loop {
-                let event = match rd.read(&mut buf).await {
-                    Ok(0) => Input::Eof(g),
-                    Ok(n) => Input::Read(g, buf[..n].to_vec()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => Input::IoError(g),
+                let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
+                    continue; // interrupted
                 };
-                let last = !matches!(event, Input::Read(..));
-                if input.send(event).await.is_err() || last {
+                let last = read.is_last();
+                if input.send((g, read)).await.is_err() || last {
                     return;
                 }
             }
         });
         Socket {
-            generation: g,
             writer: writer_tx,
             reader: reader.abort_handle(),
         }

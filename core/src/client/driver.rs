@@ -1,0 +1,488 @@
+//! What every driver of a [`Client`] does the same way, whatever its runtime.
+//!
+//! A driver owns the client on one task or thread and carries four kinds of
+//! values to it: application commands ([`Command`], with the send's reply
+//! handle riding along), connect outcomes and socket input (numbered by
+//! [`Generation`] through a [`Link`], so that nothing late about a dropped
+//! socket reaches the client), and time. It carries two kinds back:
+//! [`Output::Transmit`] bytes for the socket and [`Output::Event`]s. What is
+//! left to the driver is its runtime's idiom: channels, spawning, reading,
+//! writing and sleeping.
+//!
+//! ```
+//! use std::time::Instant;
+//! use wshub_core::client::{
+//!     ClientConfig, ClientEvent, ClientSetup, Command, Endpoint, Link, Output, SendError,
+//!     SocketInput,
+//! };
+//!
+//! let now = Instant::now(); // the driver reads the clock; the core never does
+//! let config = ClientConfig::new(vec![Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap()]);
+//! let mut client = ClientSetup::new(config)
+//!     .subscribe("process:build-1")
+//!     .seed(7)
+//!     .start_plain("my-driver", now, || unreachable!("seeded"))
+//!     .unwrap();
+//! // A reply handle (here a plain value; a driver uses its channel's sender).
+//! let reply = client.apply(now, Command::Send(serde_json::json!({"hi": 1}), "reply-to"));
+//! assert_eq!(reply, Some(("reply-to", Err(SendError::NotConnected))));
+//!
+//! let mut link: Link<(), Vec<u8>> = Link::new();
+//! while let Some(output) = client.poll_output() {
+//!     match output {
+//!         Output::Event(ClientEvent::Connect { .. }) => {
+//!             let g = link.dial(|_| ()); // start connecting; the outcome carries `g`
+//!             assert!(link.connected(g).is_some()); // the outcome is for this attempt
+//!             link.open(g, Vec::new()); // hold the socket
+//!             client.handle_connected(now);
+//!         }
+//!         Output::Event(ClientEvent::CloseSocket) => drop(link.close()),
+//!         Output::Event(other) => println!("{other:?}"),
+//!         Output::Transmit(bytes) => link.socket_mut().unwrap().extend(bytes),
+//!     }
+//! }
+//! assert!(link.socket().unwrap().starts_with(b"GET /ws HTTP/1.1\r\n"));
+//! // Input from the live socket reaches the client; from an older one it would not.
+//! # let g = link.generation();
+//! if link.is_live(g) {
+//!     client.handle_socket(now, SocketInput::Eof);
+//! }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::{Client, ClientConfig, ClientConfigError, ClientEvent, SendError};
+
+// ---------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------
+
+/// An application command to a [`Client`], as a value a driver carries from
+/// the application's handle to the task or thread that owns the client.
+///
+/// `R` is whatever the driver answers a send with (its channel's reply
+/// sender); [`Client::apply`] hands it back with the send's result.
+#[derive(Debug)]
+pub enum Command<R = ()> {
+    /// [`Client::subscribe`].
+    Subscribe(String),
+    /// [`Client::unsubscribe`].
+    Unsubscribe(String),
+    /// [`Client::send`], answered through `R`.
+    Send(Value, R),
+    /// [`Client::close`].
+    Close,
+}
+
+impl Client {
+    /// Applies an application command. For [`Command::Send`], returns the
+    /// reply handle with the send's result for the driver to pass on; `None`
+    /// for the others (whether a subscription changed is not reported: the
+    /// outcome that matters comes as an event).
+    pub fn apply<R>(
+        &mut self,
+        now: Instant,
+        command: Command<R>,
+    ) -> Option<(R, Result<(), SendError>)> {
+        match command {
+            Command::Subscribe(channel) => {
+                self.subscribe(now, &channel);
+                None
+            }
+            Command::Unsubscribe(channel) => {
+                self.unsubscribe(now, &channel);
+                None
+            }
+            Command::Send(message, reply) => Some((reply, self.send(now, &message))),
+            Command::Close => {
+                self.close(now);
+                None
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Socket input
+// ---------------------------------------------------------------------------
+
+/// What a reader saw on the socket: one of the client's socket inputs as a
+/// value, for a driver that reads on another task or thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketInput {
+    /// Bytes read ([`Client::handle_read`]).
+    Read(Vec<u8>),
+    /// The server closed the socket ([`Client::handle_eof`]).
+    Eof,
+    /// Reading or writing failed ([`Client::handle_io_error`]).
+    IoError,
+}
+
+impl SocketInput {
+    /// The input a read's result stands for, given the buffer it read into:
+    /// `Ok(0)` is EOF, `Ok(n)` the first `n` bytes, an error an I/O error.
+    /// `None` for `Interrupted`: the read should simply be retried.
+    pub fn from_read(result: io::Result<usize>, buf: &[u8]) -> Option<SocketInput> {
+        match result {
+            Ok(0) => Some(SocketInput::Eof),
+            Ok(n) => Some(SocketInput::Read(buf.get(..n).unwrap_or(buf).to_vec())),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            Err(_) => Some(SocketInput::IoError),
+        }
+    }
+
+    /// Whether nothing more will be read after this (EOF or an error): the
+    /// reader stops once it has reported it.
+    pub fn is_last(&self) -> bool {
+        !matches!(self, SocketInput::Read(_))
+    }
+}
+
+impl Client {
+    /// Feeds one [`SocketInput`]: the matching `handle_*` input. The driver
+    /// passes only input from the live socket ([`Link::is_live`]).
+    pub fn handle_socket(&mut self, now: Instant, input: SocketInput) {
+        match input {
+            SocketInput::Read(bytes) => self.handle_read(now, &bytes),
+            SocketInput::Eof => self.handle_eof(now),
+            SocketInput::IoError => self.handle_io_error(now),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Output
+// ---------------------------------------------------------------------------
+
+/// The next thing a driver must do: [`Client::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Write these bytes to the current socket, all of them, in order
+    /// ([`Client::poll_transmit`]).
+    Transmit(Vec<u8>),
+    /// Carry out or hand on this event ([`Client::poll_event`]).
+    Event(ClientEvent),
+}
+
+impl Client {
+    /// The next output, bytes before events: [`Client::poll_transmit`], else
+    /// [`Client::poll_event`]. A driver that loops on this until `None` after
+    /// every input has drained both, and writes a close frame before it sees
+    /// the [`ClientEvent::CloseSocket`] that follows it.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        match self.poll_transmit() {
+            Some(bytes) => Some(Output::Transmit(bytes)),
+            None => self.poll_event().map(Output::Event),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection attempts
+// ---------------------------------------------------------------------------
+
+/// The number of one connection attempt. A connect outcome or socket input
+/// carries the number of the attempt it belongs to, so that the driver can
+/// drop what arrives late about an attempt the client has given up on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u64);
+
+/// A driver's connection attempt in flight and its socket, each with its
+/// [`Generation`].
+///
+/// The client asks for at most one of either at a time (see the socket
+/// contract in the module docs): [`Link::dial`] on
+/// [`ClientEvent::Connect`], [`Link::connected`] and [`Link::open`] when the
+/// attempt's outcome arrives, [`Link::close`] on
+/// [`ClientEvent::CloseSocket`]. `D` is whatever cancels a connect in flight
+/// (a task handle, or `()`), `S` whatever the driver keeps of a socket (its
+/// writer).
+#[derive(Debug)]
+pub struct Link<D, S> {
+    last: Generation,
+    dialing: Option<(Generation, D)>,
+    socket: Option<(Generation, S)>,
+}
+
+impl<D, S> Default for Link<D, S> {
+    fn default() -> Self {
+        Link::new()
+    }
+}
+
+impl<D, S> Link<D, S> {
+    /// No attempt yet.
+    pub fn new() -> Self {
+        Link {
+            last: Generation(0),
+            dialing: None,
+            socket: None,
+        }
+    }
+
+    /// Starts an attempt: numbers it, has `start` begin connecting (it gets
+    /// the number to report the outcome with) and keeps what `start` returns
+    /// until [`Link::connected`] or [`Link::close`]. Returns the number.
+    pub fn dial(&mut self, start: impl FnOnce(Generation) -> D) -> Generation {
+        self.last.0 += 1;
+        let g = self.last;
+        self.dialing = Some((g, start(g)));
+        g
+    }
+
+    /// The outcome of attempt `g` arrived. If `g` is the attempt in flight,
+    /// it is no longer in flight: returns what [`Link::dial`] kept, and the
+    /// driver reports the outcome to the client. `None` if the client
+    /// cancelled it meanwhile ([`Link::close`], or a newer attempt): the
+    /// outcome is dropped (and with it any socket).
+    pub fn connected(&mut self, g: Generation) -> Option<D> {
+        match self.dialing.take() {
+            Some((d, handle)) if d == g => Some(handle),
+            other => {
+                self.dialing = other;
+                None
+            }
+        }
+    }
+
+    /// Holds the socket of attempt `g` (after [`Link::connected`] returned
+    /// `Some`); input numbered `g` is live from now on.
+    pub fn open(&mut self, g: Generation, socket: S) {
+        self.socket = Some((g, socket));
+    }
+
+    /// Whether input numbered `g` comes from the live socket.
+    pub fn is_live(&self, g: Generation) -> bool {
+        self.socket.as_ref().is_some_and(|(s, _)| *s == g)
+    }
+
+    /// The live socket.
+    pub fn socket(&self) -> Option<&S> {
+        self.socket.as_ref().map(|(_, s)| s)
+    }
+
+    /// The live socket, mutably.
+    pub fn socket_mut(&mut self) -> Option<&mut S> {
+        self.socket.as_mut().map(|(_, s)| s)
+    }
+
+    /// The number of the latest attempt (`Generation::default()` before the
+    /// first).
+    pub fn generation(&self) -> Generation {
+        self.last
+    }
+
+    /// Ends the attempt in flight and the socket, if any: returns them for
+    /// the driver to cancel and close. Nothing numbered before this is live
+    /// any more.
+    pub fn close(&mut self) -> (Option<D>, Option<S>) {
+        (
+            self.dialing.take().map(|(_, d)| d),
+            self.socket.take().map(|(_, s)| s),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Setup
+// ---------------------------------------------------------------------------
+
+/// What a driver's builder collects before it starts a client: the config,
+/// subscriptions in place before the first connect (so they are confirmed by
+/// [`ClientEvent::SubscriptionsRestored`]) and an optional seed.
+#[derive(Debug)]
+pub struct ClientSetup {
+    config: ClientConfig,
+    subscriptions: Vec<String>,
+    seed: Option<u64>,
+}
+
+impl ClientSetup {
+    /// A client on `config.endpoints`.
+    pub fn new(config: ClientConfig) -> Self {
+        ClientSetup {
+            config,
+            subscriptions: Vec::new(),
+            seed: None,
+        }
+    }
+
+    /// Subscribes before the first connect: the subscription goes out with
+    /// the first connection and is reported in its
+    /// [`ClientEvent::SubscriptionsRestored`].
+    #[must_use]
+    pub fn subscribe(mut self, channel: impl Into<String>) -> Self {
+        self.subscriptions.push(channel.into());
+        self
+    }
+
+    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
+    /// in tests) instead of the driver's seed from the operating system.
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The client, with its subscriptions in place and started
+    /// ([`Client::start`]): its first output asks for a connect. The seed is
+    /// the one given, else `os_seed()`.
+    pub fn start(
+        self,
+        now: Instant,
+        os_seed: impl FnOnce() -> u64,
+    ) -> Result<Client, ClientConfigError> {
+        let seed = self.seed.unwrap_or_else(os_seed);
+        let mut client = Client::new(self.config, now, seed)?;
+        for channel in &self.subscriptions {
+            client.subscribe(now, channel);
+        }
+        client.start(now);
+        Ok(client)
+    }
+
+    /// [`ClientSetup::start`] for a driver (named `driver` in the error) that
+    /// speaks plain TCP only: a `wss://` endpoint is refused first.
+    pub fn start_plain(
+        self,
+        driver: &'static str,
+        now: Instant,
+        os_seed: impl FnOnce() -> u64,
+    ) -> Result<Client, StartError> {
+        if let Some(endpoint) = self.config.endpoints.iter().position(|e| e.tls) {
+            return Err(StartError::TlsUnsupported { endpoint, driver });
+        }
+        self.start(now, os_seed).map_err(StartError::Config)
+    }
+}
+
+/// Why [`ClientSetup::start_plain`] did not start a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// An endpoint is `wss://` and the driver has no TLS.
+    TlsUnsupported {
+        /// Index into [`ClientConfig::endpoints`] of the first such endpoint.
+        endpoint: usize,
+        /// The driver's name, for the message.
+        driver: &'static str,
+    },
+    /// The config cannot work.
+    Config(ClientConfigError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::TlsUnsupported { endpoint, driver } => write!(
+                f,
+                "endpoint {endpoint} is wss://: TLS is not supported by the {driver} client \
+                 driver (use ws://, or terminate TLS in front of the hub)"
+            ),
+            StartError::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_numbers_attempts_and_drops_stale_outcomes() {
+        let mut link: Link<&str, &str> = Link::new();
+        assert_eq!(link.generation(), Generation::default());
+        let mut seen = None;
+        let g1 = link.dial(|g| {
+            seen = Some(g);
+            "dial-1"
+        });
+        assert_eq!(seen, Some(g1));
+        assert_eq!(link.generation(), g1);
+        // Cancelled before its outcome: the outcome finds nothing.
+        assert_eq!(link.close(), (Some("dial-1"), None));
+        assert_eq!(link.connected(g1), None);
+
+        let g2 = link.dial(|_| "dial-2");
+        assert_ne!(g1, g2);
+        // A late outcome of an older attempt leaves the current one in flight.
+        assert_eq!(link.connected(g1), None);
+        assert_eq!(link.connected(g2), Some("dial-2"));
+        // Reported once only.
+        assert_eq!(link.connected(g2), None);
+        assert!(!link.is_live(g2));
+        link.open(g2, "socket-2");
+        assert!(link.is_live(g2));
+        assert!(!link.is_live(g1));
+        assert_eq!(link.socket(), Some(&"socket-2"));
+        assert_eq!(link.close(), (None, Some("socket-2")));
+        assert!(!link.is_live(g2));
+        assert_eq!(link.socket(), None);
+        assert_eq!(link.close(), (None, None));
+    }
+
+    #[test]
+    fn a_newer_attempt_makes_the_old_socket_stale() {
+        let mut link: Link<(), u32> = Link::new();
+        let g1 = link.dial(|_| ());
+        assert!(link.connected(g1).is_some());
+        link.open(g1, 1);
+        let (_, old) = link.close();
+        assert_eq!(old, Some(1));
+        let g2 = link.dial(|_| ());
+        assert!(link.connected(g2).is_some());
+        link.open(g2, 2);
+        *link.socket_mut().unwrap() += 10;
+        assert!(link.is_live(g2) && !link.is_live(g1));
+        assert_eq!(link.socket(), Some(&12));
+    }
+
+    #[test]
+    fn socket_input_from_read_results() {
+        let buf = b"hello";
+        assert_eq!(SocketInput::from_read(Ok(0), buf), Some(SocketInput::Eof));
+        assert_eq!(
+            SocketInput::from_read(Ok(3), buf),
+            Some(SocketInput::Read(b"hel".to_vec()))
+        );
+        let interrupted = io::Error::from(io::ErrorKind::Interrupted);
+        assert_eq!(SocketInput::from_read(Err(interrupted), buf), None);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            SocketInput::from_read(Err(reset), buf),
+            Some(SocketInput::IoError)
+        );
+        assert!(!SocketInput::Read(vec![1]).is_last());
+        assert!(SocketInput::Eof.is_last());
+        assert!(SocketInput::IoError.is_last());
+    }
+
+    #[test]
+    fn tls_refusal_names_the_endpoint_and_driver() {
+        let e = StartError::TlsUnsupported {
+            endpoint: 1,
+            driver: "wshub-smol",
+        };
+        assert_eq!(
+            e.to_string(),
+            "endpoint 1 is wss://: TLS is not supported by the wshub-smol client driver \
+             (use ws://, or terminate TLS in front of the hub)"
+        );
+        let e = StartError::Config(ClientConfigError {
+            field: "endpoints",
+            problem: "is empty",
+        });
+        assert_eq!(e.to_string(), "invalid client config: endpoints is empty");
+    }
+}
