@@ -472,11 +472,11 @@ mod tests {
     fn tls_refusal_names_the_endpoint_and_driver() {
         let e = StartError::TlsUnsupported {
             endpoint: 1,
-            driver: "wshub-smol",
+            driver: "my-driver",
         };
         assert_eq!(
             e.to_string(),
-            "endpoint 1 is wss://: TLS is not supported by the wshub-smol client driver \
+            "endpoint 1 is wss://: TLS is not supported by the my-driver client driver \
              (use ws://, or terminate TLS in front of the hub)"
         );
         let e = StartError::Config(ClientConfigError {
