@@ -15,7 +15,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,19 +43,35 @@ const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT;
 
+/// How long a writer thread that caught up waits for more before it hands
+/// the socket back to the hub thread and exits: a client that is slow once
+/// tends to be slow again, and creating a thread costs the hub ~30 us.
+const WRITER_IDLE: Duration = Duration::from_secs(1);
+
 /// Frames the core handed out and the socket has not taken yet.
 #[derive(Default)]
 struct Outbox {
     pending: WriteQueue,
     /// A writer thread owns the socket's write side until it empties this.
     writer: bool,
+    /// That thread has written everything and waits for more.
+    idle: bool,
+    /// The connection is over: an idle writer thread exits.
+    done: bool,
+}
+
+/// An outbox and the signal that wakes its idle writer thread.
+#[derive(Default)]
+struct Shared {
+    out: Mutex<Outbox>,
+    more: Condvar,
 }
 
 /// The hub thread's side of a connection.
 pub(crate) struct ConnIo {
     id: ConnId,
     stream: Arc<TcpStream>,
-    out: Arc<Mutex<Outbox>>,
+    shared: Arc<Shared>,
     /// Set when the core is done with the connection: the reader then only
     /// lingers.
     ended: Arc<AtomicBool>,
@@ -73,10 +89,13 @@ impl ConnIo {
     /// What the hub thread wrote is returned; once a writer thread owns the
     /// socket it reports its own writes, and these frames join its queue.
     pub fn send(&mut self, frames: &mut Vec<Bytes>, hub: &SyncSender<Cmd>) -> Flushed {
-        let mut out = lock(&self.out);
+        let mut out = lock(&self.shared.out);
         out.pending.extend(frames);
         if out.writer {
-            return Flushed::All(0);
+            if out.idle {
+                self.shared.more.notify_one();
+            }
+            return Flushed::All(0); // its thread takes these too
         }
         let socket = socket2::SockRef::from(&*self.stream);
         let flushed = out
@@ -88,9 +107,9 @@ impl ConnIo {
                 .name(format!("wshub-w{}", self.id))
                 .stack_size(self.stack)
                 .spawn({
-                    let (id, stream, out) = (self.id, self.stream.clone(), self.out.clone());
-                    let hub = hub.clone();
-                    move || write_until_empty(id, &stream, &out, &hub)
+                    let (id, stream) = (self.id, self.stream.clone());
+                    let (shared, hub) = (self.shared.clone(), hub.clone());
+                    move || write_until_empty(id, &stream, &shared, &hub)
                 });
             if spawned.is_err() {
                 return Flushed::Failed(written);
@@ -104,9 +123,13 @@ impl ConnIo {
     /// gives up shortly.
     pub fn end(self) {
         let busy = {
-            let out = lock(&self.out);
-            out.writer || !out.pending.is_empty()
+            let mut out = lock(&self.shared.out);
+            // An idle writer thread has written everything it took.
+            let busy = !out.pending.is_empty() || (out.writer && !out.idle);
+            out.done = true;
+            busy
         };
+        self.shared.more.notify_one();
         if busy {
             return self.cut(); // cannot happen: the core said it was flushed
         }
@@ -118,24 +141,38 @@ impl ConnIo {
     /// Cuts the connection at once; a writer thread blocked on it fails and
     /// exits.
     pub fn cut(self) {
+        lock(&self.shared.out).done = true;
+        self.shared.more.notify_one();
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }
 
-/// A writer thread: blocking writes until the outbox is empty, each reported
-/// to the hub, then the hub thread writes again.
-fn write_until_empty(id: ConnId, stream: &TcpStream, out: &Mutex<Outbox>, hub: &SyncSender<Cmd>) {
+/// A writer thread: blocking writes, each reported to the hub, until the
+/// outbox has stayed empty for [`WRITER_IDLE`]; then the hub thread writes
+/// again.
+fn write_until_empty(id: ConnId, stream: &TcpStream, shared: &Shared, hub: &SyncSender<Cmd>) {
     // Frames taken out of the outbox, so the hub can keep queueing while this
     // thread waits in `write`.
     let mut mine = WriteQueue::default();
     loop {
         if mine.is_empty() {
-            let mut shared = lock(out);
-            if shared.pending.is_empty() {
-                shared.writer = false;
-                return;
+            let mut out = lock(&shared.out);
+            let give_back = Instant::now() + WRITER_IDLE;
+            while out.pending.is_empty() {
+                let now = Instant::now();
+                if out.done || now >= give_back {
+                    out.writer = false;
+                    out.idle = false;
+                    return;
+                }
+                out.idle = true;
+                out = shared
+                    .more
+                    .wait_timeout(out, give_back - now)
+                    .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
             }
-            mine = shared.pending.take();
+            out.idle = false;
+            mine = out.pending.take();
         }
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let count = mine.slices(&mut slices);
@@ -174,7 +211,7 @@ pub(crate) fn spawn(
     Ok(ConnIo {
         id,
         stream,
-        out: Arc::new(Mutex::new(Outbox::default())),
+        shared: Arc::new(Shared::default()),
         ended,
         stack: settings.stack,
     })
