@@ -292,6 +292,53 @@ pub fn slow_consumer<A: Adapter>() {
     drop(slow);
 }
 
+/// A client that stops reading until its socket is full, then reads again,
+/// gets every message in order and is not cut: the adapter waits for the
+/// socket to drain (a waiter task, or the blocking adapter's writer thread)
+/// while the core holds the rest, then writes again; and after a pause
+/// longer than a writer thread's idle time, writing goes on as before.
+pub fn paused_reader_catches_up<A: Adapter>() {
+    let cfg = HubConfig {
+        max_queued_messages: 100_000,
+        max_queued_bytes: 256 << 20,
+        ..HubConfig::default()
+    };
+    let s = A::start(cfg, None);
+    let mut c = Client::connect(s.addr()).unwrap();
+    c.send_json(&json!({"type":"subscribe","channel":"c","id":1}));
+    assert_eq!(c.next_json()["type"], "ack");
+    let pad = "x".repeat(16 * 1024);
+    let total = 1000u64; // 16 MiB, far more than loopback socket buffers hold
+    for n in 0..total {
+        assert_eq!(
+            s.publish("c", Message::new("m", json!({"n": n, "pad": pad}))),
+            1
+        );
+    }
+    // Nobody reads: the sockets fill and the rest waits in the core.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = s.stats().bytes_out;
+    assert!(
+        out < total * 16 * 1024,
+        "{out} bytes out: the socket never filled, the case tests nothing"
+    );
+    let got: Vec<u64> = (0..total)
+        .map(|_| c.next_json()["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (0..total).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in total..total + 10 {
+        s.publish("c", Message::new("m", json!({"n": n})));
+        assert_eq!(c.next_json()["data"]["n"].as_u64(), Some(n));
+    }
+    assert_eq!(s.stats().slow_consumers, 0);
+    assert_eq!(s.stats().connections, 1);
+}
+
 pub fn graceful_shutdown<A: Adapter>() {
     let s = A::start(HubConfig::default(), None);
     let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(s.addr()).unwrap()).collect();
@@ -352,6 +399,10 @@ macro_rules! adapter_suite {
         #[test]
         fn heartbeats() {
             suite::heartbeats::<$adapter>();
+        }
+        #[test]
+        fn paused_reader_catches_up() {
+            suite::paused_reader_catches_up::<$adapter>();
         }
         #[test]
         fn slow_consumer() {
