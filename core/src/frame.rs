@@ -694,6 +694,13 @@ pub fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
     out
 }
 
+// The frames fuzz target's differential against tungstenite, shared by file
+// with the tests below so the two cannot drift apart.
+#[cfg(test)]
+#[path = "../../fuzz/src/lib.rs"]
+#[allow(dead_code)]
+mod fuzz_lib;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1591,86 +1598,8 @@ mod tests {
 
     // ---- Differential test against tungstenite --------------------------
 
-    use std::io::{self, Read, Write};
-    use tungstenite::protocol::{Message, WebSocketConfig, WebSocketContext};
-
-    /// Lends `input` to tungstenite: reads return `WouldBlock` once it is
-    /// used up, writes (pongs, close replies) are collected and ignored.
-    struct Lend<'a> {
-        input: &'a [u8],
-        out: Vec<u8>,
-    }
-
-    impl Read for Lend<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.input.is_empty() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = buf.len().min(self.input.len());
-            buf[..n].copy_from_slice(&self.input[..n]);
-            self.input = &self.input[n..];
-            Ok(n)
-        }
-    }
-
-    impl Write for Lend<'_> {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.out.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[derive(Debug, PartialEq, Eq)]
-    enum TgError {
-        Protocol,
-        Utf8,
-        Capacity,
-        Other(String),
-    }
-
-    /// Server-side tungstenite over `wire`, up to the first close (after
-    /// which it, like the hub, stops reading).
-    fn tungstenite_decode(wire: &[u8], limit: usize) -> (Vec<Decoded>, Option<TgError>) {
-        let config = WebSocketConfig::default()
-            .read_buffer_size(256)
-            .write_buffer_size(0)
-            .max_message_size(Some(limit))
-            .max_frame_size(Some(limit));
-        let mut ctx = WebSocketContext::new(tungstenite::protocol::Role::Server, Some(config));
-        let mut io = Lend {
-            input: wire,
-            out: Vec::new(),
-        };
-        let mut out = Vec::new();
-        loop {
-            let msg = match ctx.read(&mut io) {
-                Ok(m) => m,
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return (out, None)
-                }
-                Err(tungstenite::Error::Protocol(_)) => return (out, Some(TgError::Protocol)),
-                Err(tungstenite::Error::Utf8(_)) => return (out, Some(TgError::Utf8)),
-                Err(tungstenite::Error::Capacity(_)) => return (out, Some(TgError::Capacity)),
-                Err(e) => return (out, Some(TgError::Other(e.to_string()))),
-            };
-            out.push(match msg {
-                Message::Text(t) => Decoded::Text(t.as_str().to_owned()),
-                Message::Binary(b) => Decoded::Binary(b.to_vec()),
-                Message::Ping(b) => Decoded::Ping(b.to_vec()),
-                Message::Pong(b) => Decoded::Pong(b.to_vec()),
-                Message::Close(c) => {
-                    out.push(Decoded::Close(
-                        c.map(|c| (u16::from(c.code), c.reason.as_str().to_owned())),
-                    ));
-                    return (out, None);
-                }
-                Message::Frame(_) => return (out, Some(TgError::Other("raw frame".into()))),
-            });
-        }
-    }
+    // The tungstenite side is the fuzz target's (see `fuzz_lib` below).
+    use super::fuzz_lib::{tungstenite_decode, TgError};
 
     /// Our decoder over the same bytes, also cut after the first close.
     fn ours_decode(wire: &[u8], limit: usize) -> (Vec<Decoded>, Option<Violation>) {

@@ -2,8 +2,10 @@
 //!
 //! tungstenite is only a dev-dependency of wshub-core, so this check cannot
 //! live in `wshub_core::fuzzing`. It is shared by file instead: the `frames`
-//! target calls it through this crate, and `core/tests/fuzz_corpus.rs`
-//! includes this very file (`#[path]`) to replay the corpus through it.
+//! target calls it through this crate, `core/tests/fuzz_corpus.rs` includes
+//! this very file (`#[path]`) to replay the corpus through it, and the frame
+//! decoder's quickcheck differential (core/src/frame.rs) uses its
+//! [`tungstenite_decode`].
 //!
 //! [`check_frames_differential`] reads its input as a
 //! [`FramesCase`] (the layout `wshub_core::fuzzing::check_frames` uses), decodes
@@ -49,7 +51,7 @@ impl Write for Lend<'_> {
 
 /// tungstenite's error classes, as far as the comparison needs them.
 #[derive(Debug, PartialEq, Eq)]
-enum TgError {
+pub enum TgError {
     Protocol,
     Utf8,
     Capacity,
@@ -58,7 +60,7 @@ enum TgError {
 
 /// Server-side tungstenite over `wire`, up to the first close (after which it,
 /// like the hub, stops reading).
-fn tungstenite_decode(wire: &[u8], limit: usize) -> (Vec<Decoded>, Option<TgError>) {
+pub fn tungstenite_decode(wire: &[u8], limit: usize) -> (Vec<Decoded>, Option<TgError>) {
     let config = WebSocketConfig::default()
         .read_buffer_size(256)
         .write_buffer_size(0)
