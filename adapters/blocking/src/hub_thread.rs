@@ -176,6 +176,8 @@ impl HubThread {
 
     /// Routes events and output until the core has nothing more.
     fn drain(&mut self) {
+        // One clock read per drain, not one per connection written.
+        let now = Instant::now();
         loop {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
@@ -190,12 +192,10 @@ impl HubThread {
                 };
                 let flushed = c.send(&mut self.frames, &self.tx);
                 if flushed.written() > 0 {
-                    let _ = self
-                        .hub
-                        .handle_written(Instant::now(), id, flushed.written());
+                    let _ = self.hub.handle_written(now, id, flushed.written());
                 }
                 if let Flushed::Failed(_) = flushed {
-                    let _ = self.hub.handle_io_error(Instant::now(), id);
+                    let _ = self.hub.handle_io_error(now, id);
                 }
             }
             if !progressed {

@@ -180,6 +180,8 @@ impl HubTask {
 
     /// Routes events and output until the core has nothing more.
     fn drain(&mut self) {
+        // One clock read per drain, not one per connection written.
+        let now = Instant::now();
         loop {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
@@ -192,7 +194,7 @@ impl HubTask {
                     Some(c) => c.queue(&mut self.frames),
                     None => self.frames.clear(), // unreachable: ids are live here
                 }
-                self.flush(Instant::now(), id);
+                self.flush(now, id);
             }
             if !progressed {
                 break;

@@ -240,6 +240,8 @@ impl HubTask {
 
     /// Routes events and output until the core has nothing more.
     fn drain(&mut self) {
+        // One clock read per drain, not one per connection written.
+        let now = now();
         loop {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
@@ -252,7 +254,7 @@ impl HubTask {
                     Some(c) => c.queue(&mut self.frames),
                     None => self.frames.clear(), // unreachable: ids are live here
                 }
-                self.flush(now(), id);
+                self.flush(now, id);
             }
             if !progressed {
                 break;
