@@ -9,10 +9,12 @@
 //! `tests/browser/install.sh` once. Without them this test fails (saying so)
 //! unless `WSHUB_SKIP_BROWSER=1` is set.
 
-use std::io::{BufRead, BufReader, Read};
+mod proc_log;
+
+use proc_log::lines;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
@@ -29,19 +31,6 @@ impl Drop for Reap {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
 }
 
 fn read_all(stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
@@ -91,26 +80,11 @@ fn serve() -> (Reap, String) {
         .expect("start wshub serve");
     let stderr = lines(child.stderr.take().unwrap());
     let child = Reap(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
-    loop {
-        match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => {
-                let addr = line
-                    .split("listening on ws://")
-                    .nth(1)
-                    .and_then(|rest| rest.split("/ws").next())
-                    .map(str::to_owned);
-                seen.push(line);
-                if let Some(addr) = addr {
-                    // Keep draining stderr so the server never blocks on it.
-                    std::thread::spawn(move || for _ in stderr {});
-                    return (child, addr);
-                }
-            }
-            Err(_) => panic!("wshub serve printed no listening line; saw {seen:#?}"),
-        }
-    }
+    let addr = proc_log::wait_listening(&stderr, &mut seen, Duration::from_secs(10));
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in stderr {});
+    (child, addr)
 }
 
 #[test]

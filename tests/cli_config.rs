@@ -1,11 +1,13 @@
 //! `wshub serve --config FILE` and the JWT flags, end to end: the real binary
 //! on loopback, real WebSocket upgrades.
 
-use std::io::{BufRead, BufReader, Read};
+mod proc_log;
+
+use proc_log::lines;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -16,19 +18,6 @@ use tungstenite::{HandshakeError, Message as WsMessage, WebSocket};
 const WAIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// A config file in a fresh directory of its own.
 fn config_file(test: &str, text: &str) -> PathBuf {
@@ -61,21 +50,7 @@ impl Serve {
             .unwrap();
         let stderr = lines(child.stderr.take().unwrap());
         let mut log = Vec::new();
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let line = stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("no listening line; saw {log:#?}"));
-            let addr = line
-                .split("listening on ws://")
-                .nth(1)
-                .and_then(|rest| rest.split("/ws").next())
-                .map(str::to_owned);
-            log.push(line);
-            if let Some(addr) = addr {
-                break addr;
-            }
-        };
+        let addr = proc_log::wait_listening(&stderr, &mut log, WAIT);
         Serve {
             child,
             addr,

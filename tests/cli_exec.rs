@@ -2,10 +2,13 @@
 //! command's output to a real `wshub serve` (HTTP API) or to its own
 //! in-process hub (`--serve`), watched by a WebSocket client.
 
-use std::io::{BufRead, BufReader, Read};
+mod proc_log;
+
+use proc_log::lines;
+use std::io::Read;
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -13,19 +16,6 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 const WAIT: Duration = Duration::from_secs(8);
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
-
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn wait_line<T>(rx: &Receiver<String>, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
@@ -130,10 +120,7 @@ fn streams_to_a_running_server_through_the_api() {
         .unwrap();
     let stderr = lines(server.stderr.take().unwrap());
     let _server = Reap(server);
-    let addr = wait_line(&stderr, "listening line", |l| {
-        let rest = l.split("listening on ws://").nth(1)?;
-        Some(rest.split("/ws").next()?.to_owned())
-    });
+    let addr = wait_line(&stderr, "listening line", proc_log::listening_addr);
     let mut ws = subscriber(&addr, "k", "process:t1");
 
     let url = format!("ws://{addr}/ws");

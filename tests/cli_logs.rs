@@ -1,10 +1,13 @@
 //! `wshub serve`'s logs and shutdown, end to end: human and JSON log lines,
 //! no token ever in them, and SIGTERM closing clients with 1001 then exit 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod proc_log;
+
+use proc_log::lines;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -14,19 +17,6 @@ use tungstenite::{HandshakeError, Message as WsMessage, WebSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
-
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// Every line until the stream ends (the process exited).
 fn drain(rx: &Receiver<String>, into: &mut Vec<String>) {
@@ -78,22 +68,8 @@ impl Serve {
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         let mut err = Vec::new();
-        let deadline = Instant::now() + WAIT;
         // The same words in both formats: JSON keeps them in "message".
-        let addr = loop {
-            let line = stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("no listening line; saw {err:#?}"));
-            let addr = line
-                .split("listening on ws://")
-                .nth(1)
-                .and_then(|rest| rest.split("/ws").next())
-                .map(str::to_owned);
-            err.push(line);
-            if let Some(addr) = addr {
-                break addr;
-            }
-        };
+        let addr = proc_log::wait_listening(&stderr, &mut err, WAIT);
         Serve {
             child,
             addr,

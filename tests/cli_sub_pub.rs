@@ -1,29 +1,17 @@
 //! `wshub sub` and `wshub pub` end to end: the real binary, as child
 //! processes, against a real `wshub serve` on loopback.
 
-use std::io::{BufRead, BufReader, Read};
+mod proc_log;
+
+use proc_log::lines;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
-
-/// Lines of a child's stream, read on a thread.
-fn lines(stream: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// The first line `pick` accepts within [`WAIT`]; every line read is
 /// appended to `seen`.
@@ -94,8 +82,7 @@ impl Serve {
         let stderr = lines(child.stderr.take().unwrap());
         let mut log = Vec::new();
         let addr = wait_line(&stderr, &mut log, "listening line", |l| {
-            let rest = l.split("listening on ws://").nth(1)?;
-            Some(rest.split("/ws").next()?.to_owned())
+            proc_log::listening_addr(l)
         });
         Serve {
             child,
