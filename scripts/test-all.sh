@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "format"
 cargo fmt --all -- --check
 
+step "MSRV: one rust-version, inherited by every crate, no dependency above it (clippy checks std APIs against it)"
+./scripts/check-msrv.py
+
 step "lint (clippy, warnings are errors; core/clippy.toml bans clocks in the core)"
 cargo clippy --workspace --all-targets -- -D warnings
 
