@@ -152,7 +152,8 @@ impl ClientHandle {
 /// [`ClientEvent::Closed`] (after which the channel ends).
 ///
 /// Fails on an invalid config, a `wss://` endpoint (TLS is not supported by
-/// this driver), or when a thread cannot be started.
+/// this driver), when a thread cannot be started, or when the operating
+/// system has no random source for the seed ([`os_seed`]).
 pub fn spawn(config: ClientConfig) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
     ClientBuilder::new(config).spawn()
 }
@@ -191,9 +192,19 @@ impl ClientBuilder {
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
         let connect_timeout = self.setup.config().connect_timeout;
+        // Drawn only when no seed was given; a failure is returned, not hidden.
+        let mut seed_error = None;
         let client = (self.setup)
-            .start_plain("wshub-blocking", Instant::now(), os_seed)
+            .start_plain("wshub-blocking", Instant::now(), || {
+                os_seed().unwrap_or_else(|e| {
+                    seed_error = Some(e);
+                    0
+                })
+            })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if let Some(e) = seed_error {
+            return Err(e);
+        }
         let state = Arc::new(Mutex::new(client.state()));
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel();
@@ -410,21 +421,16 @@ fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<TcpStream> {
     Err(last)
 }
 
-/// 64 bits from the operating system (`/dev/urandom`), or, where there is no
-/// such device, a hash of the time, the process id and std's per-process
-/// random hash keys.
-pub fn os_seed() -> u64 {
+/// 64 bits from the operating system's random source (through `getrandom`).
+///
+/// There is no fallback: the seed picks the WebSocket keys, masks and jitter,
+/// and one derived from the clock could be guessed. It fails only where the
+/// system offers no random source.
+pub fn os_seed() -> io::Result<u64> {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return u64::from_le_bytes(b);
-    }
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    std::time::SystemTime::now().hash(&mut h);
-    std::process::id().hash(&mut h);
-    Instant::now().hash(&mut h);
-    h.finish()
+    getrandom::getrandom(&mut b).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("no seed from the OS random source: {e}"))
+    })?;
+    Ok(u64::from_le_bytes(b))
 }

@@ -34,7 +34,7 @@
 //! [`spawn`] with an `InvalidInput` error (terminate TLS in front of the hub,
 //! or drive the core client with a TLS stream of your own).
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -152,8 +152,9 @@ impl ClientHandle {
 /// `CloseSocket`, ending with [`ClientEvent::Closed`] (after which the
 /// channel ends).
 ///
-/// Fails outside a runtime, on an invalid config, or on a `wss://` endpoint
-/// (TLS is not supported by this driver).
+/// Fails outside a runtime, on an invalid config, on a `wss://` endpoint
+/// (TLS is not supported by this driver), or when the operating system has
+/// no random source for the seed ([`os_seed`]).
 pub fn spawn(
     config: ClientConfig,
 ) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
@@ -194,9 +195,19 @@ impl ClientBuilder {
     /// Starts the client: see [`spawn`]. Must be called inside a tokio runtime.
     pub fn spawn(self) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        // Drawn only when no seed was given; a failure is returned, not hidden.
+        let mut seed_error = None;
         let client = (self.setup)
-            .start_plain("wshub-tokio", Instant::now(), os_seed)
+            .start_plain("wshub-tokio", Instant::now(), || {
+                os_seed().unwrap_or_else(|e| {
+                    seed_error = Some(e);
+                    0
+                })
+            })
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if let Some(e) = seed_error {
+            return Err(e);
+        }
         let state = Arc::new(Mutex::new(client.state()));
         let (tx, rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
@@ -410,21 +421,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// 64 bits from the operating system (`/dev/urandom`), or, where there is no
-/// such device, a hash of the time, the process id and std's per-process
-/// random hash keys.
-pub fn os_seed() -> u64 {
+/// 64 bits from the operating system's random source (through `getrandom`).
+///
+/// There is no fallback: the seed picks the WebSocket keys, masks and jitter,
+/// and one derived from the clock could be guessed. It fails only where the
+/// system offers no random source.
+pub fn os_seed() -> io::Result<u64> {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
-        return u64::from_le_bytes(b);
-    }
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    std::time::SystemTime::now().hash(&mut h);
-    std::process::id().hash(&mut h);
-    Instant::now().hash(&mut h);
-    h.finish()
+    getrandom::getrandom(&mut b).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("no seed from the OS random source: {e}"))
+    })?;
+    Ok(u64::from_le_bytes(b))
 }
