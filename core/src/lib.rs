@@ -86,6 +86,8 @@ pub mod config;
 mod conn;
 pub mod event;
 pub mod frame;
+// Calls `Hub::check_invariants`, which only test builds have.
+#[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;
 pub mod handshake;
 mod hub;

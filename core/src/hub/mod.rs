@@ -30,6 +30,7 @@ use crate::timers::Timers;
 mod fanout;
 mod inbound;
 mod lifecycle;
+#[cfg(any(test, feature = "testing"))]
 mod testing;
 mod upgrade;
 
