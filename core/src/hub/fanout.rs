@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Hub, STALL};
+use super::Hub;
 use crate::event::{CloseReason, Event};
 use crate::router::{Router, Slot};
+use crate::timers::{TimerKey, TimerKind};
 
 impl Hub {
     pub(super) fn unsubscribe_slot(&mut self, slot: Slot, channel: &str) -> bool {
@@ -92,7 +93,12 @@ impl Hub {
         if !conn.stall_armed {
             conn.stall_armed = true;
             let at = conn.last_progress + self.cfg.write_timeout;
-            self.timers.push(at, (slot, conn.gen | STALL));
+            let key = TimerKey {
+                slot,
+                gen: conn.gen,
+                kind: TimerKind::WriteStall,
+            };
+            self.timers.push(at, key);
         }
     }
 

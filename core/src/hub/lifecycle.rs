@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Hub, MAIN, STALL};
+use super::Hub;
 use crate::config::HubConfig;
 use crate::conn::{Conn, Phase};
 use crate::event::{CloseReason, ConnId, Event};
 use crate::frame::{self, OpCode};
 use crate::handshake::Refusal;
 use crate::router::Slot;
+use crate::timers::{self, TimerKey, TimerKind};
 
 impl Hub {
     /// Sends a close frame. With `wait_for_peer` the peer's close reply ends the
@@ -129,14 +130,22 @@ impl Hub {
         let due = Self::next_deadline(&self.cfg, conn);
         if conn.armed.is_none_or(|a| due < a) {
             conn.armed = Some(due);
-            self.timers.push(due, (slot, conn.gen | MAIN));
+            let key = TimerKey {
+                slot,
+                gen: conn.gen,
+                kind: TimerKind::Main,
+            };
+            self.timers.push(due, key);
         }
         if !conn.out.is_empty() && !conn.stall_armed {
             conn.stall_armed = true;
-            self.timers.push(
-                conn.last_progress + self.cfg.write_timeout,
-                (slot, conn.gen | STALL),
-            );
+            let key = TimerKey {
+                slot,
+                gen: conn.gen,
+                kind: TimerKind::WriteStall,
+            };
+            self.timers
+                .push(conn.last_progress + self.cfg.write_timeout, key);
         }
     }
 
@@ -144,7 +153,7 @@ impl Hub {
     pub(super) fn finish(&mut self, slot: Slot, reason: CloseReason, code: Option<u16>) {
         self.leave_channels(slot);
         let conn = self.conns.remove(slot as usize);
-        self.gens[slot as usize] = conn.gen.wrapping_add(1) & !STALL;
+        self.gens[slot as usize] = timers::next_generation(conn.gen);
         if conn.connected {
             self.connected -= 1;
         }

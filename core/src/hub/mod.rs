@@ -25,7 +25,7 @@ use crate::handshake::{self, HandshakeConfig, Parsed, Refusal};
 use crate::message::{Message, Timestamp};
 use crate::request::{Identity, PeerInfo};
 use crate::router::{Router, Slot, SubscribeOutcome};
-use crate::timers::Timers;
+use crate::timers::{TimerKey, TimerKind, Timers};
 
 mod fanout;
 mod inbound;
@@ -34,16 +34,13 @@ mod lifecycle;
 mod testing;
 mod upgrade;
 
-/// Heap entry kinds: the connection's main deadline, or a write-stall check.
-const MAIN: u32 = 0;
-const STALL: u32 = 1 << 31;
-
 /// The sans-IO WebSocket hub. See the crate docs for the contract.
 pub struct Hub {
     cfg: HubConfig,
     hs_cfg: HandshakeConfig,
     conns: Slab<Conn>,
-    /// Generation of each slot's current (or next) occupant.
+    /// Generation of each slot's current (or next) occupant, in 31 bits
+    /// ([`crate::timers::next_generation`]).
     gens: Vec<u32>,
     router: Router,
     users: HashMap<String, Vec<Slot>>,
@@ -237,20 +234,17 @@ impl Hub {
     /// Fires every deadline due at `now`. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.touch(now);
-        while let Some((at, (slot, tagged))) = self.timers.pop_due(now) {
-            let gen = tagged & !STALL;
+        while let Some((at, TimerKey { slot, gen, kind })) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(slot as usize) else {
                 continue;
             };
             if conn.gen != gen {
                 continue;
             }
-            if tagged & STALL != 0 {
-                conn.stall_armed = false;
-            } else if conn.armed == Some(at) {
-                conn.armed = None;
-            } else {
-                continue; // superseded by an earlier entry
+            match kind {
+                TimerKind::WriteStall => conn.stall_armed = false,
+                TimerKind::Main if conn.armed == Some(at) => conn.armed = None,
+                TimerKind::Main => continue, // superseded by an earlier entry
             }
             self.on_timer(now, slot);
             if self.conns.get(slot as usize).is_some_and(|c| c.gen == gen) {
@@ -260,14 +254,13 @@ impl Hub {
         // Stale entries are popped lazily; sweep when they dominate.
         if self.timers.len() > 3 * self.conns.len() + 1024 {
             let conns = &self.conns;
-            self.timers.retain(|at, (slot, tagged)| {
-                conns.get(slot as usize).is_some_and(|c| {
-                    c.gen == tagged & !STALL
-                        && (if tagged & STALL != 0 {
-                            c.stall_armed
-                        } else {
-                            c.armed == Some(at)
-                        })
+            self.timers.retain(|at, key| {
+                conns.get(key.slot as usize).is_some_and(|c| {
+                    c.gen == key.gen
+                        && match key.kind {
+                            TimerKind::Main => c.armed == Some(at),
+                            TimerKind::WriteStall => c.stall_armed,
+                        }
                 })
             });
         }
