@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use wshub_core::{Event, Hub, HubConfig, PeerInfo};
+//! use wshub_core::{Event, Hub, HubConfig, Message, PeerInfo};
 //!
 //! let mut now = Instant::now();
 //! let mut hub = Hub::new(HubConfig::default(), now, Duration::from_secs(1_700_000_000)).unwrap();
@@ -20,7 +20,8 @@
 //! hub.handle_read(now, conn, request).unwrap();
 //!
 //! // The application publishes; nobody is subscribed yet.
-//! assert_eq!(hub.process_output(now, "build-1", "compiling"), 0);
+//! let line = Message::process_output("build-1", "compiling");
+//! assert_eq!(hub.publish(now, "process:build-1", line), 0);
 //!
 //! // The driving loop: drain events, write output, sleep until the deadline.
 //! let mut frames = Vec::new();
@@ -54,8 +55,9 @@
 //!   (shared frames ready for `write_vectored`, round-robin over connections
 //!   with output, O(ready)), [`Hub::poll_timeout`] (never later than now while
 //!   output or events wait). Drain all three after every input.
-//! - **Commands**: publish, broadcast, send to a connection or a user, the go-ws
-//!   helpers, subscribe and unsubscribe on a client's behalf, close, answer a
+//! - **Commands**: publish, broadcast, send to a connection or a user (go-ws's
+//!   process and event messages are [`Message`] constructors such as
+//!   [`Message::process_output`]), subscribe and unsubscribe on a client's behalf, close, answer a
 //!   deferred auth ([`Hub::accept`], [`Hub::reject`]), [`Hub::shutdown`].
 //! - **Queries**: [`Hub::stats`], subscriber counts, users in a channel,
 //!   identities, subscriptions, queued output.

@@ -270,7 +270,14 @@ fn only_subscribers_receive_and_unsubscribe_stops_them() {
     let a = sim.connect();
     let b = sim.connect();
     sim.send_text(a, r#"{"type":"subscribe","data":"process:p1"}"#);
-    assert_eq!(sim.hub.process_output(sim.now, "p1", "line 1"), 1);
+    assert_eq!(
+        sim.hub.publish(
+            sim.now,
+            "process:p1",
+            Message::process_output("p1", "line 1")
+        ),
+        1
+    );
     sim.pump();
     let got = sim.take_json(a);
     assert_eq!(got.len(), 1);
@@ -281,7 +288,14 @@ fn only_subscribers_receive_and_unsubscribe_stops_them() {
     assert_eq!(got[0]["timestamp"], "2026-02-20T08:12:45Z");
     assert!(sim.take_json(b).is_empty());
     sim.send_text(a, r#"{"type":"unsubscribe","data":"process:p1"}"#);
-    assert_eq!(sim.hub.process_output(sim.now, "p1", "line 2"), 0);
+    assert_eq!(
+        sim.hub.publish(
+            sim.now,
+            "process:p1",
+            Message::process_output("p1", "line 2")
+        ),
+        0
+    );
     assert_eq!(sim.hub.stats().channels, 0, "empty channel removed");
 }
 
@@ -315,7 +329,11 @@ fn broadcast_send_to_user_and_queries() {
     assert_eq!(types(&sim.take_json(a1)), ["hello"]);
     assert_eq!(types(&sim.take_json(a2)), ["hello"]);
     assert!(sim.take_json(b).is_empty());
-    assert_eq!(sim.hub.send_event(sim.now, "build", json!({"ok": true})), 3);
+    assert_eq!(
+        sim.hub
+            .broadcast(sim.now, &Message::event("build", json!({"ok": true}))),
+        3
+    );
     sim.pump();
     let got = sim.take_json(b);
     assert_eq!(got[0]["data"], json!({"event":"build","data":{"ok":true}}));

@@ -13,7 +13,6 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde_json::Value;
 use slab::Slab;
 
 use crate::auth::{AuthDecision, Rejection};
@@ -436,36 +435,6 @@ impl Hub {
         self.scratch.extend_from_slice(slots);
         let frame = self.frame_message(now, message);
         self.fan_out(now, frame)
-    }
-
-    /// go-ws `SendProcessOutput`: a line to channel `process:<id>`.
-    pub fn process_output(&mut self, now: Instant, process_id: &str, line: &str) -> usize {
-        let m = Message::process_output(process_id, line);
-        let ch = m.channel.clone();
-        self.publish(now, &ch, m)
-    }
-
-    /// go-ws `SendProcessStatus` to channel `process:<id>`.
-    pub fn process_status(
-        &mut self,
-        now: Instant,
-        process_id: &str,
-        status: &str,
-        exit_code: i32,
-    ) -> usize {
-        let m = Message::process_status(process_id, status, exit_code);
-        let ch = m.channel.clone();
-        self.publish(now, &ch, m)
-    }
-
-    /// go-ws `SendEvent`: `{"event":name,"data":data}` to every connection.
-    pub fn send_event(&mut self, now: Instant, name: &str, data: Value) -> usize {
-        self.broadcast(now, &Message::event(name, data))
-    }
-
-    /// go-ws `SendError` to every connection.
-    pub fn send_error(&mut self, now: Instant, text: &str) -> usize {
-        self.broadcast(now, &Message::error(text))
     }
 
     /// Subscribes a connection on its behalf (bypasses the channel policy and
