@@ -33,7 +33,33 @@ mod lifecycle;
 mod testing;
 mod upgrade;
 
-/// The sans-IO WebSocket hub. See the crate docs for the contract.
+/// The sans-IO WebSocket hub: every connection's handshake, frames,
+/// subscriptions, deadlines and output queue. Its methods come in four groups:
+///
+/// - **Inputs** say what happened: [`open`](Hub::open) (a socket was
+///   accepted), [`handle_read`](Hub::handle_read),
+///   [`handle_written`](Hub::handle_written), [`handle_eof`](Hub::handle_eof),
+///   [`handle_io_error`](Hub::handle_io_error) and
+///   [`handle_timeout`](Hub::handle_timeout) (early or repeated calls are
+///   harmless).
+/// - **Commands** say what the application wants: [`publish`](Hub::publish),
+///   [`broadcast`](Hub::broadcast), [`send`](Hub::send),
+///   [`send_to_user`](Hub::send_to_user), [`subscribe`](Hub::subscribe),
+///   [`unsubscribe`](Hub::unsubscribe), [`close`](Hub::close), the answer to
+///   a deferred authentication ([`accept`](Hub::accept),
+///   [`reject`](Hub::reject), [`answer`](Hub::answer)),
+///   [`http_respond`](Hub::http_respond) and [`shutdown`](Hub::shutdown).
+/// - **Outputs** are what the hub wants done. After any input or command,
+///   drain them in this order: [`poll_event`](Hub::poll_event) until `None`,
+///   [`poll_transmit`](Hub::poll_transmit) until `None` (write each batch and
+///   report it with `handle_written`), then [`poll_timeout`](Hub::poll_timeout):
+///   when to call `handle_timeout`, `None` meaning no deadline (block on the
+///   sockets), a past instant meaning now.
+/// - **Queries** change nothing: [`stats`](Hub::stats),
+///   [`subscriber_count`](Hub::subscriber_count), [`channels`](Hub::channels),
+///   [`identity`](Hub::identity), [`queued`](Hub::queued) and the like.
+///
+/// The crate docs show a complete driving loop over one socket.
 pub struct Hub {
     cfg: HubConfig,
     hs_cfg: HandshakeConfig,
