@@ -103,6 +103,7 @@ impl Conn {
 
     /// Heap bytes this connection holds beyond its inline size (approximate;
     /// for memory tests).
+    #[cfg(any(test, feature = "testing"))]
     pub fn heap_bytes(&self) -> usize {
         let phase = match &self.phase {
             Phase::Handshake(r) => core::mem::size_of::<RequestReader>() + r.buffered(),

@@ -1014,7 +1014,14 @@ fn subscriptions_come_back_after_the_server_drops_the_connection() {
     );
 
     // And messages flow to the restored subscription.
-    assert_eq!(net.hub.process_output(net.now, "1", "hello"), 1);
+    assert_eq!(
+        net.hub.publish(
+            net.now,
+            "process:1",
+            wshub_core::Message::process_output("1", "hello")
+        ),
+        1
+    );
     net.settle();
     let got = net.peers[i].events.iter().find_map(|(_, e)| match e {
         ClientEvent::Message(m) if m.kind == "process_output" => Some(m.clone()),

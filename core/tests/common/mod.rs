@@ -219,3 +219,10 @@ impl Sim {
         j
     }
 }
+
+/// The `type` of each message, in order ("?" when missing).
+pub fn types(v: &[serde_json::Value]) -> Vec<&str> {
+    v.iter()
+        .map(|m| m["type"].as_str().unwrap_or("?"))
+        .collect()
+}
