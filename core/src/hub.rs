@@ -650,6 +650,7 @@ impl Hub {
         self.get(id).map(|c| (c.out.len(), c.out.bytes()))
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Checks internal invariants (tests, fuzzing): routing indexes agree, every
     /// queue is within its caps (plus the one close frame allowed past them).
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -682,12 +683,14 @@ impl Hub {
         Ok(())
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Inline bytes of one connection's slot in the hub's table (memory
     /// accounting: heap bytes per connection come on top).
     pub fn connection_slot_bytes() -> usize {
         core::mem::size_of::<slab::Slab<Conn>>().max(core::mem::size_of::<Conn>() + 8)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Approximate heap bytes held for one connection (memory tests).
     pub fn connection_heap_bytes(&self, id: ConnId) -> Option<usize> {
         self.get(id).map(Conn::heap_bytes)
