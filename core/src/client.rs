@@ -156,16 +156,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::backoff::{Backoff, BackoffPolicy, Jitter, SplitMix64, MAX_FLOOR};
+use crate::backoff::{Backoff, BackoffPolicy, Jitter, SplitMix64};
 use crate::frame::{self, Decoded, FrameDecoder, OpCode, Role, Violation};
-use crate::handshake::accept_key;
+use crate::handshake::http::{is_token, reserved_header};
+use crate::handshake::{accept_key, judge_response, Verdict};
 use crate::request::Secret;
 
 mod driver;
 pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
-
-/// Header slots for parsing the handshake response; more headers is a failure.
-const MAX_RESPONSE_HEADERS: usize = 64;
 
 // ---------------------------------------------------------------------------
 // Endpoints
@@ -480,19 +478,19 @@ impl ClientConfig {
         if self.max_response_bytes < 256 {
             return err("max_response_bytes", "must be at least 256");
         }
-        if self.subprotocols.iter().any(|p| !is_token(p)) {
+        if self.subprotocols.iter().any(|p| !is_token(p.as_bytes())) {
             return err("subprotocols", "must be HTTP tokens");
         }
         let bearer = matches!(self.token, Some((_, TokenPlacement::Bearer)));
         for (name, value) in &self.headers {
-            if !is_token(name) {
+            if !is_token(name.as_bytes()) {
                 return err("headers", "a header name is not an HTTP token");
             }
             if value.bytes().any(|b| b != b'\t' && b.is_ascii_control()) {
                 // A CR or LF would let a value forge headers of its own.
                 return err("headers", "a header value has a control character");
             }
-            if reserved_header(name) {
+            if reserved_header(name, Some("host")) {
                 return err("headers", "a header the handshake sets itself was given");
             }
             if bearer && name.eq_ignore_ascii_case("authorization") {
@@ -567,29 +565,8 @@ impl fmt::Display for ClientConfigError {
 
 impl std::error::Error for ClientConfigError {}
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~".contains(&b)
-}
-
-fn reserved_header(name: &str) -> bool {
-    [
-        "host",
-        "upgrade",
-        "connection",
-        "content-length",
-        "transfer-encoding",
-    ]
-    .iter()
-    .any(|r| name.eq_ignore_ascii_case(r))
-        || name
-            .get(..14)
-            .is_some_and(|p| p.eq_ignore_ascii_case("sec-websocket-"))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -1828,137 +1805,6 @@ impl Client {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The handshake response
-// ---------------------------------------------------------------------------
-
-enum Verdict {
-    Incomplete,
-    Open {
-        subprotocol: Option<String>,
-        head_len: usize,
-    },
-    Auth(u16),
-    Fail(DisconnectReason, Option<Duration>),
-}
-
-fn judge_response(buf: &[u8], expected_accept: &str, offered: &[String], limit: usize) -> Verdict {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let head_len = match resp.parse(buf) {
-        Ok(httparse::Status::Partial) => return Verdict::Incomplete,
-        Ok(httparse::Status::Complete(n)) => n,
-        Err(httparse::Error::TooManyHeaders) => {
-            return Verdict::Fail(DisconnectReason::BadResponse("too many headers"), None)
-        }
-        Err(_) => return Verdict::Fail(DisconnectReason::BadResponse("malformed HTTP"), None),
-    };
-    // Judged on the head alone, so the verdict does not depend on how many
-    // frame bytes happened to arrive in the same read.
-    if head_len > limit {
-        return Verdict::Fail(DisconnectReason::ResponseTooLarge, None);
-    }
-    if resp.version != Some(1) {
-        return Verdict::Fail(DisconnectReason::BadResponse("not HTTP/1.1"), None);
-    }
-    let headers: &[httparse::Header<'_>] = resp.headers;
-    let values = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let status = resp.code.unwrap_or(0);
-    match status {
-        101 => {}
-        401 | 403 => return Verdict::Auth(status),
-        429 | 503 => {
-            let floor = values("retry-after").next().and_then(retry_after);
-            return Verdict::Fail(DisconnectReason::Status(status), floor);
-        }
-        _ => return Verdict::Fail(DisconnectReason::Status(status), None),
-    }
-    if !values("upgrade").any(|v| has_token(v, b"websocket")) {
-        return Verdict::Fail(DisconnectReason::BadResponse("no Upgrade: websocket"), None);
-    }
-    if !values("connection").any(|v| has_token(v, b"upgrade")) {
-        return Verdict::Fail(
-            DisconnectReason::BadResponse("no Connection: upgrade"),
-            None,
-        );
-    }
-    let mut accepts = values("sec-websocket-accept");
-    match (accepts.next(), accepts.next()) {
-        (Some(a), None) if trim(a) == expected_accept.as_bytes() => {}
-        _ => {
-            return Verdict::Fail(
-                DisconnectReason::BadResponse("Sec-WebSocket-Accept does not match the key"),
-                None,
-            )
-        }
-    }
-    if values("sec-websocket-extensions").any(|v| !trim(v).is_empty()) {
-        // We offered none (RFC 6455 §4.1: fail on one we did not ask for).
-        return Verdict::Fail(DisconnectReason::BadResponse("extension not offered"), None);
-    }
-    let mut protocols = values("sec-websocket-protocol");
-    let subprotocol = match (protocols.next(), protocols.next()) {
-        (None, _) => None,
-        (Some(p), None) => {
-            let p = trim(p);
-            match offered.iter().find(|o| o.as_bytes() == p) {
-                Some(o) => Some(o.clone()),
-                None => {
-                    return Verdict::Fail(
-                        DisconnectReason::BadResponse("subprotocol not offered"),
-                        None,
-                    )
-                }
-            }
-        }
-        (Some(_), Some(_)) => {
-            return Verdict::Fail(DisconnectReason::BadResponse("several subprotocols"), None)
-        }
-    };
-    Verdict::Open {
-        subprotocol,
-        head_len,
-    }
-}
-
-/// `Retry-After` in delay-seconds. The HTTP-date form needs a wall clock the
-/// core does not have, so it is ignored (the normal backoff applies).
-fn retry_after(value: &[u8]) -> Option<Duration> {
-    let v = trim(value);
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    // Too many digits for a u64 is "very long": Backoff caps floors anyway.
-    let secs = std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    Some(Duration::from_secs(secs).min(MAX_FLOOR))
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| trim(t).eq_ignore_ascii_case(token))
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    s.get(start..end).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2055,16 +1901,6 @@ mod tests {
         let mut c = base();
         c.backoff.initial = Duration::ZERO;
         assert_eq!(field(c), "backoff");
-    }
-
-    #[test]
-    fn retry_after_parses_seconds_only() {
-        assert_eq!(retry_after(b" 120 "), Some(Duration::from_secs(120)));
-        assert_eq!(retry_after(b"0"), Some(Duration::ZERO));
-        assert_eq!(retry_after(b"99999999999999999999999"), Some(MAX_FLOOR));
-        assert_eq!(retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(retry_after(b"-5"), None);
-        assert_eq!(retry_after(b""), None);
     }
 
     #[test]
