@@ -6,6 +6,8 @@ use sha1::{Digest, Sha1};
 
 use super::http::{is_token, reserved_header};
 use super::Refusal;
+#[cfg(doc)]
+use super::RequestReader;
 
 /// The RFC 6455 GUID appended to the client's key before hashing.
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
