@@ -17,9 +17,9 @@ use crate::wire::{
     check_hub, decode_server_frames, upgrade_request, OneConn, KEY, MAX_CLOSE_FRAME, UNIX_AT_START,
 };
 
-/// How [`check_frames`] reads its input. Public so that a differential harness
-/// outside the core (the `frames` fuzz target, a test) decodes the very same
-/// bytes with the same limit.
+/// How [`check_frames`] reads its input. Public so that a differential check
+/// ([`check_frames_differential`](crate::check_frames_differential), or one of
+/// a test's own) decodes the very same bytes with the same limit.
 ///
 /// Layout: byte 0 holds flags (bits 0-2 pick the message size limit from
 /// [`FramesCase::LIMITS`], bit 3 selects hub mode instead of echo, bit 4 small
