@@ -101,6 +101,7 @@ impl Conn {
         matches!(self.phase, Phase::Open(_))
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Heap bytes this connection holds beyond its inline size (approximate;
     /// for memory tests).
     #[cfg(any(test, feature = "testing"))]

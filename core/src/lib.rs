@@ -177,11 +177,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// Lets code written against the public API (fuzz/src/lib.rs, which the
-// frame decoder's tests include by file) name this crate from inside it.
-#[cfg(test)]
-extern crate self as wshub_core;
-
 pub mod auth;
 pub mod backoff;
 pub mod client;
@@ -190,9 +185,6 @@ pub mod config;
 mod conn;
 pub mod event;
 pub mod frame;
-// Calls `Hub::check_invariants`, which only test builds have.
-#[cfg(any(test, feature = "testing"))]
-pub mod fuzzing;
 pub mod handshake;
 mod hub;
 pub mod message;

@@ -181,6 +181,7 @@ impl Router {
         v
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Checks that both indexes agree (tests and fuzzing).
     pub fn check_consistency<'a>(
         &self,

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| wshub_core::client::check_client_bytes(std::time::Instant::now(), data));
+fuzz_target!(|data: &[u8]| wshub_testkit::check_client_bytes(std::time::Instant::now(), data));

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| wshub_core::fuzzing::check_handshake(std::time::Instant::now(), data));
+fuzz_target!(|data: &[u8]| wshub_testkit::check_handshake(std::time::Instant::now(), data));

@@ -1,17 +1,12 @@
 //! Replays the committed fuzz corpus and every saved crash input through the
-//! functions the cargo-fuzz targets call (`wshub_core::fuzzing`, the client's
-//! `check_client_bytes`, and the tungstenite differential of the `frames`
-//! target), so a plain `cargo test` keeps them passing without cargo-fuzz.
+//! functions the cargo-fuzz targets call (the `check_*` functions of
+//! `wshub_testkit`, the tungstenite differential of the `frames` target
+//! included), so a plain `cargo test` keeps them passing without cargo-fuzz.
 //!
 //! Inputs live in `fuzz/corpus/<target>/` (minimized, committed; must exist
 //! and be non-empty, or this test would silently test nothing) and
 //! `fuzz/artifacts/<target>/` (crash inputs; may be absent). Every failing
 //! file is reported, not just the first.
-
-// The differential needs tungstenite, which only the fuzz crate and core's
-// tests depend on; both compile this one file.
-#[path = "../../fuzz/src/lib.rs"]
-mod differential;
 
 use std::fs;
 use std::panic;
@@ -87,36 +82,28 @@ fn anchor() -> std::time::Instant {
 
 #[test]
 fn handshake_corpus() {
-    replay("handshake", |d| {
-        wshub_core::fuzzing::check_handshake(anchor(), d)
-    });
+    replay("handshake", |d| wshub_testkit::check_handshake(anchor(), d));
 }
 
 #[test]
 fn frames_corpus() {
     replay("frames", |data| {
-        wshub_core::fuzzing::check_frames(anchor(), data);
-        differential::check_frames_differential(data);
+        wshub_testkit::check_frames(anchor(), data);
+        wshub_testkit::check_frames_differential(data);
     });
 }
 
 #[test]
 fn hub_ops_corpus() {
-    replay("hub_ops", |d| {
-        wshub_core::fuzzing::check_hub_ops(anchor(), d)
-    });
+    replay("hub_ops", |d| wshub_testkit::check_hub_ops(anchor(), d));
 }
 
 #[test]
 fn backoff_corpus() {
-    replay("backoff", |d| {
-        wshub_core::fuzzing::check_backoff(anchor(), d)
-    });
+    replay("backoff", |d| wshub_testkit::check_backoff(anchor(), d));
 }
 
 #[test]
 fn client_corpus() {
-    replay("client", |d| {
-        wshub_core::client::check_client_bytes(anchor(), d)
-    });
+    replay("client", |d| wshub_testkit::check_client_bytes(anchor(), d));
 }

@@ -1,24 +1,23 @@
-//! The tungstenite differential for the `frames` fuzz target.
+//! The tungstenite differential of the frame decoder.
 //!
-//! tungstenite is only a dev-dependency of wshub-core, so this check cannot
-//! live in `wshub_core::fuzzing`. It is shared by file instead: the `frames`
-//! target calls it through this crate, `core/tests/fuzz_corpus.rs` includes
-//! this very file (`#[path]`) to replay the corpus through it, and the frame
-//! decoder's quickcheck differential (core/src/frame.rs) uses its
-//! [`tungstenite_decode`].
+//! tungstenite is only a test dependency of wshub-core, so this check lives
+//! here: the `frames` fuzz target and `tests/fuzz_corpus.rs` call
+//! [`check_frames_differential`], and the decoder's quickcheck differential
+//! (`tests/frame_differential.rs`) uses [`tungstenite_decode`].
 //!
-//! [`check_frames_differential`] reads its input as a
-//! [`FramesCase`] (the layout `wshub_core::fuzzing::check_frames` uses), decodes
-//! the client's bytes with our [`FrameDecoder`] (server role, the case's
-//! message size limit, the case's read splits) and with tungstenite's
-//! `WebSocketContext` (server role, the same limit as its message and frame
-//! size), both stopping at the first close, and compares.
+//! [`check_frames_differential`] reads its input as a [`FramesCase`] (the
+//! layout [`check_frames`](crate::check_frames) uses), decodes the client's
+//! bytes with our [`FrameDecoder`] (server role, the case's message size
+//! limit, the case's read splits) and with tungstenite's `WebSocketContext`
+//! (server role, the same limit as its message and frame size), both stopping
+//! at the first close, and compares.
 
 use std::io::{self, Read, Write};
 
 use tungstenite::protocol::{Message, WebSocketConfig, WebSocketContext};
 use wshub_core::frame::{Decoded, FrameDecoder, Role, Violation};
-use wshub_core::fuzzing::FramesCase;
+
+use crate::FramesCase;
 
 /// Lends the wire to tungstenite: reads return `WouldBlock` once it is used
 /// up; writes (pongs, close replies) are collected and ignored.
@@ -52,9 +51,13 @@ impl Write for Lend<'_> {
 /// tungstenite's error classes, as far as the comparison needs them.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TgError {
+    /// A protocol violation.
     Protocol,
+    /// Invalid UTF-8 in a text message or close reason.
     Utf8,
+    /// A message or frame over the size limit.
     Capacity,
+    /// Anything else, by its text.
     Other(String),
 }
 
@@ -126,11 +129,15 @@ fn ours_decode(chunks: &[&[u8]], limit: usize) -> (Vec<Decoded>, Option<Violatio
 }
 
 // The texts of the violations tungstenite is known to accept (see
-// `core/src/frame.rs`, `compare_with_tungstenite`, which exempts the same
-// three). Compared by text because the constants are private to the core.
-const NON_MINIMAL_LENGTH: &str = "payload length not minimally encoded";
-const CONTROL_TOO_LONG: &str = "control frame with a payload over 125 bytes";
-const CLOSE_CODE: &str = "close code not allowed on the wire";
+// `tests/frame_differential.rs`, `compare_with_tungstenite`, which exempts
+// the same three). Compared by text because the constants are private to the
+// core.
+/// The violation text of a length not in its shortest form.
+pub const NON_MINIMAL_LENGTH: &str = "payload length not minimally encoded";
+/// The violation text of a control frame over 125 bytes.
+pub const CONTROL_TOO_LONG: &str = "control frame with a payload over 125 bytes";
+/// The violation text of a close code not allowed on the wire.
+pub const CLOSE_CODE: &str = "close code not allowed on the wire";
 
 /// Differential check of our frame decoder against tungstenite's.
 ///
@@ -143,7 +150,7 @@ const CLOSE_CODE: &str = "close code not allowed on the wire";
 ///
 /// Known, justified divergences, where tungstenite goes on past a frame we
 /// refuse, so only a common prefix is asked for (the same exemptions as the
-/// core's own differential test in `frame.rs`):
+/// decoder's own differential test, `tests/frame_differential.rs`):
 /// - it accepts non-minimal length encodings (RFC 6455 §5.2: "the minimal
 ///   number of bytes MUST be used"), including a control frame of <= 125
 ///   bytes announced with a 16/64-bit length;
@@ -154,7 +161,7 @@ const CLOSE_CODE: &str = "close code not allowed on the wire";
 /// Gateway", registered with IANA like 1012 and 1013; `frame::is_valid_close_code`
 /// accepts 1012-1014 on purpose). tungstenite 0.30 has no entry for 1014 and
 /// reports `Close(1002)` in its place, so that pair counts as agreement. Found
-/// by this target; the core's own differential test never sends 1012-1014.
+/// by this target; the decoder's own differential test never sends 1012-1014.
 ///
 /// # Panics
 ///
