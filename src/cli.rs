@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Verb {
     /// Serve a hub: WebSocket at /ws, the live page and the HTTP API on the same port.
-    Serve(Box<ServeArgs>),
+    Serve(Box<ServeOptions>),
     /// Subscribe and print every message as one JSON line.
     Sub(crate::sub::SubArgs),
     /// Publish one message, as a client or through the HTTP API.
@@ -99,9 +99,13 @@ const RATE: &str = "a number of messages per second (0: no limit)";
 const RUNTIME: &str = "a runtime: blocking, smol or tokio";
 const LOG_FORMAT: &str = "a log format: human or json";
 
-/// `wshub serve`'s flags. Every long name is also a config file key, so
-/// names and value names here are part of the file format.
-#[derive(Args, Debug)]
+/// Options of `wshub serve`, as clap parses them from the command line and
+/// the config file; [`ServeOptions::resolve`] then reads what the `*-env`
+/// and key file flags point at. Every long name is also a config file key,
+/// so names and value names here are part of the file format.
+///
+/// `Debug` is written by hand: it shows users, never keys or secrets.
+#[derive(Args, PartialEq)]
 #[command(
     // A flag given twice: the last one counts.
     args_override_self = true,
@@ -114,107 +118,85 @@ const LOG_FORMAT: &str = "a log format: human or json";
                   true/false. Flags override the file; a repeatable flag replaces the \
                   file's whole list; an auth mode given here replaces the file's."
 )]
-pub(crate) struct ServeArgs {
+pub struct ServeOptions {
     /// Read these options from a TOML file (keys: the flag names without --,
     /// e.g. ping-interval = "30s"); flags given here override the file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Listen address; WebSocket at /ws [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// Accept this key (bearer or ?token=) as USER; repeatable.
-    #[arg(long, value_name = "KEY=USER", value_parser = parse_api_key)]
-    api_key: Vec<(String, String)>,
+    /// Listen address; WebSocket at /ws.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Accept this key (bearer or ?token=) as USER; repeatable. Holds the
+    /// `--api-keys-env` ones too once resolved.
+    #[arg(long = "api-key", value_name = "KEY=USER", value_parser = parse_api_key)]
+    pub api_keys: Vec<(String, String)>,
     /// Read KEY=USER[,KEY=USER...] from environment variable VAR.
     #[arg(long, value_name = "VAR")]
     api_keys_env: Option<String>,
     /// Accept everyone (says so in the log).
-    #[arg(long, conflicts_with_all = ["api_key", "api_keys_env", "jwt_secret", "jwt_secret_env", "jwt_public_key"])]
-    no_auth: bool,
+    #[arg(long, conflicts_with_all = ["api_keys", "api_keys_env", "jwt_secret", "jwt_secret_env", "jwt_public_key"])]
+    pub no_auth: bool,
     /// Key for POST /api/publish and /api/broadcast [default: the generated token].
     #[arg(long, value_name = "KEY", value_parser = not_empty("the key is empty"),
           overrides_with = "admin_key_env")]
-    admin_key: Option<String>,
+    pub admin_key: Option<String>,
     /// Read the admin key from environment variable VAR.
     #[arg(long, value_name = "VAR", overrides_with = "admin_key")]
     admin_key_env: Option<String>,
     /// Accept HS256 JWTs (bearer or ?token=); user = the `sub` claim.
-    #[arg(long, value_name = "SECRET", value_parser = not_empty("the secret is empty"),
+    #[arg(long, value_name = "SECRET", value_parser = parse_secret,
           overrides_with = "jwt_secret_env")]
-    jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// Read the HS256 secret from environment variable VAR.
     #[arg(long, value_name = "VAR", overrides_with = "jwt_secret")]
     jwt_secret_env: Option<String>,
-    /// Accept RS256 or ES256 JWTs signed for this PEM public key.
+    /// Accept RS256 or ES256 JWTs signed for this PEM public key (a path in
+    /// the config file is relative to the file).
     #[arg(long, value_name = "FILE")]
-    jwt_public_key: Option<PathBuf>,
+    pub jwt_public_key: Option<PathBuf>,
+    /// The PEM read from `jwt_public_key`, checked to be usable.
+    #[arg(skip)]
+    pub jwt_public_key_pem: Vec<u8>,
     /// Accept only JWTs whose `aud` (string or array) holds AUD; repeatable,
     /// any one matches; `aud` is then required. Without it, a JWT carrying
     /// `aud` is refused.
-    #[arg(long, value_name = "AUD", value_parser = not_empty("the audience is empty"))]
-    jwt_audience: Vec<String>,
+    #[arg(long = "jwt-audience", value_name = "AUD", value_parser = not_empty("the audience is empty"))]
+    pub jwt_audiences: Vec<String>,
     /// Accept only JWTs whose `iss` is ISS; repeatable, any one matches;
     /// `iss` is then required (else it is ignored).
-    #[arg(long, value_name = "ISS", value_parser = not_empty("the issuer is empty"))]
-    jwt_issuer: Vec<String>,
+    #[arg(long = "jwt-issuer", value_name = "ISS", value_parser = not_empty("the issuer is empty"))]
+    pub jwt_issuers: Vec<String>,
     /// Allowed Origin; repeatable [default: any].
-    #[arg(long, value_name = "ORIGIN")]
-    allow_origin: Vec<String>,
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
     /// Header every upgrade must carry; repeatable.
-    #[arg(long, value_name = "NAME")]
-    require_header: Vec<String>,
+    #[arg(long = "require-header", value_name = "NAME")]
+    pub require_headers: Vec<String>,
     /// Channels clients may publish to (* globs); repeatable.
     #[arg(long, value_name = "PATTERN")]
-    publish: Vec<String>,
+    pub publish: Vec<String>,
     /// Echo mode (conformance testing).
     #[arg(long)]
-    echo: bool,
-    /// tokio (default), smol or blocking.
-    #[arg(long, value_name = "RUNTIME", value_parser = parse_runtime)]
-    runtime: Option<Runtime>,
-    /// Server ping interval [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    ping_interval: Option<Duration>,
-    /// Drop after this long without a frame [default: 60s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pong_timeout: Option<Duration>,
-    /// Cut a stalled writer after this [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    write_timeout: Option<Duration>,
-    /// Time a client has to finish its upgrade [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    handshake_timeout: Option<Duration>,
-    /// Largest client message [default: 64KiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    max_message_size: Option<usize>,
-    /// Outbound queue per connection, in messages [default: 256].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    max_queued_messages: Option<usize>,
-    /// Outbound queue per connection, in bytes [default: 1MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    max_queued_bytes: Option<usize>,
-    /// Subscriptions per connection [default: 1024].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    max_subscriptions: Option<usize>,
-    /// Connections at once [default: 100000].
-    #[arg(long, value_name = "N", value_parser = parse_count)]
-    max_connections: Option<usize>,
-    /// Frames a client may send per second; 1008 past it (0 = no limit) [default: 1000].
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    max_messages_per_second: Option<u32>,
-    /// human (default) or json lines, on stderr.
-    #[arg(long, value_name = "FORMAT", value_parser = parse_log_format)]
-    log_format: Option<LogFormat>,
+    pub echo: bool,
+    /// The adapter that serves: tokio, smol or blocking.
+    #[arg(long, value_name = "RUNTIME", default_value = "tokio", value_parser = parse_runtime)]
+    pub runtime: Runtime,
+    /// Limits and timers.
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Log lines on stderr: human or json.
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = parse_log_format)]
+    pub log_format: LogFormat,
     /// error, warn, info (default), debug, trace, or a RUST_LOG filter;
     /// without it RUST_LOG is used.
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
-    log_level: Option<String>,
+    pub log_level: Option<String>,
 }
 
 /// The command for `wshub serve` alone, as the config file is checked
 /// against it.
 pub(crate) fn serve_command() -> clap::Command {
-    ServeArgs::augment_args(clap::Command::new("serve"))
+    ServeOptions::augment_args(clap::Command::new("serve"))
 }
 
 /// What a value of the flag with this value name should be, for the config
@@ -243,47 +225,6 @@ pub(crate) fn what(value_name: &str) -> &'static str {
     }
 }
 
-/// Options of `wshub serve`.
-///
-/// `Debug` is written by hand: it shows users, never keys or secrets.
-#[derive(PartialEq, Default)]
-pub struct ServeOptions {
-    /// Listen address.
-    pub listen: String,
-    /// (key, user) pairs.
-    pub api_keys: Vec<(String, String)>,
-    /// Auth off.
-    pub no_auth: bool,
-    /// The key that may use the publish API (default: the generated token).
-    pub admin_key: Option<String>,
-    /// HS256 secret for JWTs.
-    pub jwt_secret: Option<Secret>,
-    /// RS256/ES256 public key for JWTs: its path (for the log) and its PEM,
-    /// checked to be usable while parsing.
-    pub jwt_public_key: Option<(PathBuf, Vec<u8>)>,
-    /// `--jwt-audience`: accepted `aud` values (none: a JWT with `aud` is
-    /// refused).
-    pub jwt_audiences: Vec<String>,
-    /// `--jwt-issuer`: accepted `iss` values (none: `iss` is ignored).
-    pub jwt_issuers: Vec<String>,
-    /// Allowed origins.
-    pub allow_origins: Vec<String>,
-    /// Required headers.
-    pub require_headers: Vec<String>,
-    /// Client publish patterns.
-    pub publish: Vec<String>,
-    /// Echo mode.
-    pub echo: bool,
-    /// The adapter that serves.
-    pub runtime: Runtime,
-    /// Limits and timers.
-    pub limits: Limits,
-    /// Log line format.
-    pub log_format: LogFormat,
-    /// `--log-level` (else `RUST_LOG`, else `info`).
-    pub log_level: Option<String>,
-}
-
 impl ServeOptions {
     /// Whether any authentication option was given (then no token is
     /// generated).
@@ -302,10 +243,7 @@ impl fmt::Debug for ServeOptions {
             .field("no_auth", &self.no_auth)
             .field("admin_key", &set(self.admin_key.is_some()))
             .field("jwt_secret", &set(self.jwt_secret.is_some()))
-            .field(
-                "jwt_public_key",
-                &self.jwt_public_key.as_ref().map(|(p, _)| p),
-            )
+            .field("jwt_public_key", &self.jwt_public_key)
             .field("jwt_audiences", &self.jwt_audiences)
             .field("jwt_issuers", &self.jwt_issuers)
             .field("allow_origins", &self.allow_origins)
@@ -321,27 +259,37 @@ impl fmt::Debug for ServeOptions {
 }
 
 /// Limit and timer flags; `None` keeps the default.
-#[derive(Debug, PartialEq, Default)]
+#[derive(Args, Debug, PartialEq, Default)]
 pub struct Limits {
-    /// `--ping-interval`.
+    /// Server ping interval [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ping_interval: Option<Duration>,
-    /// `--pong-timeout`.
+    /// Drop after this long without a frame [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub pong_timeout: Option<Duration>,
-    /// `--write-timeout`.
+    /// Cut a stalled writer after this [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub write_timeout: Option<Duration>,
-    /// `--handshake-timeout`.
+    /// Time a client has to finish its upgrade [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
-    /// `--max-message-size`.
+    /// Largest client message [default: 64KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_message_size: Option<usize>,
-    /// `--max-queued-messages`.
+    /// Outbound queue per connection, in messages [default: 256].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_queued_messages: Option<usize>,
-    /// `--max-queued-bytes`.
+    /// Outbound queue per connection, in bytes [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_queued_bytes: Option<usize>,
-    /// `--max-subscriptions`.
+    /// Subscriptions per connection [default: 1024].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_subscriptions: Option<usize>,
-    /// `--max-connections`.
+    /// Connections at once [default: 100000].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_connections: Option<usize>,
-    /// `--max-messages-per-second` (0: no limit).
+    /// Frames a client may send per second; 1008 past it (0 = no limit) [default: 1000].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_messages_per_second: Option<u32>,
 }
 
@@ -456,6 +404,10 @@ fn parse_api_key(s: &str) -> Result<(String, String), String> {
 fn split_key(s: &str) -> Option<(String, String)> {
     let (k, u) = s.split_once('=')?;
     (!k.is_empty() && !u.is_empty()).then(|| (k.to_owned(), u.to_owned()))
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    not_empty("the secret is empty")(s).map(Secret::new)
 }
 
 /// A parser refusing the empty string with `problem` (never the value: it
@@ -621,18 +573,14 @@ fn parse_serve(m: &clap::ArgMatches, args: &[String]) -> Result<ServeOptions, Cl
     let argv = std::iter::once("serve")
         .chain(file_args.iter().map(String::as_str))
         .chain(args.iter().map(String::as_str));
-    let a = cmd
+    let mut o = cmd
         .try_get_matches_from(argv)
-        .and_then(|m| ServeArgs::from_arg_matches(&m))
+        .and_then(|m| ServeOptions::from_arg_matches(&m))
         .map_err(|e| CliError(render(&e, &label)))?;
-    let base = file.as_ref().map(|f| f.base.as_path());
+    let key_base = from_file("jwt-public-key").map(|f| f.base.as_path());
     let set = |key: &str| cli.iter().any(|c| c == key) || from_file(key).is_some();
-    serve_options(
-        a,
-        &label,
-        &set,
-        base.filter(|_| from_file("jwt-public-key").is_some()),
-    )
+    o.resolve(&label, &set, key_base)?;
+    Ok(o)
 }
 
 /// Reads an environment variable named by a `*-env` option.
@@ -645,109 +593,74 @@ fn env_value(label: &str, var: &str) -> Result<String, CliError> {
     Ok(v)
 }
 
-/// The checked options. `label` names a flag as errors should, `set` says
-/// whether a flag was given (either way), `key_base` is the directory the
-/// jwt-public-key path is relative to (the file's, when it came from there).
-fn serve_options(
-    a: ServeArgs,
-    label: &dyn Fn(&str) -> String,
-    set: &dyn Fn(&str) -> bool,
-    key_base: Option<&Path>,
-) -> Result<ServeOptions, CliError> {
-    let err = |flag: &str, msg: &str| CliError(format!("{}: {msg}", label(flag)));
-    let mut api_keys = a.api_key;
-    if let Some(var) = &a.api_keys_env {
-        let raw = env_value(&label("api-keys-env"), var)?;
-        for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
-            api_keys.push(split_key(part.trim()).ok_or_else(|| {
-                err(
-                    "api-keys-env",
-                    &format!("{var} must hold KEY=USER[,KEY=USER...]"),
-                )
-            })?);
-        }
-    }
-    let admin_key = match (a.admin_key, &a.admin_key_env) {
-        (Some(k), _) => Some(k),
-        (None, Some(var)) => Some(env_value(&label("admin-key-env"), var)?),
-        (None, None) => None,
-    };
-    let jwt_secret = match (a.jwt_secret, &a.jwt_secret_env) {
-        (Some(s), _) => Some(Secret::new(s)),
-        (None, Some(var)) => Some(Secret::new(env_value(&label("jwt-secret-env"), var)?)),
-        (None, None) => None,
-    };
-    let jwt_public_key = match a.jwt_public_key {
-        Some(p) => {
-            let path = key_base.map_or(p.clone(), |dir| dir.join(&p));
-            let pem = std::fs::read(&path).map_err(|e| {
-                err(
-                    "jwt-public-key",
-                    &format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            crate::jwt::JwtAuth::from_public_key_pem(&pem)
-                .map_err(|e| err("jwt-public-key", &format!("{} {e}", path.display())))?;
-            Some((path, pem))
-        }
-        None => None,
-    };
-    let o = ServeOptions {
-        listen: a.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
-        api_keys,
-        no_auth: a.no_auth,
-        admin_key,
-        jwt_secret,
-        jwt_public_key,
-        jwt_audiences: a.jwt_audience,
-        jwt_issuers: a.jwt_issuer,
-        allow_origins: a.allow_origin,
-        require_headers: a.require_header,
-        publish: a.publish,
-        echo: a.echo,
-        runtime: a.runtime.unwrap_or_default(),
-        limits: Limits {
-            ping_interval: a.ping_interval,
-            pong_timeout: a.pong_timeout,
-            write_timeout: a.write_timeout,
-            handshake_timeout: a.handshake_timeout,
-            max_message_size: a.max_message_size,
-            max_queued_messages: a.max_queued_messages,
-            max_queued_bytes: a.max_queued_bytes,
-            max_subscriptions: a.max_subscriptions,
-            max_connections: a.max_connections,
-            max_messages_per_second: a.max_messages_per_second,
-        },
-        log_format: a.log_format.unwrap_or_default(),
-        log_level: a.log_level,
-    };
-    // An audience or issuer only refines JWT checking: alone it would
-    // silently do nothing.
-    if o.jwt_secret.is_none() && o.jwt_public_key.is_none() {
-        for (given, flag) in [
-            (!o.jwt_audiences.is_empty(), "jwt-audience"),
-            (!o.jwt_issuers.is_empty(), "jwt-issuer"),
-        ] {
-            if given {
-                return Err(err(
-                    flag,
-                    "needs a JWT key (--jwt-secret, --jwt-secret-env or --jwt-public-key)",
-                ));
+impl ServeOptions {
+    /// Reads what the `*-env` and `--jwt-public-key` flags point at, then
+    /// checks across flags. `label` names a flag as errors should, `set`
+    /// says whether a flag was given (either way), `key_base` is the
+    /// directory the key path is relative to (the file's, when it came from
+    /// there).
+    fn resolve(
+        &mut self,
+        label: &dyn Fn(&str) -> String,
+        set: &dyn Fn(&str) -> bool,
+        key_base: Option<&Path>,
+    ) -> Result<(), CliError> {
+        let err = |flag: &str, msg: &str| CliError(format!("{}: {msg}", label(flag)));
+        if let Some(var) = &self.api_keys_env {
+            let raw = env_value(&label("api-keys-env"), var)?;
+            for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
+                self.api_keys.push(split_key(part.trim()).ok_or_else(|| {
+                    err(
+                        "api-keys-env",
+                        &format!("{var} must hold KEY=USER[,KEY=USER...]"),
+                    )
+                })?);
             }
         }
-    }
-    let mut cfg = HubConfig::default();
-    o.limits.apply(&mut cfg);
-    cfg.validate().map_err(|e| {
-        let mut msg = format!("{}: {}", label(&e.field.replace('_', "-")), e.problem);
-        // "must be longer than ping_interval": say where that one was set.
-        let other = e.problem.rsplit(' ').next().unwrap_or("").replace('_', "-");
-        if other != e.field.replace('_', "-") && set(&other) {
-            msg.push_str(&format!(" (set by {})", label(&other)));
+        if let (None, Some(var)) = (&self.admin_key, &self.admin_key_env) {
+            self.admin_key = Some(env_value(&label("admin-key-env"), var)?);
         }
-        CliError(msg)
-    })?;
-    Ok(o)
+        if let (None, Some(var)) = (&self.jwt_secret, &self.jwt_secret_env) {
+            self.jwt_secret = Some(Secret::new(env_value(&label("jwt-secret-env"), var)?));
+        }
+        if let Some(p) = &mut self.jwt_public_key {
+            if let Some(dir) = key_base {
+                *p = dir.join(&*p);
+            }
+            let shown = p.display();
+            self.jwt_public_key_pem = std::fs::read(&*p)
+                .map_err(|e| err("jwt-public-key", &format!("cannot read {shown}: {e}")))?;
+            crate::jwt::JwtAuth::from_public_key_pem(&self.jwt_public_key_pem)
+                .map_err(|e| err("jwt-public-key", &format!("{shown} {e}")))?;
+        }
+        // An audience or issuer only refines JWT checking: alone it would
+        // silently do nothing.
+        if self.jwt_secret.is_none() && self.jwt_public_key.is_none() {
+            for (given, flag) in [
+                (!self.jwt_audiences.is_empty(), "jwt-audience"),
+                (!self.jwt_issuers.is_empty(), "jwt-issuer"),
+            ] {
+                if given {
+                    return Err(err(
+                        flag,
+                        "needs a JWT key (--jwt-secret, --jwt-secret-env or --jwt-public-key)",
+                    ));
+                }
+            }
+        }
+        let mut cfg = HubConfig::default();
+        self.limits.apply(&mut cfg);
+        cfg.validate().map_err(|e| {
+            let field = e.field.replace('_', "-");
+            let mut msg = format!("{}: {}", label(&field), e.problem);
+            // "must be longer than ping_interval": say where that one was set.
+            let other = e.problem.rsplit(' ').next().unwrap_or("").replace('_', "-");
+            if other != field && set(&other) {
+                msg.push_str(&format!(" (set by {})", label(&other)));
+            }
+            CliError(msg)
+        })
+    }
 }
 
 /// A random 128-bit token, hex, from the operating system.

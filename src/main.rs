@@ -99,9 +99,9 @@ fn authenticator(
         info!(algorithm = %"HS256", "accepting JWTs");
         jwts.push(scoped(JwtAuth::hs256(secret)));
     }
-    if let Some((path, pem)) = &opts.jwt_public_key {
+    if let Some(path) = &opts.jwt_public_key {
         // Already checked while parsing the options; never serve without it.
-        let auth = JwtAuth::from_public_key_pem(pem)
+        let auth = JwtAuth::from_public_key_pem(&opts.jwt_public_key_pem)
             .map_err(|e| std::io::Error::other(format!("{} {e}", path.display())))?;
         info!(key = %path.display(), algorithm = ?auth.algorithm(), "accepting JWTs");
         jwts.push(scoped(auth));
