@@ -101,7 +101,9 @@ const LOG_FORMAT: &str = "a log format: human or json";
 
 /// Options of `wshub serve`, as clap parses them from the command line and
 /// the config file; [`ServeOptions::resolve`] then reads what the `*-env`
-/// and key file flags point at. Every long name is also a config file key,
+/// and key file flags point at. Flags taking a credential take the next
+/// argument even if it starts with a dash: clap's "unexpected argument"
+/// error would show it. Every long name is also a config file key,
 /// so names and value names here are part of the file format.
 ///
 /// `Debug` is written by hand: it shows users, never keys or secrets.
@@ -128,7 +130,8 @@ pub struct ServeOptions {
     pub listen: String,
     /// Accept this key (bearer or ?token=) as USER; repeatable. Holds the
     /// `--api-keys-env` ones too once resolved.
-    #[arg(long = "api-key", value_name = "KEY=USER", value_parser = parse_api_key)]
+    #[arg(long = "api-key", value_name = "KEY=USER", value_parser = parse_api_key,
+          allow_hyphen_values = true)]
     pub api_keys: Vec<(String, String)>,
     /// Read KEY=USER[,KEY=USER...] from environment variable VAR.
     #[arg(long, value_name = "VAR")]
@@ -138,14 +141,14 @@ pub struct ServeOptions {
     pub no_auth: bool,
     /// Key for POST /api/publish and /api/broadcast [default: the generated token].
     #[arg(long, value_name = "KEY", value_parser = not_empty("the key is empty"),
-          overrides_with = "admin_key_env")]
+          overrides_with = "admin_key_env", allow_hyphen_values = true)]
     pub admin_key: Option<String>,
     /// Read the admin key from environment variable VAR.
     #[arg(long, value_name = "VAR", overrides_with = "admin_key")]
     admin_key_env: Option<String>,
     /// Accept HS256 JWTs (bearer or ?token=); user = the `sub` claim.
     #[arg(long, value_name = "SECRET", value_parser = parse_secret,
-          overrides_with = "jwt_secret_env")]
+          overrides_with = "jwt_secret_env", allow_hyphen_values = true)]
     pub jwt_secret: Option<Secret>,
     /// Read the HS256 secret from environment variable VAR.
     #[arg(long, value_name = "VAR", overrides_with = "jwt_secret")]

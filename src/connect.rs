@@ -77,7 +77,7 @@ pub fn parse_url(url: &str) -> Result<Endpoint, CliError> {
 #[derive(clap::Args, Debug)]
 pub(crate) struct ClientArgs {
     /// Client token [default: the WSHUB_TOKEN environment variable].
-    #[arg(long, value_name = "TOKEN", value_parser = non_empty_token)]
+    #[arg(long, value_name = "TOKEN", value_parser = non_empty_token, allow_hyphen_values = true)]
     token: Option<String>,
     /// Send the token as Authorization: Bearer (default: ?token=).
     #[arg(long)]

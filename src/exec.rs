@@ -48,7 +48,7 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_name = "URL")]
     url: Option<String>,
     /// The server's admin key [default: the WSHUB_ADMIN_KEY environment variable].
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
     admin_key: Option<String>,
     /// Serve a hub of its own on ADDR instead (prints the page URL).
     #[arg(long, value_name = "ADDR")]

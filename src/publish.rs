@@ -44,7 +44,7 @@ pub(crate) struct PubArgs {
     client: ClientArgs,
     /// Publish through the HTTP API with this admin key [default: the
     /// WSHUB_ADMIN_KEY environment variable].
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
     admin_key: Option<String>,
     /// Give up after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

@@ -353,10 +353,27 @@ fn errors_never_echo_a_secret() {
         "serve --jwt-secret s3cr3t --jwt-public-key /no/such.pem",
         "pub --admin-key s3cr3t --timeout soon ws://h:1/ws c d",
         "sub --token s3cr3t wss://h:1/ws c",
+        // A credential starting with a dash is a value, not an unknown flag.
+        "serve --jwt-secret -s3cr3t --bogus",
+        "serve --api-key -s3cr3t",
+        "serve --admin-key -s3cr3t --listen",
+        "sub --token -s3cr3t wss://h:1/ws c",
+        "pub --admin-key -s3cr3t ws://h:1/ws c",
+        "exec --admin-key -s3cr3t --url ws://h:1/ws",
     ] {
         let e = parse(&args(line)).unwrap_err();
         assert!(!e.0.contains("s3cr3t"), "{line}: {e}");
     }
+}
+
+#[test]
+fn a_credential_may_start_with_a_dash() {
+    let Command::Serve(o) = parse(&args("serve --jwt-secret -s3cr3t --admin-key -adm")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(o.jwt_secret.as_ref().map(Secret::expose), Some("-s3cr3t"));
+    assert_eq!(o.admin_key.as_deref(), Some("-adm"));
 }
 
 #[test]
