@@ -494,7 +494,8 @@ pub(crate) fn render(e: &clap::Error, label: &dyn Fn(&str) -> String) -> String 
     }
 }
 
-/// The long flag names of `args` given on the command line.
+/// The long names of `cmd`'s flags that `m` got from the command line
+/// (not from a default).
 fn given_on_the_command_line(cmd: &clap::Command, m: &clap::ArgMatches) -> Vec<String> {
     cmd.get_arguments()
         .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
