@@ -283,7 +283,7 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
         let mut next = Some(first);
         while let Some(line) = next {
             let text = tee(line);
-            bytes += text.len();
+            bytes += encoded_len(&id, &channel, &text);
             batch.push(Message::process_output(&id, &text));
             next = if batch.len() < MAX_BATCH_LINES && bytes < MAX_BATCH_BYTES {
                 rx.try_recv().ok()
@@ -359,11 +359,20 @@ fn read_lines(child: &mut Child) -> mpsc::Receiver<Line> {
     rx
 }
 
-/// Most lines in one request: well under the server's 64 KiB body limit
-/// once JSON-encoded, and a page's worth of output.
+/// Most lines in one request.
 const MAX_BATCH_LINES: usize = 256;
-/// Most line bytes in one request, before encoding.
-const MAX_BATCH_BYTES: usize = 32 * 1024;
+/// Most bytes of JSON in one request: under the server's 64 KiB body limit
+/// (a single longer line is sent alone, and refused as it always was).
+const MAX_BATCH_BYTES: usize = 48 * 1024;
+
+/// How long `text` is as one message of [`post`]'s body, with the comma
+/// after it: escaping can make a line of control characters six times
+/// longer than its text.
+fn encoded_len(id: &str, channel: &str, text: &str) -> usize {
+    let quoted = |s: &str| serde_json::Value::from(s).to_string().len();
+    // {"type":"process_output","channel":..,"processId":..,"data":..},
+    58 + quoted(channel) + quoted(id) + quoted(text)
+}
 
 /// Echoes a line to our own stream of the same kind, so the terminal still
 /// shows the output; returns its text.
@@ -486,5 +495,20 @@ mod tests {
             let e = parse_with(line, &no_env).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn a_batch_is_measured_as_the_json_it_becomes() {
+        let m = Message::process_output("7", "a\u{1}\"b");
+        let body = json!({
+            "type": m.kind,
+            "channel": "process:7",
+            "processId": m.process_id,
+            "data": m.data,
+        })
+        .to_string();
+        let estimate = encoded_len("7", "process:7", "a\u{1}\"b");
+        // Exact, with the comma between two messages.
+        assert!(estimate == body.len() + 1, "{estimate} for {body}");
     }
 }

@@ -334,3 +334,29 @@ fn many_lines_go_in_few_requests_and_in_order() {
         "{requests} requests for {LINES} lines"
     );
 }
+
+#[test]
+fn lines_that_grow_when_escaped_still_fit_the_servers_body_limit() {
+    // A control character is six bytes of JSON (\u0001): batches are
+    // measured as the JSON they become, not as the lines' text.
+    let (_server, addr, _log) = serve_with_admin(&[
+        "--max-queued-messages",
+        "100000",
+        "--max-queued-bytes",
+        "64MiB",
+    ]);
+    let mut ws = subscriber(&addr, "k", "process:ctl");
+    let script = "line=$(printf '\\001%.0s' $(seq 100)); yes \"$line\" | head -n 1000";
+    let url = format!("ws://{addr}/ws");
+    let out = exec(&["--url", &url, "--admin-key", "adm", "--id", "ctl", "--"])
+        .args(["sh", "-c", script])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("cannot publish"), "{err}");
+    let (lines, _) = collect_process(&mut ws, "ctl");
+    assert_eq!(lines.len(), 1000);
+    assert!(lines.iter().all(|l| l == &"\u{1}".repeat(100)));
+}
