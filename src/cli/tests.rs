@@ -61,6 +61,8 @@ fn durations_and_sizes() {
     assert_eq!(d("2m"), Some(Duration::from_secs(120)));
     assert_eq!(d("1h"), Some(Duration::from_secs(3600)));
     assert_eq!(d("0.5"), Some(Duration::from_millis(500)));
+    assert_eq!(d("1.5s"), Some(Duration::from_millis(1500)));
+    assert_eq!(d("1h 30m"), Some(Duration::from_secs(5400)));
     assert_eq!(d("0s"), None);
     assert_eq!(d("0"), None);
     assert_eq!(d("-1"), None);
