@@ -101,6 +101,9 @@ pub fn route(
                 return r;
             }
             let broadcast = request.path() == "/api/broadcast";
+            if body.trim_ascii_start().starts_with(b"[") {
+                return publish_batch(body, broadcast, hub);
+            }
             match parse_publish(body, broadcast) {
                 Err(e) => Response::error(400, e),
                 Ok((channel, message)) => {
@@ -145,9 +148,54 @@ fn authorize_admin(request: &UpgradeRequest, admin_key: Option<&str>) -> Result<
 
 /// `{"channel":..,"data":..}` or a go-ws typed message
 /// (`{"type":..,"channel":..,"processId":..,"data":..}`). For a broadcast the
-/// channel is ignored. The type defaults to `event`.
+/// channel is ignored. The type defaults to `event`. (A body that is a JSON
+/// array goes to [`publish_batch`].)
 fn parse_publish(body: &[u8], broadcast: bool) -> Result<(Option<String>, Message), &'static str> {
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+    parse_message(serde_json::from_slice(body).ok(), broadcast)
+}
+
+/// A batch: a JSON array of what [`parse_publish`] takes, every message
+/// checked before any is published, then published in order. Answers how
+/// many were published and the deliveries they made.
+fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubOps) -> Response {
+    let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else {
+        return Response::error(400, "body must be a JSON object or an array of them");
+    };
+    if items.is_empty() {
+        return Response::error(400, "the batch is empty");
+    }
+    let batch: Result<Vec<_>, _> = items
+        .into_iter()
+        .map(|item| parse_message(Some(item), broadcast))
+        .collect();
+    let batch = match batch {
+        Ok(b) => b,
+        Err(e) => return Response::error(400, e),
+    };
+    let published = batch.len();
+    let mut delivered = 0;
+    for (channel, message) in batch {
+        let n = match channel {
+            Some(ch) => hub.publish(&ch, message),
+            None => hub.broadcast(message),
+        };
+        match n {
+            Some(n) => delivered += n,
+            None => return Response::error(503, "hub stopped"),
+        }
+    }
+    Response::json(
+        200,
+        json!({ "published": published, "delivered": delivered }),
+    )
+}
+
+/// One message of a publish body, as [`parse_publish`] describes.
+fn parse_message(
+    value: Option<Value>,
+    broadcast: bool,
+) -> Result<(Option<String>, Message), &'static str> {
+    let Some(Value::Object(mut obj)) = value else {
         return Err("body must be a JSON object");
     };
     let kind = match obj.remove("type") {
@@ -427,5 +475,46 @@ mod tests {
         );
         assert_eq!(call("GET", &req("/api/publish", &[]), "", &hub).status, 405);
         assert_eq!(call("GET", &req("/nowhere", &[]), "", &hub).status, 404);
+    }
+
+    #[test]
+    fn a_json_array_is_a_batch_published_in_order() {
+        let hub = Fake::default();
+        let admin = [("Authorization", "Bearer adm1n")];
+        let body = r#" [{"channel":"c","data":1},
+            {"type":"process_output","channel":"process:7","processId":"7","data":"x"},
+            {"channel":"c","data":3}]"#;
+        let r = call("POST", &req("/api/publish", &admin), body, &hub);
+        assert_eq!(
+            (r.status, String::from_utf8(r.body).unwrap()),
+            (200, r#"{"delivered":6,"published":3}"#.to_string())
+        );
+        let got: Vec<(Option<String>, String, Value)> = hub
+            .published
+            .take()
+            .into_iter()
+            .map(|(c, m)| (c, m.kind.to_string(), m.data))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("c".into()), "event".into(), json!(1)),
+                (
+                    Some("process:7".into()),
+                    "process_output".into(),
+                    json!("x")
+                ),
+                (Some("c".into()), "event".into(), json!(3)),
+            ]
+        );
+        // One bad message refuses the whole batch before anything is published.
+        for bad in [r#"[{"channel":"c"}, {"data":2}]"#, "[1]", "[]", "[{"] {
+            let r = call("POST", &req("/api/publish", &admin), bad, &hub);
+            assert_eq!(r.status, 400, "{bad}");
+        }
+        assert!(hub.published.borrow().is_empty());
+        // The key is still needed.
+        let r = call("POST", &req("/api/publish", &[]), body, &hub);
+        assert_eq!(r.status, 401);
     }
 }

@@ -1,83 +1,61 @@
-//! Command-line parsing for the `wshub` binary. Bad values give an error that
-//! names the flag; the binary exits with code 2.
+//! Command-line parsing for the `wshub` binary, on clap (derive).
+//!
+//! Bad values give an error that names the flag, or the config file and key
+//! (see [`crate::config_file`]); the binary exits with code 2. Errors never
+//! show the value at fault: it may be a key or a secret.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use wshub_core::{HubConfig, Secret};
 
 pub use crate::logging::LogFormat;
 
-/// The usage text.
-pub const USAGE: &str = "usage: wshub serve [options]
+#[derive(Parser)]
+#[command(
+    name = "wshub",
+    about = "A WebSocket pub/sub hub: the server, its clients, and process streaming",
+    after_help = "Tokens for sub and pub also come from the WSHUB_TOKEN and WSHUB_ADMIN_KEY \
+                  environment variables."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Verb,
+}
 
-options:
-  --config FILE              read these options from a TOML file: keys are the flag
-                             names without --, e.g. ping-interval = \"30s\"; repeatable
-                             flags take arrays; flags given here override the file
-  --listen ADDR              listen address (default 127.0.0.1:8080); WebSocket at /ws
-  --api-key KEY=USER         accept this key (bearer or ?token=) as USER; repeatable
-  --api-keys-env VAR         read KEY=USER[,KEY=USER...] from environment variable VAR
-  --jwt-secret SECRET        accept HS256 JWTs (bearer or ?token=); user = `sub` claim
-  --jwt-secret-env VAR       read the HS256 secret from environment variable VAR
-  --jwt-public-key FILE      accept RS256 or ES256 JWTs signed for this PEM public key
-  --jwt-audience AUD         accept only JWTs whose `aud` (string or array) holds AUD;
-                             repeatable, any one matches; `aud` is then required.
-                             Without it, a JWT carrying `aud` is refused
-  --jwt-issuer ISS           accept only JWTs whose `iss` is ISS; repeatable, any one
-                             matches; `iss` is then required (else it is ignored)
-  --no-auth                  accept everyone (says so in the log)
-  --admin-key KEY            key for POST /api/publish and /api/broadcast
-                             (default: the generated token; --admin-key-env VAR reads it)
-  --allow-origin ORIGIN      allowed Origin; repeatable (default: any)
-  --require-header NAME      header every upgrade must carry; repeatable
-  --publish PATTERN          channels clients may publish to (* globs); repeatable
-  --echo                     echo mode (conformance testing)
-  --runtime NAME             tokio (default), smol or blocking
-  --ping-interval DURATION   server ping interval (default 30s)
-  --pong-timeout DURATION    drop after this long without a frame (default 60s)
-  --write-timeout DURATION   cut a stalled writer after this (default 10s)
-  --handshake-timeout DURATION  (default 10s)
-  --max-message-size SIZE    largest client message (default 64KiB)
-  --max-queued-messages N    outbound queue per connection (default 256)
-  --max-queued-bytes SIZE    outbound queue per connection (default 1MiB)
-  --max-subscriptions N      per connection (default 1024)
-  --max-connections N        (default 100000)
-  --max-messages-per-second N  frames a client may send per second; 1008 past
-                             it (default 1000; 0 = no limit)
-  --log-format FORMAT        human (default) or json lines, on stderr
-  --log-level LEVEL          error, warn, info (default), debug, trace, or a RUST_LOG
-                             filter; without it RUST_LOG is used
-
-With no auth option a random token is generated and the URL to use is printed.
-API keys and JWTs may be combined: either is accepted.
-
-clients (see `wshub sub --help`, `wshub pub --help`):
-  wshub sub [--token TOKEN] [--bearer] URL CHANNEL...
-  wshub pub [--token TOKEN] [--bearer] [--admin-key KEY] URL CHANNEL DATA
-  tokens also from the WSHUB_TOKEN and WSHUB_ADMIN_KEY environment variables
-
-process streaming (see `wshub exec --help`):
-  wshub exec (--url URL --admin-key KEY | --serve ADDR) [--id ID] -- CMD ARGS...";
+#[derive(Subcommand)]
+enum Verb {
+    /// Serve a hub: WebSocket at /ws, the live page and the HTTP API on the same port.
+    Serve(Box<ServeOptions>),
+    /// Subscribe and print every message as one JSON line.
+    Sub(crate::sub::SubArgs),
+    /// Publish one message, as a client or through the HTTP API.
+    Pub(crate::publish::PubArgs),
+    /// Run a command and stream its output lines and exit status to a hub.
+    Exec(crate::exec::ExecArgs),
+    /// List the runtimes this build can serve on.
+    Runtimes,
+}
 
 /// A parsed command line.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Command {
     /// `wshub serve`.
     Serve(Box<ServeOptions>),
-    /// `--help`.
-    Help,
     /// `wshub runtimes`: list the runtimes this build can serve on.
     Runtimes,
     /// `wshub sub URL CHANNEL...`.
     Sub(Box<crate::sub::SubOptions>),
     /// `wshub pub URL CHANNEL DATA`.
     Pub(Box<crate::publish::PubOptions>),
-    /// `wshub sub --help` / `wshub pub --help`: print this usage text.
-    Usage(&'static str),
     /// `wshub exec [options] -- CMD ARGS...`.
     Exec(Box<crate::exec::ExecOptions>),
+    /// `--help` and friends: print this on stdout and exit 0.
+    Print(String),
 }
 
 /// Which adapter serves.
@@ -112,45 +90,142 @@ impl Runtime {
     }
 }
 
-/// Options of `wshub serve`.
+// What a value should be, for errors; the config file's type errors use
+// them too, by the flag's value name (see `what`).
+const DURATION: &str = "a duration like 30s or 500ms";
+const SIZE: &str = "a size like 64KiB";
+const COUNT: &str = "a positive number";
+const RATE: &str = "a number of messages per second (0: no limit)";
+const RUNTIME: &str = "a runtime: blocking, smol or tokio";
+const LOG_FORMAT: &str = "a log format: human or json";
+
+/// Options of `wshub serve`, as clap parses them from the command line and
+/// the config file; [`ServeOptions::resolve`] then reads what the `*-env`
+/// and key file flags point at. Flags taking a credential take the next
+/// argument even if it starts with a dash: clap's "unexpected argument"
+/// error would show it. Every long name is also a config file key,
+/// so names and value names here are part of the file format.
 ///
 /// `Debug` is written by hand: it shows users, never keys or secrets.
-#[derive(PartialEq, Default)]
+#[derive(Args, PartialEq)]
+#[command(
+    // A flag given twice: the last one counts.
+    args_override_self = true,
+    // `--max-connections -3` is a bad count, not an unknown flag `-3`.
+    allow_negative_numbers = true,
+    after_help = "With no auth option a random token is generated and the URL to use is \
+                  printed. API keys and JWTs may be combined: either is accepted.\n\n\
+                  Every option but --config can also come from the --config file: its keys \
+                  are the flag names without --, repeatable flags take arrays, switches \
+                  true/false. Flags override the file; a repeatable flag replaces the \
+                  file's whole list; an auth mode given here replaces the file's."
+)]
 pub struct ServeOptions {
-    /// Listen address.
+    /// Read these options from a TOML file (keys: the flag names without --,
+    /// e.g. ping-interval = "30s"); flags given here override the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address; WebSocket at /ws.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// (key, user) pairs.
+    /// Accept this key (bearer or ?token=) as USER; repeatable. Holds the
+    /// `--api-keys-env` ones too once resolved.
+    #[arg(long = "api-key", value_name = "KEY=USER", value_parser = parse_api_key,
+          allow_hyphen_values = true)]
     pub api_keys: Vec<(String, String)>,
-    /// Auth off.
+    /// Read KEY=USER[,KEY=USER...] from environment variable VAR.
+    #[arg(long, value_name = "VAR")]
+    api_keys_env: Option<String>,
+    /// Accept everyone (says so in the log).
+    #[arg(long, conflicts_with_all = ["api_keys", "api_keys_env", "jwt_secret", "jwt_secret_env", "jwt_public_key"])]
     pub no_auth: bool,
-    /// The key that may use the publish API (default: the generated token).
+    /// Key for POST /api/publish and /api/broadcast [default: the generated token].
+    #[arg(long, value_name = "KEY", value_parser = not_empty("the key is empty"),
+          overrides_with = "admin_key_env", allow_hyphen_values = true)]
     pub admin_key: Option<String>,
-    /// HS256 secret for JWTs.
+    /// Read the admin key from environment variable VAR.
+    #[arg(long, value_name = "VAR", overrides_with = "admin_key")]
+    admin_key_env: Option<String>,
+    /// Accept HS256 JWTs (bearer or ?token=); user = the `sub` claim.
+    #[arg(long, value_name = "SECRET", value_parser = parse_secret,
+          overrides_with = "jwt_secret_env", allow_hyphen_values = true)]
     pub jwt_secret: Option<Secret>,
-    /// RS256/ES256 public key for JWTs: its path (for the log) and its PEM,
-    /// checked to be usable while parsing.
-    pub jwt_public_key: Option<(PathBuf, Vec<u8>)>,
-    /// `--jwt-audience`: accepted `aud` values (none: a JWT with `aud` is
-    /// refused).
+    /// Read the HS256 secret from environment variable VAR.
+    #[arg(long, value_name = "VAR", overrides_with = "jwt_secret")]
+    jwt_secret_env: Option<String>,
+    /// Accept RS256 or ES256 JWTs signed for this PEM public key (a path in
+    /// the config file is relative to the file).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// The PEM read from `jwt_public_key`, checked to be usable.
+    #[arg(skip)]
+    pub jwt_public_key_pem: Vec<u8>,
+    /// Accept only JWTs whose `aud` (string or array) holds AUD; repeatable,
+    /// any one matches; `aud` is then required. Without it, a JWT carrying
+    /// `aud` is refused.
+    #[arg(long = "jwt-audience", value_name = "AUD", value_parser = not_empty("the audience is empty"))]
     pub jwt_audiences: Vec<String>,
-    /// `--jwt-issuer`: accepted `iss` values (none: `iss` is ignored).
+    /// Accept only JWTs whose `iss` is ISS; repeatable, any one matches;
+    /// `iss` is then required (else it is ignored).
+    #[arg(long = "jwt-issuer", value_name = "ISS", value_parser = not_empty("the issuer is empty"))]
     pub jwt_issuers: Vec<String>,
-    /// Allowed origins.
+    /// Allowed Origin; repeatable [default: any].
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
-    /// Required headers.
+    /// Header every upgrade must carry; repeatable.
+    #[arg(long = "require-header", value_name = "NAME")]
     pub require_headers: Vec<String>,
-    /// Client publish patterns.
+    /// Channels clients may publish to (* globs); repeatable.
+    #[arg(long, value_name = "PATTERN")]
     pub publish: Vec<String>,
-    /// Echo mode.
+    /// Echo mode (conformance testing).
+    #[arg(long)]
     pub echo: bool,
-    /// The adapter that serves.
+    /// The adapter that serves: tokio, smol or blocking.
+    #[arg(long, value_name = "RUNTIME", default_value = "tokio", value_parser = parse_runtime)]
     pub runtime: Runtime,
     /// Limits and timers.
+    #[command(flatten)]
     pub limits: Limits,
-    /// Log line format.
+    /// Log lines on stderr: human or json.
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = parse_log_format)]
     pub log_format: LogFormat,
-    /// `--log-level` (else `RUST_LOG`, else `info`).
+    /// error, warn, info (default), debug, trace, or a RUST_LOG filter;
+    /// without it RUST_LOG is used.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+}
+
+/// The command for `wshub serve` alone, as the config file is checked
+/// against it.
+pub(crate) fn serve_command() -> clap::Command {
+    ServeOptions::augment_args(clap::Command::new("serve"))
+}
+
+/// What a value of the flag with this value name should be, for the config
+/// file's type errors.
+pub(crate) fn what(value_name: &str) -> &'static str {
+    match value_name {
+        "ADDR" => "an address like 127.0.0.1:8080",
+        "KEY=USER" => "KEY=USER",
+        "VAR" => "an environment variable name",
+        "KEY" => "a key",
+        "SECRET" => "a secret",
+        "FILE" => "a PEM public key file",
+        "AUD" => "an accepted JWT `aud` value",
+        "ISS" => "an accepted JWT `iss` value",
+        "ORIGIN" => "an origin",
+        "NAME" => "a header name",
+        "PATTERN" => "a channel pattern",
+        "RUNTIME" => RUNTIME,
+        "DURATION" => DURATION,
+        "SIZE" => SIZE,
+        "N" => COUNT,
+        "RATE" => RATE,
+        "FORMAT" => LOG_FORMAT,
+        "LEVEL" => "a level like info or debug, or a RUST_LOG filter",
+        _ => "a string",
+    }
 }
 
 impl ServeOptions {
@@ -171,10 +246,7 @@ impl fmt::Debug for ServeOptions {
             .field("no_auth", &self.no_auth)
             .field("admin_key", &set(self.admin_key.is_some()))
             .field("jwt_secret", &set(self.jwt_secret.is_some()))
-            .field(
-                "jwt_public_key",
-                &self.jwt_public_key.as_ref().map(|(p, _)| p),
-            )
+            .field("jwt_public_key", &self.jwt_public_key)
             .field("jwt_audiences", &self.jwt_audiences)
             .field("jwt_issuers", &self.jwt_issuers)
             .field("allow_origins", &self.allow_origins)
@@ -190,55 +262,61 @@ impl fmt::Debug for ServeOptions {
 }
 
 /// Limit and timer flags; `None` keeps the default.
-#[derive(Debug, PartialEq, Default)]
+#[derive(Args, Debug, PartialEq, Default)]
 pub struct Limits {
-    /// `--ping-interval`.
+    /// Server ping interval [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ping_interval: Option<Duration>,
-    /// `--pong-timeout`.
+    /// Drop after this long without a frame [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub pong_timeout: Option<Duration>,
-    /// `--write-timeout`.
+    /// Cut a stalled writer after this [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub write_timeout: Option<Duration>,
-    /// `--handshake-timeout`.
+    /// Time a client has to finish its upgrade [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
-    /// `--max-message-size`.
+    /// Largest client message [default: 64KiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_message_size: Option<usize>,
-    /// `--max-queued-messages`.
+    /// Outbound queue per connection, in messages [default: 256].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_queued_messages: Option<usize>,
-    /// `--max-queued-bytes`.
+    /// Outbound queue per connection, in bytes [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_queued_bytes: Option<usize>,
-    /// `--max-subscriptions`.
+    /// Subscriptions per connection [default: 1024].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_subscriptions: Option<usize>,
-    /// `--max-connections`.
+    /// Connections at once [default: 100000].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_connections: Option<usize>,
-    /// `--max-messages-per-second` (0: no limit).
+    /// Frames a client may send per second; 1008 past it (0 = no limit) [default: 1000].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_messages_per_second: Option<u32>,
 }
 
 impl Limits {
     /// Writes the given values into `config`.
     pub fn apply(&self, config: &mut HubConfig) {
-        let set_d = |dst: &mut Duration, v: Option<Duration>| {
+        fn set<T: Copy>(dst: &mut T, v: Option<T>) {
             if let Some(v) = v {
                 *dst = v;
             }
-        };
-        let set_n = |dst: &mut usize, v: Option<usize>| {
-            if let Some(v) = v {
-                *dst = v;
-            }
-        };
-        set_d(&mut config.ping_interval, self.ping_interval);
-        set_d(&mut config.pong_timeout, self.pong_timeout);
-        set_d(&mut config.write_timeout, self.write_timeout);
-        set_d(&mut config.handshake_timeout, self.handshake_timeout);
-        set_n(&mut config.max_message_size, self.max_message_size);
-        set_n(&mut config.max_queued_messages, self.max_queued_messages);
-        set_n(&mut config.max_queued_bytes, self.max_queued_bytes);
-        set_n(&mut config.max_subscriptions, self.max_subscriptions);
-        set_n(&mut config.max_connections, self.max_connections);
-        if let Some(n) = self.max_messages_per_second {
-            config.max_messages_per_second = n;
         }
+        set(&mut config.ping_interval, self.ping_interval);
+        set(&mut config.pong_timeout, self.pong_timeout);
+        set(&mut config.write_timeout, self.write_timeout);
+        set(&mut config.handshake_timeout, self.handshake_timeout);
+        set(&mut config.max_message_size, self.max_message_size);
+        set(&mut config.max_queued_messages, self.max_queued_messages);
+        set(&mut config.max_queued_bytes, self.max_queued_bytes);
+        set(&mut config.max_subscriptions, self.max_subscriptions);
+        set(&mut config.max_connections, self.max_connections);
+        set(
+            &mut config.max_messages_per_second,
+            self.max_messages_per_second,
+        );
     }
 }
 
@@ -254,172 +332,195 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-/// Parses `30s`, `500ms`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+/// A duration: humantime's `500ms`, `30s`, `2m`, `1h` (and `1h 30m`), or a
+/// plain number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(
-        s.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len()),
-    );
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => {
+            Some(Duration::from_secs_f64(secs))
+        }
+        Ok(_) => None,
+        Err(_) => humantime::parse_duration(s).ok(),
     };
-    (secs.is_finite() && secs > 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    d.filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not {DURATION}"))
 }
 
-/// Parses `64KiB`, `1MiB`, `512`, `2kb` (k = 1024 either way).
-pub fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: usize = num.parse().ok()?;
+/// A size: `64KiB`, `1MiB`, `512`, `2kb` (k = 1024 either way).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-        _ => return None,
+        "" | "b" => Some(1),
+        "k" | "kb" | "kib" => Some(1024),
+        "m" | "mb" | "mib" => Some(1024 * 1024),
+        "g" | "gb" | "gib" => Some(1024 * 1024 * 1024),
+        _ => None,
     };
-    n.checked_mul(mult).filter(|&v| v > 0)
+    num.parse::<usize>()
+        .ok()
+        .zip(mult)
+        .and_then(|(n, m)| n.checked_mul(m))
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("`{s}` is not {SIZE}"))
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    s.parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("`{s}` is not {COUNT}"))
+}
+
+fn parse_rate(s: &str) -> Result<u32, String> {
+    s.parse().map_err(|_| format!("`{s}` is not {RATE}"))
+}
+
+fn parse_runtime(s: &str) -> Result<Runtime, String> {
+    Runtime::ALL
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| format!("`{s}` is not {RUNTIME}"))
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    LogFormat::ALL
+        .iter()
+        .find(|(n, _)| *n == s)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| format!("`{s}` is not {LOG_FORMAT}"))
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    crate::logging::check_level(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// `KEY=USER`. The error never shows the value: it holds a key.
+fn parse_api_key(s: &str) -> Result<(String, String), String> {
+    split_key(s).ok_or_else(|| "expected KEY=USER with both non-empty".to_owned())
+}
+
+fn split_key(s: &str) -> Option<(String, String)> {
+    let (k, u) = s.split_once('=')?;
+    (!k.is_empty() && !u.is_empty()).then(|| (k.to_owned(), u.to_owned()))
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    not_empty("the secret is empty")(s).map(Secret::new)
+}
+
+/// A parser refusing the empty string with `problem` (never the value: it
+/// may be a secret).
+fn not_empty(problem: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |s: &str| {
+        if s.is_empty() {
+            Err(problem.to_owned())
+        } else {
+            Ok(s.to_owned())
+        }
+    }
 }
 
 /// Parses the arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
-    match args.first().map(String::as_str) {
-        Some("serve") => {}
-        Some("-h" | "--help" | "help") | None => return Ok(Command::Help),
-        Some("runtimes") => return Ok(Command::Runtimes),
-        Some(cmd @ ("sub" | "pub")) => {
-            let rest = &args[1..];
-            let help = rest.iter().any(|a| a == "-h" || a == "--help");
-            return match (cmd, help) {
-                ("sub", true) => Ok(Command::Usage(crate::sub::USAGE)),
-                ("pub", true) => Ok(Command::Usage(crate::publish::USAGE)),
-                ("sub", false) => crate::sub::parse(rest).map(|o| Command::Sub(Box::new(o))),
-                _ => crate::publish::parse(rest).map(|o| Command::Pub(Box::new(o))),
-            };
+    if args.is_empty() {
+        return Ok(Command::Print(Cli::command().render_help().to_string()));
+    }
+    let argv = std::iter::once("wshub").chain(args.iter().map(String::as_str));
+    let matches = match Cli::command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => return clap_failure(&e, &|flag| flag.to_owned()),
+    };
+    if let Some(("serve", m)) = matches.subcommand() {
+        // The subcommand is the first argument: no global options.
+        return parse_serve(m, &args[1..]).map(|o| Command::Serve(Box::new(o)));
+    }
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| CliError(render(&e, &|f| f.into())))?;
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(match cli.command {
+        Verb::Serve(_) => unreachable!("handled above"),
+        Verb::Runtimes => Command::Runtimes,
+        Verb::Sub(a) => Command::Sub(Box::new(a.options(&env)?)),
+        Verb::Pub(a) => Command::Pub(Box::new(a.options(&env)?)),
+        Verb::Exec(a) => Command::Exec(Box::new(a.options(&env)?)),
+    })
+}
+
+/// Help and version requests become output; anything else an error.
+fn clap_failure(e: &clap::Error, label: &dyn Fn(&str) -> String) -> Result<Command, CliError> {
+    if e.use_stderr() {
+        Err(CliError(render(e, label)))
+    } else {
+        Ok(Command::Print(e.to_string()))
+    }
+}
+
+/// clap's error in wshub's words: `--flag: problem`, with `label` naming a
+/// flag (`--x`, or the config file's key). A bad value's text is never
+/// shown; only what our parsers say about it.
+pub(crate) fn render(e: &clap::Error, label: &dyn Fn(&str) -> String) -> String {
+    let name = |v: Option<&ContextValue>| match v {
+        // "--listen <ADDR>": the flag alone.
+        Some(ContextValue::String(s)) => s.split(' ').next().unwrap_or(s).to_owned(),
+        Some(ContextValue::Strings(v)) => v
+            .first()
+            .map(|s| s.split(' ').next().unwrap_or(s).to_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let arg = name(e.get(ContextKind::InvalidArg));
+    let empty_value = matches!(e.get(ContextKind::InvalidValue),
+        Some(ContextValue::String(v)) if v.is_empty());
+    match e.kind() {
+        ErrorKind::ValueValidation => {
+            let why = std::error::Error::source(e).map_or(String::new(), |s| s.to_string());
+            format!("{}: {why}", label(&arg))
         }
-        Some("exec") => return crate::exec::command(&args[1..]),
-        Some(other) => return Err(CliError(format!("unknown command `{other}`"))),
-    }
-    parse_serve(&args[1..])
-}
-
-/// How a serve option takes its value, on the command line and in the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// One string.
-    Text,
-    /// A duration, size or count: a string, or in the file also a number.
-    Number,
-    /// A flag without a value; `true`/`false` in the file.
-    Switch,
-    /// A repeatable flag; an array of strings in the file.
-    List,
-}
-
-/// One `wshub serve` option. The config file's keys are these names.
-#[derive(Debug)]
-pub(crate) struct Flag {
-    /// The long flag without `--`, and the config file key.
-    pub name: &'static str,
-    pub kind: Kind,
-    /// What the value should be, for errors.
-    pub what: &'static str,
-    /// Flags that set the same thing share a group: a command-line flag of a
-    /// group drops the file's settings of that group.
-    group: &'static str,
-}
-
-const fn flag(name: &'static str, kind: Kind, what: &'static str) -> Flag {
-    Flag {
-        name,
-        kind,
-        what,
-        group: name,
+        ErrorKind::InvalidValue if empty_value => format!("{} needs a value", label(&arg)),
+        ErrorKind::ArgumentConflict => format!(
+            "{} cannot be combined with {}",
+            label(&arg),
+            label(&name(e.get(ContextKind::PriorArg)))
+        ),
+        _ => {
+            let text = e.to_string();
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            text.trim_end().to_owned()
+        }
     }
 }
 
-const fn grouped(name: &'static str, kind: Kind, what: &'static str, group: &'static str) -> Flag {
-    Flag {
-        name,
-        kind,
-        what,
-        group,
+/// The long names of `cmd`'s flags that `m` got from the command line
+/// (not from a default).
+fn given_on_the_command_line(cmd: &clap::Command, m: &clap::ArgMatches) -> Vec<String> {
+    cmd.get_arguments()
+        .filter(|a| m.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect()
+}
+
+/// Flags that set the same thing: one of them on the command line drops the
+/// file's others.
+fn group(key: &str) -> &str {
+    match key {
+        "api-key" | "api-keys-env" => "api-keys",
+        "admin-key" | "admin-key-env" => "admin-key",
+        "jwt-secret" | "jwt-secret-env" => "jwt-secret",
+        k => k,
     }
 }
 
-const DURATION: &str = "a duration like 30s or 500ms";
-const SIZE: &str = "a size like 64KiB";
-const COUNT: &str = "a positive number";
-const RATE: &str = "a number of messages per second (0: no limit)";
-const VAR: &str = "an environment variable name";
-
-/// Every `wshub serve` option but `--config` and `--help`.
-pub(crate) const FLAGS: &[Flag] = &[
-    flag("listen", Kind::Text, "an address like 127.0.0.1:8080"),
-    grouped("api-key", Kind::List, "KEY=USER", "api-keys"),
-    grouped("api-keys-env", Kind::Text, VAR, "api-keys"),
-    flag("no-auth", Kind::Switch, "true or false"),
-    grouped("admin-key", Kind::Text, "a key", "admin-key"),
-    grouped("admin-key-env", Kind::Text, VAR, "admin-key"),
-    grouped("jwt-secret", Kind::Text, "a secret", "jwt-secret"),
-    grouped("jwt-secret-env", Kind::Text, VAR, "jwt-secret"),
-    flag("jwt-public-key", Kind::Text, "a PEM public key file"),
-    flag("jwt-audience", Kind::List, "an accepted JWT `aud` value"),
-    flag("jwt-issuer", Kind::List, "an accepted JWT `iss` value"),
-    flag("allow-origin", Kind::List, "an origin"),
-    flag("require-header", Kind::List, "a header name"),
-    flag("publish", Kind::List, "a channel pattern"),
-    flag("echo", Kind::Switch, "true or false"),
-    flag("runtime", Kind::Text, "a runtime: blocking, smol or tokio"),
-    flag("ping-interval", Kind::Number, DURATION),
-    flag("pong-timeout", Kind::Number, DURATION),
-    flag("write-timeout", Kind::Number, DURATION),
-    flag("handshake-timeout", Kind::Number, DURATION),
-    flag("max-message-size", Kind::Number, SIZE),
-    flag("max-queued-bytes", Kind::Number, SIZE),
-    flag("max-queued-messages", Kind::Number, COUNT),
-    flag("max-subscriptions", Kind::Number, COUNT),
-    flag("max-connections", Kind::Number, COUNT),
-    flag("max-messages-per-second", Kind::Number, RATE),
-    flag("log-format", Kind::Text, "a log format: human or json"),
-    flag(
-        "log-level",
-        Kind::Text,
-        "a level like info or debug, or a RUST_LOG filter",
-    ),
-];
-
-/// The option named `name` (without `--`).
-pub(crate) fn find_flag(name: &str) -> Option<&'static Flag> {
-    FLAGS.iter().find(|f| f.name == name)
-}
-
-/// One option with its value, from the command line or the config file.
-#[derive(Debug)]
-pub(crate) struct Setting {
-    pub flag: &'static Flag,
-    /// `None` for a switch.
-    pub value: Option<String>,
-    /// How errors name it: `--flag` or `FILE: key `flag``.
-    pub label: String,
-    /// The config file's directory, against which relative paths resolve;
-    /// `None` for the command line (the working directory).
-    pub base: Option<PathBuf>,
-}
-
-/// Whether a file setting of `group` yields to the command line's `groups`.
-/// Auth modes exclude each other, so choosing one on the command line drops
-/// the file's other.
-fn overridden(group: &str, cli: &[&str]) -> bool {
-    let given = |g: &str| cli.contains(&g);
-    given(group)
-        || match group {
+/// Whether the file's `key` yields to the command line's flags `cli`. Auth
+/// modes exclude each other, so choosing one on the command line drops the
+/// file's other.
+fn overridden(key: &str, cli: &[String]) -> bool {
+    let given = |g: &str| cli.iter().any(|c| group(c) == g);
+    given(group(key))
+        || match group(key) {
             "no-auth" => given("api-keys") || given("jwt-secret") || given("jwt-public-key"),
             // The audience and issuer go with the JWT keys they refine.
             "api-keys" | "jwt-secret" | "jwt-public-key" | "jwt-audience" | "jwt-issuer" => {
@@ -429,113 +530,61 @@ fn overridden(group: &str, cli: &[&str]) -> bool {
         }
 }
 
-/// `wshub serve`'s arguments: the config file (if any) first, then the
-/// command line's flags over it.
-fn parse_serve(args: &[String]) -> Result<Command, CliError> {
-    let mut cli = Vec::new();
-    let mut config: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
+/// `wshub serve`: the config file (if any), minus what the command line
+/// overrides, then the command line over it. `m` holds the command line's
+/// matches, `args` the arguments after `serve`.
+fn parse_serve(m: &clap::ArgMatches, args: &[String]) -> Result<ServeOptions, CliError> {
+    let cmd = serve_command();
+    let cli = given_on_the_command_line(&cmd, m);
+    let file = match m.get_one::<PathBuf>("config") {
+        Some(path) => {
+            let mut f = crate::config_file::load(path, &cmd)?;
+            f.settings.retain(|s| !overridden(&s.key, &cli));
+            Some(f)
         }
-        if arg == "--config" {
-            let path = it
-                .next()
-                .ok_or_else(|| CliError("--config needs a value (a TOML file)".into()))?;
-            if config.replace(path.clone()).is_some() {
-                return Err(CliError("--config: given twice".into()));
-            }
-            continue;
+        None => None,
+    };
+    let from_file = |key: &str| {
+        file.as_ref()
+            .filter(|f| f.settings.iter().any(|s| s.key == key))
+    };
+    let label = |flag: &str| {
+        let key = flag.trim_start_matches('-');
+        match from_file(key) {
+            Some(f) => format!("{}: key `{key}`", f.path.display()),
+            None => format!("--{key}"),
         }
-        let f = arg
-            .strip_prefix("--")
-            .and_then(find_flag)
-            .ok_or_else(|| CliError(format!("unknown option `{arg}`")))?;
-        let value = match f.kind {
-            Kind::Switch => None,
-            _ => Some(
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| CliError(format!("{arg} needs a value ({})", f.what)))?,
-            ),
+    };
+    let file_args: Vec<String> = file
+        .iter()
+        .flat_map(|f| f.settings.iter().flat_map(|s| s.args.iter().cloned()))
+        .collect();
+    if let Some(f) = &file {
+        // The file alone first, so that its errors name its keys.
+        let file_label = |flag: &str| {
+            format!(
+                "{}: key `{}`",
+                f.path.display(),
+                flag.trim_start_matches('-')
+            )
         };
-        cli.push(Setting {
-            flag: f,
-            value,
-            label: arg.clone(),
-            base: None,
-        });
+        let argv = std::iter::once("serve").chain(file_args.iter().map(String::as_str));
+        cmd.clone()
+            .try_get_matches_from(argv)
+            .map_err(|e| CliError(render(&e, &file_label)))?;
     }
-    let mut settings = match &config {
-        Some(path) => crate::config_file::load(std::path::Path::new(path))?,
-        None => Vec::new(),
-    };
-    let cli_groups: Vec<&str> = cli.iter().map(|s| s.flag.group).collect();
-    settings.retain(|s| !overridden(s.flag.group, &cli_groups));
-    settings.extend(cli);
-
-    let mut o = ServeOptions {
-        listen: "127.0.0.1:8080".into(),
-        ..ServeOptions::default()
-    };
-    // Where each group's value came from, for the checks across options.
-    let mut origin: Vec<(&str, String)> = Vec::new();
-    for s in &settings {
-        apply(&mut o, s)?;
-        origin.retain(|(g, _)| *g != s.flag.group);
-        origin.push((s.flag.group, s.label.clone()));
-    }
-    let label = |group: &str| {
-        origin
-            .iter()
-            .find(|(g, _)| *g == group)
-            .map(|(_, l)| l.clone())
-            .unwrap_or_else(|| format!("--{group}"))
-    };
-    if o.no_auth {
-        for (given, group) in [
-            (!o.api_keys.is_empty(), "api-keys"),
-            (o.jwt_secret.is_some(), "jwt-secret"),
-            (o.jwt_public_key.is_some(), "jwt-public-key"),
-        ] {
-            if given {
-                return Err(CliError(format!(
-                    "{} cannot be combined with {}",
-                    label("no-auth"),
-                    label(group)
-                )));
-            }
-        }
-    }
-    // An audience or issuer only refines JWT checking: alone it would
-    // silently do nothing.
-    if o.jwt_secret.is_none() && o.jwt_public_key.is_none() {
-        for (given, group) in [
-            (!o.jwt_audiences.is_empty(), "jwt-audience"),
-            (!o.jwt_issuers.is_empty(), "jwt-issuer"),
-        ] {
-            if given {
-                return Err(CliError(format!(
-                    "{}: needs a JWT key (--jwt-secret, --jwt-secret-env or --jwt-public-key)",
-                    label(group)
-                )));
-            }
-        }
-    }
-    let mut cfg = HubConfig::default();
-    o.limits.apply(&mut cfg);
-    cfg.validate().map_err(|e| {
-        let mut msg = format!("{}: {}", label(&e.field.replace('_', "-")), e.problem);
-        // "must be longer than ping_interval": say where that one was set.
-        for (group, from) in &origin {
-            if e.problem.contains(&group.replace('-', "_")) {
-                msg.push_str(&format!(" (set by {from})"));
-            }
-        }
-        CliError(msg)
-    })?;
-    Ok(Command::Serve(Box::new(o)))
+    // No key is in both any more, so the lists cannot mix.
+    let argv = std::iter::once("serve")
+        .chain(file_args.iter().map(String::as_str))
+        .chain(args.iter().map(String::as_str));
+    let mut o = cmd
+        .try_get_matches_from(argv)
+        .and_then(|m| ServeOptions::from_arg_matches(&m))
+        .map_err(|e| CliError(render(&e, &label)))?;
+    let key_base = from_file("jwt-public-key").map(|f| f.base.as_path());
+    let set = |key: &str| cli.iter().any(|c| c == key) || from_file(key).is_some();
+    o.resolve(&label, &set, key_base)?;
+    Ok(o)
 }
 
 /// Reads an environment variable named by a `*-env` option.
@@ -548,463 +597,104 @@ fn env_value(label: &str, var: &str) -> Result<String, CliError> {
     Ok(v)
 }
 
-/// Applies one setting. Errors name the flag or the file's key, and never
-/// echo a key or secret.
-fn apply(o: &mut ServeOptions, s: &Setting) -> Result<(), CliError> {
-    let label = s.label.as_str();
-    let v = s.value.as_deref().unwrap_or("");
-    let bad = |what: &str| CliError(format!("{label}: `{v}` is not {what}"));
-    let err = |msg: &str| CliError(format!("{label}: {msg}"));
-    match s.flag.name {
-        "listen" => o.listen = v.to_owned(),
-        "api-key" => o
-            .api_keys
-            .push(parse_key(v).ok_or_else(|| err("expected KEY=USER with both non-empty"))?),
-        "api-keys-env" => {
-            let raw = env_value(label, v)?;
+impl ServeOptions {
+    /// Reads what the `*-env` and `--jwt-public-key` flags point at, then
+    /// checks across flags. `label` names a flag as errors should, `set`
+    /// says whether a flag was given (either way), `key_base` is the
+    /// directory the key path is relative to (the file's, when it came from
+    /// there).
+    fn resolve(
+        &mut self,
+        label: &dyn Fn(&str) -> String,
+        set: &dyn Fn(&str) -> bool,
+        key_base: Option<&Path>,
+    ) -> Result<(), CliError> {
+        let err = |flag: &str, msg: &str| CliError(format!("{}: {msg}", label(flag)));
+        if let Some(var) = &self.api_keys_env {
+            let raw = env_value(&label("api-keys-env"), var)?;
             for part in raw.split(',').filter(|p| !p.trim().is_empty()) {
-                o.api_keys.push(
-                    parse_key(part.trim())
-                        .ok_or_else(|| err(&format!("{v} must hold KEY=USER[,KEY=USER...]")))?,
-                );
+                self.api_keys.push(split_key(part.trim()).ok_or_else(|| {
+                    err(
+                        "api-keys-env",
+                        &format!("{var} must hold KEY=USER[,KEY=USER...]"),
+                    )
+                })?);
             }
         }
-        "no-auth" => o.no_auth = s.value.as_deref() != Some("false"),
-        "echo" => o.echo = s.value.as_deref() != Some("false"),
-        "admin-key" if v.is_empty() => return Err(err("the key is empty")),
-        "admin-key" => o.admin_key = Some(v.to_owned()),
-        "admin-key-env" => o.admin_key = Some(env_value(label, v)?),
-        "jwt-secret" if v.is_empty() => return Err(err("the secret is empty")),
-        "jwt-secret" => o.jwt_secret = Some(Secret::new(v)),
-        "jwt-secret-env" => o.jwt_secret = Some(Secret::new(env_value(label, v)?)),
-        "jwt-public-key" => {
-            let path = match &s.base {
-                Some(dir) => dir.join(v),
-                None => PathBuf::from(v),
-            };
-            let pem = std::fs::read(&path)
-                .map_err(|e| err(&format!("cannot read {}: {e}", path.display())))?;
-            crate::jwt::JwtAuth::from_public_key_pem(&pem)
-                .map_err(|e| err(&format!("{} {e}", path.display())))?;
-            o.jwt_public_key = Some((path, pem));
+        if let (None, Some(var)) = (&self.admin_key, &self.admin_key_env) {
+            self.admin_key = Some(env_value(&label("admin-key-env"), var)?);
         }
-        "runtime" => {
-            o.runtime = Runtime::ALL
-                .iter()
-                .find(|(n, _)| *n == v)
-                .map(|(_, r)| *r)
-                .ok_or_else(|| bad(s.flag.what))?;
+        if let (None, Some(var)) = (&self.jwt_secret, &self.jwt_secret_env) {
+            self.jwt_secret = Some(Secret::new(env_value(&label("jwt-secret-env"), var)?));
         }
-        "log-format" => {
-            o.log_format = LogFormat::ALL
-                .iter()
-                .find(|(n, _)| *n == v)
-                .map(|(_, f)| *f)
-                .ok_or_else(|| bad(s.flag.what))?;
+        if let Some(p) = &mut self.jwt_public_key {
+            if let Some(dir) = key_base {
+                *p = dir.join(&*p);
+            }
+            let shown = p.display();
+            self.jwt_public_key_pem = std::fs::read(&*p)
+                .map_err(|e| err("jwt-public-key", &format!("cannot read {shown}: {e}")))?;
+            crate::jwt::JwtAuth::from_public_key_pem(&self.jwt_public_key_pem)
+                .map_err(|e| err("jwt-public-key", &format!("{shown} {e}")))?;
         }
-        "log-level" => {
-            crate::logging::check_level(v).map_err(|e| err(&format!("`{v}`: {e}")))?;
-            o.log_level = Some(v.to_owned());
-        }
-        "jwt-audience" if v.is_empty() => return Err(err("the audience is empty")),
-        "jwt-audience" => o.jwt_audiences.push(v.to_owned()),
-        "jwt-issuer" if v.is_empty() => return Err(err("the issuer is empty")),
-        "jwt-issuer" => o.jwt_issuers.push(v.to_owned()),
-        "allow-origin" => o.allow_origins.push(v.to_owned()),
-        "require-header" => o.require_headers.push(v.to_owned()),
-        "publish" => o.publish.push(v.to_owned()),
-        name @ ("ping-interval" | "pong-timeout" | "write-timeout" | "handshake-timeout") => {
-            let d = parse_duration(v).ok_or_else(|| bad(DURATION))?;
-            let slot = match name {
-                "ping-interval" => &mut o.limits.ping_interval,
-                "pong-timeout" => &mut o.limits.pong_timeout,
-                "write-timeout" => &mut o.limits.write_timeout,
-                _ => &mut o.limits.handshake_timeout,
-            };
-            *slot = Some(d);
-        }
-        "max-messages-per-second" => {
-            let n: u32 = v.parse().map_err(|_| bad(RATE))?;
-            o.limits.max_messages_per_second = Some(n);
-        }
-        name @ ("max-message-size" | "max-queued-bytes") => {
-            let n = parse_size(v).ok_or_else(|| bad(SIZE))?;
-            if name == "max-message-size" {
-                o.limits.max_message_size = Some(n);
-            } else {
-                o.limits.max_queued_bytes = Some(n);
+        // An audience or issuer only refines JWT checking: alone it would
+        // silently do nothing.
+        if self.jwt_secret.is_none() && self.jwt_public_key.is_none() {
+            for (given, flag) in [
+                (!self.jwt_audiences.is_empty(), "jwt-audience"),
+                (!self.jwt_issuers.is_empty(), "jwt-issuer"),
+            ] {
+                if given {
+                    return Err(err(
+                        flag,
+                        "needs a JWT key (--jwt-secret, --jwt-secret-env or --jwt-public-key)",
+                    ));
+                }
             }
         }
-        name => {
-            let n: usize = v
-                .parse()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| bad(COUNT))?;
-            let slot = match name {
-                "max-queued-messages" => &mut o.limits.max_queued_messages,
-                "max-subscriptions" => &mut o.limits.max_subscriptions,
-                "max-connections" => &mut o.limits.max_connections,
-                // Every name in FLAGS has an arm above.
-                other => unreachable!("unhandled serve option {other}"),
-            };
-            *slot = Some(n);
-        }
+        let mut cfg = HubConfig::default();
+        self.limits.apply(&mut cfg);
+        cfg.validate().map_err(|e| {
+            let field = e.field.replace('_', "-");
+            let mut msg = format!("{}: {}", label(&field), e.problem);
+            // "must be longer than ping_interval": say where that one was set.
+            let other = e.problem.rsplit(' ').next().unwrap_or("").replace('_', "-");
+            if other != field && set(&other) {
+                msg.push_str(&format!(" (set by {})", label(&other)));
+            }
+            CliError(msg)
+        })
     }
-    Ok(())
-}
-
-fn parse_key(s: &str) -> Option<(String, String)> {
-    let (k, u) = s.split_once('=')?;
-    (!k.is_empty() && !u.is_empty()).then(|| (k.to_owned(), u.to_owned()))
 }
 
 /// A random 128-bit token, hex, from the operating system.
 pub fn random_token() -> std::io::Result<String> {
-    use std::io::Read;
     let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    getrandom::getrandom(&mut b).map_err(std::io::Error::other)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// One subcommand's arguments parsed alone, errors rendered as the binary
+/// does: for the subcommands' unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn defaults_and_flags() {
-        let Command::Serve(o) = parse(&args("serve")).unwrap() else {
-            panic!()
-        };
-        assert_eq!(o.listen, "127.0.0.1:8080");
-        let Command::Serve(o) = parse(&args("serve --listen 127.0.0.1:0 --api-key k=u --ping-interval 5s --pong-timeout 1m --max-message-size 1MiB")).unwrap() else { panic!() };
-        assert_eq!(o.api_keys, vec![("k".to_string(), "u".to_string())]);
-        assert_eq!(o.limits.ping_interval, Some(Duration::from_secs(5)));
-        assert_eq!(o.limits.pong_timeout, Some(Duration::from_secs(60)));
-        assert_eq!(o.limits.max_message_size, Some(1 << 20));
-        let Command::Serve(o) = parse(&args("serve --max-messages-per-second 0")).unwrap() else {
-            panic!()
-        };
-        assert_eq!(o.limits.max_messages_per_second, Some(0));
-        let mut config = HubConfig::default();
-        o.limits.apply(&mut config);
-        assert_eq!(config.max_messages_per_second, 0, "0 turns the limit off");
-    }
-
-    #[test]
-    fn bad_values_name_the_flag() {
-        for (line, flag) in [
-            ("serve --ping-interval soon", "--ping-interval"),
-            ("serve --max-message-size 12parsecs", "--max-message-size"),
-            ("serve --api-key nokey", "--api-key"),
-            ("serve --max-connections -3", "--max-connections"),
-            (
-                "serve --max-messages-per-second lots",
-                "--max-messages-per-second",
-            ),
-            ("serve --listen", "--listen"),
-            ("serve --ping-interval 90s", "--pong-timeout"),
-            ("serve --bogus", "--bogus"),
-            ("serve --runtime async-std", "--runtime"),
-        ] {
-            let e = parse(&args(line)).unwrap_err();
-            assert!(e.0.contains(flag), "{line}: {e}");
-        }
-    }
-
-    #[test]
-    fn errors_never_echo_a_key() {
-        let e = parse(&args("serve --api-key s3cr3t")).unwrap_err();
-        assert!(!e.0.contains("s3cr3t"), "{e}");
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration("1w"), None);
-        assert_eq!(parse_size("64KiB"), Some(65536));
-        assert_eq!(parse_size("0"), None);
-        assert_eq!(parse_size("99999999999999999999"), None);
-    }
-
-    /// `serve --config FILE ARGS` with `text` as the file.
-    fn with_file(name: &str, text: &str, rest: &str) -> Result<ServeOptions, CliError> {
-        let dir = std::env::temp_dir().join(format!("wshub-cli-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        let mut a = args("serve --config");
-        a.push(path.display().to_string());
-        a.extend(args(rest));
-        match parse(&a)? {
-            Command::Serve(o) => Ok(*o),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_file_sets_and_flags_override() {
-        let file = r#"
-            listen = "127.0.0.1:0"
-            api-key = ["fk=fileuser"]
-            ping-interval = "5s"
-            pong-timeout = 20
-            max-message-size = "1KiB"
-            publish = ["a*", "b*"]
-            runtime = "smol"
-            log-format = "json"
-        "#;
-        let o = with_file("set.toml", file, "").unwrap();
-        assert_eq!(o.listen, "127.0.0.1:0");
-        assert_eq!(o.api_keys, [("fk".into(), "fileuser".into())]);
-        assert_eq!(o.limits.ping_interval, Some(Duration::from_secs(5)));
-        assert_eq!(o.limits.pong_timeout, Some(Duration::from_secs(20)));
-        assert_eq!(o.limits.max_message_size, Some(1024));
-        assert_eq!(o.publish, ["a*", "b*"]);
-        assert_eq!(o.runtime, Runtime::Smol);
-        assert_eq!(o.log_format, LogFormat::Json);
-
-        // Flags win wherever they appear; a repeated flag replaces the
-        // file's whole list; what the flags leave alone stays.
-        let o = with_file(
-            "set.toml",
-            file,
-            "--runtime blocking --publish c --max-message-size 2KiB --api-key ck=cliuser",
-        )
-        .unwrap();
-        assert_eq!(o.runtime, Runtime::Blocking);
-        assert_eq!(o.publish, ["c"]);
-        assert_eq!(o.limits.max_message_size, Some(2048));
-        assert_eq!(o.api_keys, [("ck".into(), "cliuser".into())]);
-        assert_eq!(o.limits.ping_interval, Some(Duration::from_secs(5)));
-        assert_eq!(o.log_format, LogFormat::Json);
-    }
-
-    #[test]
-    fn an_auth_mode_on_the_command_line_replaces_the_files() {
-        let o = with_file("noauth.toml", "no-auth = true", "--api-key k=u").unwrap();
-        assert!(!o.no_auth);
-        assert_eq!(o.api_keys.len(), 1);
-        let o = with_file(
-            "keys.toml",
-            "api-key = [\"k=u\"]\njwt-secret = \"s\"",
-            "--no-auth",
-        )
-        .unwrap();
-        assert!(o.no_auth && !o.has_auth());
-        // Within one source the conflict is an error naming both.
-        let e = with_file("both.toml", "no-auth = true\njwt-secret = \"s\"", "").unwrap_err();
-        assert!(
-            e.0.contains("key `no-auth`") && e.0.contains("key `jwt-secret`"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn file_errors_name_the_file_and_key() {
-        let e = with_file("late.toml", "ping-interval = \"90s\"", "").unwrap_err();
-        assert!(e.0.starts_with("--pong-timeout: "), "{e}");
-        assert!(e.0.contains("late.toml: key `ping-interval`"), "{e}");
-        let e = with_file("bad.toml", "max-connections = 0", "").unwrap_err();
-        assert!(
-            e.0.contains("bad.toml: key `max-connections`: `0` is not"),
-            "{e}"
-        );
-        let e = with_file("env.toml", "admin-key-env = \"WSHUB_NO_SUCH_VAR_X\"", "").unwrap_err();
-        assert!(
-            e.0.contains("key `admin-key-env`") && e.0.contains("WSHUB_NO_SUCH_VAR_X"),
-            "{e}"
-        );
-        // The file's jwt-public-key is relative to the file.
-        let e = with_file("key.toml", "jwt-public-key = \"missing.pem\"", "").unwrap_err();
-        let dir = std::env::temp_dir().join(format!("wshub-cli-{}", std::process::id()));
-        assert!(
-            e.0.contains(&dir.join("missing.pem").display().to_string()),
-            "{e}"
-        );
-        assert!(parse(&args("serve --config"))
-            .unwrap_err()
-            .0
-            .contains("--config"));
-    }
-
-    #[test]
-    fn jwt_and_log_flags() {
-        let Command::Serve(o) = parse(&args(
-            "serve --jwt-secret sekrit --log-format json --log-level debug",
-        ))
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(o.jwt_secret.as_ref().map(Secret::expose), Some("sekrit"));
-        assert!(o.has_auth());
-        assert_eq!(o.log_format, LogFormat::Json);
-        assert_eq!(o.log_level.as_deref(), Some("debug"));
-        let key = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/jwt-es256-public.pem"
-        );
-        let Command::Serve(o) = parse(&args(&format!("serve --jwt-public-key {key}"))).unwrap()
-        else {
-            panic!()
-        };
-        assert!(o.jwt_public_key.is_some() && o.has_auth());
-        for (line, says) in [
-            ("serve --log-format xml", "--log-format: `xml`"),
-            ("serve --log-level a=b=c", "--log-level"),
-            (
-                "serve --jwt-secret-env WSHUB_NO_SUCH_VAR_X",
-                "WSHUB_NO_SUCH_VAR_X is not set",
-            ),
-            (
-                "serve --jwt-public-key /no/such.pem",
-                "--jwt-public-key: cannot read",
-            ),
-            (
-                "serve --no-auth --jwt-secret s",
-                "--no-auth cannot be combined with --jwt-secret",
-            ),
-        ] {
-            let e = parse(&args(line)).unwrap_err();
-            assert!(e.0.contains(says), "{line}: {e}");
-        }
-    }
-
-    #[test]
-    fn jwt_audience_and_issuer_flags_repeat() {
-        let Command::Serve(o) = parse(&args(
-            "serve --jwt-secret s --jwt-audience hub --jwt-issuer idp --jwt-audience hub2",
-        ))
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(o.jwt_audiences, ["hub", "hub2"]);
-        assert_eq!(o.jwt_issuers, ["idp"]);
-        let key = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/jwt-rs256-public.pem"
-        );
-        let line = format!("serve --jwt-public-key {key} --jwt-issuer idp");
-        let Command::Serve(o) = parse(&args(&line)).unwrap() else {
-            panic!()
-        };
-        assert!(o.jwt_audiences.is_empty());
-        assert_eq!(o.jwt_issuers, ["idp"]);
-    }
-
-    #[test]
-    fn jwt_audience_and_issuer_from_the_file_and_overridden() {
-        let file = "jwt-secret = \"s\"\njwt-audience = [\"a\", \"b\"]\njwt-issuer = [\"i\"]\n";
-        let o = with_file("aud.toml", file, "").unwrap();
-        assert_eq!(o.jwt_audiences, ["a", "b"]);
-        assert_eq!(o.jwt_issuers, ["i"]);
-        // The flag replaces the file's whole list; the other one stays.
-        let o = with_file("aud.toml", file, "--jwt-audience c").unwrap();
-        assert_eq!(o.jwt_audiences, ["c"]);
-        assert_eq!(o.jwt_issuers, ["i"]);
-        // --no-auth drops the file's JWT settings, audience and issuer too.
-        let o = with_file("aud.toml", file, "--no-auth").unwrap();
-        assert!(o.no_auth && o.jwt_audiences.is_empty() && o.jwt_issuers.is_empty());
-        // A single string is not an array.
-        let e = with_file(
-            "aud-str.toml",
-            "jwt-secret = \"s\"\njwt-audience = \"a\"",
-            "",
-        )
-        .unwrap_err();
-        assert!(
-            e.0.contains("key `jwt-audience`: expected an array of strings"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn jwt_audience_or_issuer_without_a_jwt_key_is_an_error_naming_it() {
-        for line in [
-            "serve --jwt-audience hub",
-            "serve --api-key k=u --jwt-audience hub",
-            "serve --no-auth --jwt-audience hub",
-        ] {
-            let e = parse(&args(line)).unwrap_err();
-            assert!(
-                e.0.starts_with("--jwt-audience: needs a JWT key"),
-                "{line}: {e}"
-            );
-        }
-        let e = parse(&args("serve --jwt-issuer idp")).unwrap_err();
-        assert!(e.0.starts_with("--jwt-issuer: needs a JWT key"), "{e}");
-        // From the file, the error names the file's key.
-        let e = with_file("iss-only.toml", "jwt-issuer = [\"idp\"]", "").unwrap_err();
-        assert!(
-            e.0.contains("iss-only.toml: key `jwt-issuer`: needs a JWT key"),
-            "{e}"
-        );
-        for (line, says) in [
-            (
-                "serve --jwt-secret s --jwt-audience",
-                "--jwt-audience needs a value",
-            ),
-            (
-                "serve --jwt-secret s --jwt-issuer",
-                "--jwt-issuer needs a value",
-            ),
-        ] {
-            let e = parse(&args(line)).unwrap_err();
-            assert!(e.0.contains(says), "{line}: {e}");
-        }
-        let empty = ["serve", "--jwt-secret", "s", "--jwt-audience", ""].map(String::from);
-        let e = parse(&empty).unwrap_err();
-        assert_eq!(e.0, "--jwt-audience: the audience is empty");
-        let empty = ["serve", "--jwt-secret", "s", "--jwt-issuer", ""].map(String::from);
-        let e = parse(&empty).unwrap_err();
-        assert_eq!(e.0, "--jwt-issuer: the issuer is empty");
-    }
-
-    #[test]
-    fn every_option_has_a_parser() {
-        // apply()'s last arm is unreachable only if each FLAGS name has an arm.
-        std::env::set_var("WSHUB_TEST_ENV_VALUE", "k=u");
-        for f in FLAGS {
-            let value = match f.name {
-                "runtime" => "smol",
-                "log-format" => "json",
-                "log-level" => "info",
-                "api-key" => "k=u",
-                "jwt-public-key" => "/no/such.pem",
-                n if n.ends_with("-env") => "WSHUB_TEST_ENV_VALUE",
-                n if n.contains("size") || n.contains("bytes") => "1KiB",
-                n if n.contains("interval") || n.contains("timeout") => "5s",
-                _ => "7",
-            };
-            let s = Setting {
-                flag: f,
-                value: (f.kind != Kind::Switch).then(|| value.to_owned()),
-                label: format!("--{}", f.name),
-                base: None,
-            };
-            let r = apply(&mut ServeOptions::default(), &s);
-            assert!(r.is_ok() || f.name == "jwt-public-key", "{}: {r:?}", f.name);
-        }
-    }
-
-    #[test]
-    fn debug_never_shows_keys_or_secrets() {
-        let Command::Serve(o) = parse(&args(
-            "serve --api-key apik3y=alice --admin-key adm1nk3y --jwt-secret jwts3cr3t",
-        ))
-        .unwrap() else {
-            panic!()
-        };
-        let shown = format!("{o:?}");
-        for secret in ["apik3y", "adm1nk3y", "jwts3cr3t"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        assert!(shown.contains("alice"), "{shown}");
-    }
+pub(crate) fn parse_argv<A: Args + FromArgMatches>(
+    name: &'static str,
+    args: &[&str],
+) -> Result<A, CliError> {
+    A::augment_args(clap::Command::new(name))
+        .try_get_matches_from(std::iter::once(name).chain(args.iter().copied()))
+        .and_then(|m| A::from_arg_matches(&m))
+        .map_err(|e| CliError(render(&e, &|f| f.to_owned())))
 }
+
+/// [`parse_argv`] with the arguments split at whitespace.
+#[cfg(test)]
+pub(crate) fn parse_args<A: Args + FromArgMatches>(
+    name: &'static str,
+    line: &str,
+) -> Result<A, CliError> {
+    parse_argv(name, &line.split_whitespace().collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,11 @@
 //! `wshub serve --config FILE`: serve options from a TOML file.
 //!
 //! The keys are the long flag names without `--`, so a file and a command
-//! line read the same and share one parser ([`crate::cli`]): every value is
-//! checked exactly as the flag's would be. Switches take `true`/`false`,
-//! repeatable flags take arrays of strings, durations and sizes take strings
-//! (`"30s"`, `"64KiB"`) or plain numbers (seconds, bytes).
+//! line read the same and share one parser ([`crate::cli`]'s clap flags):
+//! each key becomes `--key=value` arguments, checked exactly as the flag's
+//! would be. Switches take `true`/`false`, repeatable flags take arrays of
+//! strings, durations and sizes take strings (`"30s"`, `"64KiB"`) or plain
+//! numbers (seconds, bytes).
 //!
 //! Errors name the file and the key. They never quote the file's lines:
 //! toml's own rendering shows the offending line, which may hold a key or a
@@ -12,15 +13,50 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{find_flag, CliError, Kind, Setting};
+use clap::ArgAction;
 
-/// The settings in the file at `path`, in key order.
-pub(crate) fn load(path: &Path) -> Result<Vec<Setting>, CliError> {
+use crate::cli::{what, CliError};
+
+/// A loaded config file.
+#[derive(Debug)]
+pub(crate) struct File {
+    /// As given, for errors.
+    pub path: PathBuf,
+    /// Its directory, against which relative paths (jwt-public-key) resolve.
+    pub base: PathBuf,
+    /// Its keys, in key order.
+    pub settings: Vec<Setting>,
+}
+
+/// One key of the file and the arguments it stands for.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Setting {
+    pub key: String,
+    /// `--key=value` (once per array item), `--key` for `true`, nothing for
+    /// `false`.
+    pub args: Vec<String>,
+}
+
+/// How a flag takes its value in the file.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// One string.
+    Text,
+    /// A duration, size or count: a string, or also a number.
+    Number,
+    /// A flag without a value: `true`/`false`.
+    Switch,
+    /// A repeatable flag: an array of strings.
+    List,
+}
+
+/// The file at `path`, its keys checked against `serve`'s flags (types
+/// here; values when the caller parses the arguments).
+pub(crate) fn load(path: &Path, serve: &clap::Command) -> Result<File, CliError> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError(format!("--config: cannot read {shown}: {e}")))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
-    // Relative paths in the file (jwt-public-key) are relative to the file.
     let base = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -36,14 +72,28 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Setting>, CliError> {
             )));
         }
     }
-    let mut out = Vec::new();
+    let mut settings = Vec::new();
     for (key, value) in &table {
         let label = format!("{shown}: key `{key}`");
-        let flag = find_flag(key).ok_or_else(|| {
-            CliError(format!(
-                "{shown}: unknown key `{key}` (the keys are `wshub serve` flag names without --)"
-            ))
-        })?;
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+            .ok_or_else(|| {
+                CliError(format!(
+                    "{shown}: unknown key `{key}` (the keys are `wshub serve` flag names without --)"
+                ))
+            })?;
+        let value_name = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map_or("", |v| v.as_str());
+        let what = what(value_name);
+        let kind = match arg.get_action() {
+            ArgAction::SetTrue => Kind::Switch,
+            ArgAction::Append => Kind::List,
+            _ if matches!(value_name, "DURATION" | "SIZE" | "N" | "RATE") => Kind::Number,
+            _ => Kind::Text,
+        };
         let wrong = |expected: &str, found: &toml::Value| {
             CliError(format!(
                 "{label}: expected {expected}, found {} {}",
@@ -51,46 +101,38 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Setting>, CliError> {
                 found.type_str()
             ))
         };
-        let mut push = |value: Option<String>| {
-            out.push(Setting {
-                flag,
-                value,
-                label: label.clone(),
-                base: Some(base.clone()),
-            })
-        };
-        match (flag.kind, value) {
-            (Kind::Text | Kind::Number, toml::Value::String(s)) => push(Some(s.clone())),
-            (Kind::Number, toml::Value::Integer(n)) => push(Some(n.to_string())),
-            (Kind::Number, toml::Value::Float(x)) => push(Some(x.to_string())),
-            (Kind::Switch, toml::Value::Boolean(b)) => push(Some(b.to_string())),
-            (Kind::List, toml::Value::Array(items)) => {
-                for item in items {
-                    match item {
-                        toml::Value::String(s) => push(Some(s.clone())),
-                        other => {
-                            return Err(wrong(
-                                &format!("an array of strings ({})", flag.what),
-                                other,
-                            ))
-                        }
-                    }
-                }
+        let flag = |v: &str| format!("--{key}={v}");
+        let args = match (kind, value) {
+            (Kind::Text | Kind::Number, toml::Value::String(s)) => vec![flag(s)],
+            (Kind::Number, toml::Value::Integer(n)) => vec![flag(&n.to_string())],
+            (Kind::Number, toml::Value::Float(x)) => vec![flag(&x.to_string())],
+            (Kind::Switch, toml::Value::Boolean(b)) => {
+                b.then(|| format!("--{key}")).into_iter().collect()
             }
+            (Kind::List, toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(flag(s)),
+                    other => Err(wrong(&format!("an array of strings ({what})"), other)),
+                })
+                .collect::<Result<_, _>>()?,
             (Kind::List, other) => {
-                return Err(wrong(
-                    &format!("an array of strings ({})", flag.what),
-                    other,
-                ))
+                return Err(wrong(&format!("an array of strings ({what})"), other))
             }
             (Kind::Switch, other) => return Err(wrong("true or false", other)),
-            (Kind::Number, other) => {
-                return Err(wrong(&format!("{} (a string)", flag.what), other))
-            }
-            (Kind::Text, other) => return Err(wrong(&format!("a string ({})", flag.what), other)),
-        }
+            (Kind::Number, other) => return Err(wrong(&format!("{what} (a string)"), other)),
+            (Kind::Text, other) => return Err(wrong(&format!("a string ({what})"), other)),
+        };
+        settings.push(Setting {
+            key: key.clone(),
+            args,
+        });
     }
-    Ok(out)
+    Ok(File {
+        path: path.to_path_buf(),
+        base,
+        settings,
+    })
 }
 
 fn article(type_name: &str) -> &'static str {
@@ -143,36 +185,36 @@ mod tests {
         path
     }
 
+    fn load(path: &Path) -> Result<File, CliError> {
+        super::load(path, &crate::cli::serve_command())
+    }
+
     fn error(name: &str, text: &str) -> String {
         load(&write(name, text)).unwrap_err().0
     }
 
     #[test]
-    fn values_become_settings_labelled_with_the_key() {
+    fn values_become_arguments_by_key() {
         let path = write(
             "ok.toml",
-            "listen = \"127.0.0.1:0\"\npublish = [\"a*\", \"b\"]\necho = true\nmax-message-size = 4096\n",
+            "listen = \"127.0.0.1:0\"\npublish = [\"a*\", \"b\"]\necho = true\nno-auth = false\nmax-message-size = 4096\n",
         );
-        let got: Vec<(String, Option<String>)> = load(&path)
-            .unwrap()
-            .into_iter()
-            .map(|s| (s.flag.name.to_owned(), s.value))
-            .collect();
-        let want = [
-            ("echo", Some("true")),
-            ("listen", Some("127.0.0.1:0")),
-            ("max-message-size", Some("4096")),
-            ("publish", Some("a*")),
-            ("publish", Some("b")),
-        ];
-        let want: Vec<(String, Option<String>)> = want
+        let f = load(&path).unwrap();
+        let got: Vec<(&str, Vec<&str>)> = f
+            .settings
             .iter()
-            .map(|(k, v)| (k.to_string(), v.map(String::from)))
+            .map(|s| (s.key.as_str(), s.args.iter().map(String::as_str).collect()))
             .collect();
+        let want: Vec<(&str, Vec<&str>)> = vec![
+            ("echo", vec!["--echo"]),
+            ("listen", vec!["--listen=127.0.0.1:0"]),
+            ("max-message-size", vec!["--max-message-size=4096"]),
+            ("no-auth", vec![]),
+            ("publish", vec!["--publish=a*", "--publish=b"]),
+        ];
         assert_eq!(got, want);
-        let s = &load(&path).unwrap()[0];
-        assert!(s.label.ends_with("ok.toml: key `echo`"), "{}", s.label);
-        assert_eq!(s.base.as_deref(), path.parent());
+        assert_eq!(Some(f.base.as_path()), path.parent());
+        assert_eq!(f.path, path);
     }
 
     #[test]

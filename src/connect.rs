@@ -73,28 +73,38 @@ pub fn parse_url(url: &str) -> Result<Endpoint, CliError> {
     }
 }
 
-/// Options both commands take; `None` when `flag` is not one of them.
-/// `value` yields the flag's value.
-pub(crate) fn common_flag(
-    flag: &str,
-    value: &mut dyn FnMut() -> Result<String, CliError>,
-    token: &mut Option<Secret>,
-    bearer: &mut bool,
-) -> Option<Result<(), CliError>> {
-    match flag {
-        "--token" => Some(value().and_then(|t| {
-            if t.is_empty() {
-                Err(CliError("--token: must not be empty".into()))
-            } else {
-                *token = Some(Secret::new(t));
-                Ok(())
-            }
-        })),
-        "--bearer" => {
-            *bearer = true;
-            Some(Ok(()))
-        }
-        _ => None,
+/// The flags `sub` and `pub` share.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ClientArgs {
+    /// Client token [default: the WSHUB_TOKEN environment variable].
+    #[arg(long, value_name = "TOKEN", value_parser = non_empty_token, allow_hyphen_values = true)]
+    token: Option<String>,
+    /// Send the token as Authorization: Bearer (default: ?token=).
+    #[arg(long)]
+    bearer: bool,
+}
+
+/// The error never shows the value: it is a credential.
+fn non_empty_token(t: &str) -> Result<String, String> {
+    if t.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(t.to_owned())
+    }
+}
+
+impl ClientArgs {
+    /// The target at `url`, the token from the flag or else from `env`.
+    pub(crate) fn target(
+        self,
+        url: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Target, CliError> {
+        Ok(Target {
+            endpoint: parse_url(url)?,
+            token: token_or_env(self.token.map(Secret::new), env),
+            bearer: self.bearer,
+        })
     }
 }
 

@@ -1,12 +1,13 @@
 //! `wshub exec`: runs a process and streams its output to a hub.
 //!
-//! Each line of the child's stdout and stderr (read on two threads, as it
-//! arrives, lossy UTF-8) is published as a go-ws `process_output` message on
+//! Each line of the child's stdout and stderr (read on two threads into one
+//! queue, so in the order the lines arrived, lossy UTF-8) is published as a go-ws `process_output` message on
 //! channel `process:ID`, and its exit as `process_status`
 //! (`{"status":"exited","exitCode":N}`). Delivery is either
 //!
 //! - **through a running server's HTTP API** (`--url`, with `--admin-key` or
-//!   `WSHUB_ADMIN_KEY`): one `POST /api/publish` per message, or
+//!   `WSHUB_ADMIN_KEY`): one ureq agent, each `POST /api/publish` carrying
+//!   every line queued since the previous one finished (up to 256 lines), or
 //! - **in process** (`--serve ADDR`): a hub of its own with the same auth
 //!   defaults as `wshub serve` (a generated token, printed as the page URL),
 //!   kept up for `--linger` after the exit so late viewers see the status.
@@ -27,27 +28,50 @@ use wshub_core::config::PublishPatterns;
 use wshub_core::{AuthDecision, Event, HubConfig, Message, Secret, UpgradeRequest};
 
 use crate::api;
-use crate::cli::{parse_duration, CliError, Command, Runtime};
+use crate::cli::{parse_duration, CliError, Runtime};
 use crate::connect::parse_url;
-use crate::publish::ADMIN_KEY_ENV;
+use crate::publish::{HttpApi, ADMIN_KEY_ENV};
 use crate::running::Running;
 
-/// Usage of `wshub exec`.
-pub const USAGE: &str = "usage: wshub exec [options] -- CMD ARGS...
+/// `wshub exec`'s arguments.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Runs CMD and streams each stdout/stderr line as process_output, then its exit \
+             as process_status ({\"status\":\"exited\",\"exitCode\":N}), on channel process:ID.",
+    after_help = "exit status: the command's (128 + signal if killed by one), 127 when it \
+                  cannot be started, 2 on bad arguments",
+    group(clap::ArgGroup::new("target").required(true).args(["url", "serve"]))
+)]
+pub(crate) struct ExecArgs {
+    /// A running server (ws://HOST:PORT/ws or http://HOST:PORT); publishes
+    /// through its HTTP API.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The server's admin key [default: the WSHUB_ADMIN_KEY environment variable].
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    admin_key: Option<String>,
+    /// Serve a hub of its own on ADDR instead (prints the page URL).
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// With --serve, keep serving this long after the exit.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    linger: Duration,
+    /// Process id [default: the child's pid].
+    #[arg(long, value_name = "ID", value_parser = parse_id)]
+    id: Option<String>,
+    /// The command to run and its arguments (everything from CMD on is
+    /// the command's).
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
+    command: Vec<String>,
+}
 
-Runs CMD and streams each stdout/stderr line as process_output, then its exit
-as process_status ({\"status\":\"exited\",\"exitCode\":N}), on channel process:ID.
-
-options:
-  --url URL            a running server (ws://HOST:PORT/ws or http://HOST:PORT);
-                       publishes through its HTTP API
-  --admin-key KEY      the server's admin key (default: WSHUB_ADMIN_KEY)
-  --serve ADDR         serve a hub of its own on ADDR instead (prints the page URL)
-  --linger DURATION    with --serve, keep serving this long after the exit (default 2s)
-  --id ID              process id (default: the child's pid)
-
-exit status: the command's (128 + signal if killed by one), 127 when it cannot
-be started, 2 on bad arguments";
+fn parse_id(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
+        Err("must be 1..=200 printable characters".into())
+    } else {
+        Ok(v.to_owned())
+    }
+}
 
 /// Where the messages go.
 #[derive(Debug, PartialEq)]
@@ -79,115 +103,44 @@ pub struct ExecOptions {
     pub command: Vec<String>,
 }
 
-/// Parses the arguments after `exec` into a [`Command`] (`--help` included).
-pub fn command(args: &[String]) -> Result<Command, CliError> {
-    let before_cmd = args.iter().take_while(|a| *a != "--");
-    if before_cmd.into_iter().any(|a| a == "-h" || a == "--help") {
-        return Ok(Command::Usage(USAGE));
-    }
-    parse(args).map(|o| Command::Exec(Box::new(o)))
-}
-
-/// Parses the arguments after `exec`, reading `WSHUB_ADMIN_KEY` when needed.
-pub fn parse(args: &[String]) -> Result<ExecOptions, CliError> {
-    parse_with(args, &|k| std::env::var(k).ok())
-}
-
-/// [`parse`] with the environment given.
-pub fn parse_with(
-    args: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ExecOptions, CliError> {
-    let mut url = None;
-    let mut admin_key = None;
-    let mut serve = None;
-    let mut linger = Duration::from_secs(2);
-    let mut id = None;
-    let mut command = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| CliError(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--url" => url = Some(value()?),
-            "--admin-key" => admin_key = Some(value()?),
-            "--serve" => serve = Some(value()?),
-            "--id" => {
-                let v = value()?;
-                if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
-                    return Err(CliError(
-                        "--id: must be 1..=200 printable characters".into(),
-                    ));
-                }
-                id = Some(v);
-            }
-            "--linger" => {
-                let v = value()?;
-                linger = parse_duration(&v).ok_or_else(|| {
-                    CliError(format!("--linger: `{v}` is not a duration like 2s"))
-                })?;
-            }
-            "--" => {
-                command.extend(it.by_ref().cloned());
-                break;
-            }
-            a if a.starts_with('-') => {
-                return Err(CliError(format!("exec: unknown option `{a}`")));
-            }
-            _ => {
-                command.push(arg.clone());
-                command.extend(it.by_ref().cloned());
-                break;
-            }
-        }
-    }
-    if command.is_empty() {
-        return Err(CliError("exec: expected -- CMD ARGS...".into()));
-    }
-    let delivery = match (url, serve) {
-        (Some(_), Some(_)) => {
-            return Err(CliError("exec: give --url or --serve, not both".into()));
-        }
-        (None, None) => {
-            return Err(CliError(
-                "exec: give --url URL (a running server) or --serve ADDR".into(),
-            ));
-        }
-        (None, Some(listen)) => Delivery::Serve { listen, linger },
-        (Some(url), None) => {
-            // http://host:port is the same server as ws://host:port.
-            let ws = match url.strip_prefix("http://") {
-                Some(rest) => format!("ws://{rest}"),
-                None => url,
-            };
-            let endpoint = parse_url(&ws)?;
-            let key = admin_key
-                .or_else(|| env(ADMIN_KEY_ENV).filter(|k| !k.is_empty()))
-                .ok_or_else(|| {
-                    CliError(format!(
+impl ExecArgs {
+    /// The checked options, `WSHUB_ADMIN_KEY` read from `env` when needed.
+    pub(crate) fn options(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ExecOptions, CliError> {
+        let delivery = match (self.url, self.serve) {
+            (Some(url), None) => {
+                // http://host:port is the same server as ws://host:port.
+                let ws = match url.strip_prefix("http://") {
+                    Some(rest) => format!("ws://{rest}"),
+                    None => url,
+                };
+                let endpoint = parse_url(&ws)?;
+                let admin_key =
+                    crate::publish::admin_key(self.admin_key, env)?.ok_or_else(|| {
+                        CliError(format!(
                         "exec: --url needs the server's admin key (--admin-key or {ADMIN_KEY_ENV})"
                     ))
-                })?;
-            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-                // Never echo the key.
-                return Err(CliError(
-                    "--admin-key: must be visible ASCII without spaces".into(),
-                ));
+                    })?;
+                Delivery::Http {
+                    endpoint,
+                    admin_key,
+                }
             }
-            Delivery::Http {
-                endpoint,
-                admin_key: Secret::new(key),
-            }
-        }
-    };
-    Ok(ExecOptions {
-        delivery,
-        id,
-        command,
-    })
+            (_, Some(listen)) => Delivery::Serve {
+                listen,
+                linger: self.linger,
+            },
+            // The `target` group asks for one of them.
+            (None, None) => unreachable!("clap requires --url or --serve"),
+        };
+        Ok(ExecOptions {
+            delivery,
+            id: self.id,
+            command: self.command,
+        })
+    }
 }
 
 /// One line of the child's output.
@@ -313,23 +266,32 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
     let mut sink = Sink {
         delivery: &opts.delivery,
         running: served.as_ref().map(|s| &*s.running),
+        api: match &opts.delivery {
+            Delivery::Http {
+                endpoint,
+                admin_key,
+            } => Some(HttpApi::new(endpoint, admin_key, Duration::from_secs(5))),
+            Delivery::Serve { .. } => None,
+        },
         warned: false,
     };
-    for line in rx {
-        // Tee to our own streams so the terminal still shows the output.
-        let text = match line {
-            Line::Out(t) => {
-                let mut out = io::stdout().lock();
-                let _ = writeln!(out, "{t}");
-                let _ = out.flush();
-                t
-            }
-            Line::Err(t) => {
-                eprintln!("{t}");
-                t
-            }
-        };
-        sink.send(&channel, Message::process_output(&id, &text));
+    // A batch is the first line waited for plus everything queued by then:
+    // while a request is out, lines pile up for the next one.
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(line) = next {
+            let text = tee(line);
+            bytes += encoded_len(&id, &channel, &text);
+            batch.push(Message::process_output(&id, &text));
+            next = if batch.len() < MAX_BATCH_LINES && bytes < MAX_BATCH_BYTES {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        sink.send(&channel, batch);
     }
     let status = child.wait();
     let code = match &status {
@@ -338,7 +300,7 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
     };
     sink.send(
         &channel,
-        Message::process_status(&id, "exited", i32::from(code)),
+        vec![Message::process_status(&id, "exited", i32::from(code))],
     );
     if let Delivery::Serve { linger, .. } = &opts.delivery {
         std::thread::sleep(*linger);
@@ -397,29 +359,64 @@ fn read_lines(child: &mut Child) -> mpsc::Receiver<Line> {
     rx
 }
 
+/// Most lines in one request.
+const MAX_BATCH_LINES: usize = 256;
+/// Most bytes of JSON in one request: under the server's 64 KiB body limit
+/// (a single longer line is sent alone, and refused as it always was).
+const MAX_BATCH_BYTES: usize = 48 * 1024;
+
+/// How long `text` is as one message of [`post`]'s body, with the comma
+/// after it: escaping can make a line of control characters six times
+/// longer than its text.
+fn encoded_len(id: &str, channel: &str, text: &str) -> usize {
+    let quoted = |s: &str| serde_json::Value::from(s).to_string().len();
+    // {"type":"process_output","channel":..,"processId":..,"data":..},
+    58 + quoted(channel) + quoted(id) + quoted(text)
+}
+
+/// Echoes a line to our own stream of the same kind, so the terminal still
+/// shows the output; returns its text.
+fn tee(line: Line) -> String {
+    match line {
+        Line::Out(t) => {
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{t}");
+            let _ = out.flush();
+            t
+        }
+        Line::Err(t) => {
+            eprintln!("{t}");
+            t
+        }
+    }
+}
+
 /// Publishes messages, in process or through the HTTP API; a failure is
 /// reported once and the process keeps running.
 struct Sink<'a> {
     delivery: &'a Delivery,
     running: Option<&'a Running>,
+    /// For [`Delivery::Http`]: one agent for the whole run.
+    api: Option<HttpApi>,
     warned: bool,
 }
 
 impl Sink<'_> {
-    fn send(&mut self, channel: &str, m: Message) {
-        let result = match (self.delivery, self.running) {
-            (_, Some(running)) => running
-                .publish(channel, m)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            (
-                Delivery::Http {
-                    endpoint,
-                    admin_key,
-                },
-                None,
-            ) => post(endpoint, admin_key, channel, &m),
-            (Delivery::Serve { .. }, None) => Ok(()),
+    /// Publishes `batch` in order: in process one by one, over HTTP as one
+    /// request.
+    fn send(&mut self, channel: &str, batch: Vec<Message>) {
+        let result = match (self.running, &self.api) {
+            (Some(running), _) => batch.into_iter().try_for_each(|m| {
+                running
+                    .publish(channel, m)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            (None, Some(api)) => match self.delivery {
+                Delivery::Http { endpoint, .. } => post(api, endpoint, channel, &batch),
+                Delivery::Serve { .. } => Ok(()),
+            },
+            (None, None) => Ok(()),
         };
         if let Err(e) = result {
             if !self.warned {
@@ -430,24 +427,24 @@ impl Sink<'_> {
     }
 }
 
-/// `POST /api/publish` with the message as a go-ws typed body.
-fn post(ep: &Endpoint, key: &Secret, channel: &str, m: &Message) -> Result<(), String> {
-    let body = json!({
-        "type": m.kind,
-        "channel": channel,
-        "processId": m.process_id,
-        "data": m.data,
-    })
-    .to_string();
+/// One `POST /api/publish` with the batch as a JSON array of go-ws typed
+/// messages, published by the server in order.
+fn post(api: &HttpApi, ep: &Endpoint, channel: &str, batch: &[Message]) -> Result<(), String> {
+    let body: Vec<_> = batch
+        .iter()
+        .map(|m| {
+            json!({
+                "type": m.kind,
+                "channel": channel,
+                "processId": m.process_id,
+                "data": m.data,
+            })
+        })
+        .collect();
     let server = format!("{}:{}", ep.host, ep.port);
-    let (status, _) = crate::publish::http_post(
-        ep,
-        Duration::from_secs(5),
-        "/api/publish",
-        key,
-        body.as_bytes(),
-    )
-    .map_err(|e| format!("{server}: {e}"))?;
+    let (status, _) = api
+        .post("/api/publish", &serde_json::Value::from(body).to_string())
+        .map_err(|e| format!("{server}: {e}"))?;
     match status {
         200 => Ok(()),
         401 => Err(format!(
@@ -465,17 +462,23 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
+    fn parse_with(
+        line: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ExecOptions, CliError> {
+        crate::cli::parse_args::<ExecArgs>("exec", line)?.options(env)
+    }
     #[test]
     fn parses_modes_and_errors() {
         let no_env = |_: &str| None;
-        let o = parse_with(&args("--serve 127.0.0.1:0 --id b -- cargo build"), &no_env).unwrap();
+        let o = parse_with("--serve 127.0.0.1:0 --id b -- cargo build", &no_env).unwrap();
         assert_eq!(o.command, args("cargo build"));
         assert_eq!(o.id.as_deref(), Some("b"));
         assert!(
             matches!(o.delivery, Delivery::Serve { linger, .. } if linger == Duration::from_secs(2))
         );
         let env = |k: &str| (k == ADMIN_KEY_ENV).then(|| "adm".to_string());
-        let o = parse_with(&args("--url http://h:9 ls -l"), &env).unwrap();
+        let o = parse_with("--url http://h:9 ls -l", &env).unwrap();
         assert_eq!(o.command, args("ls -l"));
         assert!(
             matches!(&o.delivery, Delivery::Http { endpoint, admin_key } if endpoint.port == 9 && admin_key.expose() == "adm")
@@ -483,15 +486,29 @@ mod tests {
         for (line, needle) in [
             ("--serve a:1", "CMD"),
             ("--url ws://h:1/ws -- x", "admin key"),
-            ("--url ws://h:1/ws --serve a:1 -- x", "not both"),
+            ("--url ws://h:1/ws --serve a:1 -- x", "cannot be combined"),
             ("-- x", "--url"),
             ("--linger soon --serve a:1 -- x", "--linger"),
             ("--nope -- x", "--nope"),
             ("--id", "--id"),
         ] {
-            let e = parse_with(&args(line), &no_env).unwrap_err();
+            let e = parse_with(line, &no_env).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");
         }
-        assert_eq!(command(&args("--help")).unwrap(), Command::Usage(USAGE));
+    }
+
+    #[test]
+    fn a_batch_is_measured_as_the_json_it_becomes() {
+        let m = Message::process_output("7", "a\u{1}\"b");
+        let body = json!({
+            "type": m.kind,
+            "channel": "process:7",
+            "processId": m.process_id,
+            "data": m.data,
+        })
+        .to_string();
+        let estimate = encoded_len("7", "process:7", "a\u{1}\"b");
+        // Exact, with the comma between two messages.
+        assert!(estimate == body.len() + 1, "{estimate} for {body}");
     }
 }

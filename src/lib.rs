@@ -16,22 +16,10 @@
 //!
 //! This facade re-exports the core ([`core`]) and the blocking adapter
 //! ([`blocking`]); the smol and tokio adapters are the `wshub-smol` and
-//! `wshub-tokio` crates. The rest is the `wshub` binary: command-line and
-//! config-file parsing ([`cli`]), JWT authentication ([`jwt`]), the HTTP API
-//! ([`api`]), and the `sub`, `pub` and `exec` subcommands.
+//! `wshub-tokio` crates. The `wshub` binary (server, `sub`, `pub`, `exec`)
+//! is built from this package too; its modules are its own, not API.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-
-pub mod api;
-pub mod cli;
-mod config_file;
-pub mod connect;
-pub mod exec;
-pub mod jwt;
-pub mod logging;
-pub mod publish;
-pub mod running;
-pub mod sub;
 
 pub use wshub_blocking as blocking;
 pub use wshub_core as core;

@@ -11,13 +11,10 @@
 //!   channel);
 //! - **through the HTTP API** with `--admin-key KEY` (or the environment
 //!   variable `WSHUB_ADMIN_KEY`): `POST /api/publish` on the URL's host and
-//!   port, the key as a bearer token, over a small HTTP/1.1 exchange on a
-//!   plain `TcpStream`.
+//!   port, the key as a bearer token, over ureq.
 //!
 //! DATA is sent as JSON if it parses as JSON, else as a JSON string.
 
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -28,27 +25,40 @@ use wshub_core::backoff::BackoffPolicy;
 use wshub_core::Secret;
 
 use crate::cli::{parse_duration, CliError};
-use crate::connect::{common_flag, parse_data, parse_url, token_or_env, Target, TOKEN_ENV};
+use crate::connect::{parse_data, ClientArgs, Target, TOKEN_ENV};
 
 /// The environment variable read for the admin key.
 pub const ADMIN_KEY_ENV: &str = "WSHUB_ADMIN_KEY";
 
-/// Usage of `wshub pub`.
-pub const USAGE: &str = "usage: wshub pub [options] URL CHANNEL DATA
-
-Publishes DATA (JSON if it parses, else a string) to CHANNEL. By default as a
-client (the server must allow it with --publish PATTERN); with an admin key
-through the server's HTTP API (POST /api/publish on URL's host).
-
-options:
-  --token TOKEN        client token (default: the WSHUB_TOKEN environment variable)
-  --bearer             send the token as Authorization: Bearer (default: ?token=)
-  --admin-key KEY      publish through the HTTP API with this admin key
-                       (default: the WSHUB_ADMIN_KEY environment variable)
-  --timeout DURATION   give up after this long (default 10s)
-
-exit status: 0 when the server accepted it, 1 when it refused or could not be
-reached (the reason on stderr), 2 on bad arguments";
+/// `wshub pub`'s arguments.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Publishes DATA (JSON if it parses, else a string) to CHANNEL. By default as a \
+             client (the server must allow it with --publish PATTERN); with an admin key \
+             through the server's HTTP API (POST /api/publish on URL's host).",
+    after_help = "exit status: 0 when the server accepted it, 1 when it refused or could not \
+                  be reached (the reason on stderr), 2 on bad arguments"
+)]
+pub(crate) struct PubArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Publish through the HTTP API with this admin key [default: the
+    /// WSHUB_ADMIN_KEY environment variable].
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    admin_key: Option<String>,
+    /// Give up after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The server's WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
+    #[arg(value_name = "URL")]
+    url: String,
+    /// The channel.
+    #[arg(value_name = "CHANNEL")]
+    channel: String,
+    /// The message data; it may start with a dash (`-1`).
+    #[arg(value_name = "DATA", allow_hyphen_values = true)]
+    data: String,
+}
 
 /// Options of `wshub pub`.
 #[derive(Debug, PartialEq)]
@@ -65,64 +75,15 @@ pub struct PubOptions {
     pub timeout: Duration,
 }
 
-/// Parses the arguments after `pub`, reading `WSHUB_TOKEN` and
-/// `WSHUB_ADMIN_KEY` from the environment when the flags are not given.
-pub fn parse(args: &[String]) -> Result<PubOptions, CliError> {
-    parse_with(args, &|k| std::env::var(k).ok())
-}
-
-/// [`parse`] with the environment given.
-pub fn parse_with(
-    args: &[String],
+/// The admin key from the flag, else from [`ADMIN_KEY_ENV`]; checked to be
+/// sendable as a header without ever echoing it.
+pub(crate) fn admin_key(
+    flag: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<PubOptions, CliError> {
-    let mut token = None;
-    let mut bearer = false;
-    let mut admin_key = None;
-    let mut timeout = Duration::from_secs(10);
-    let mut positional = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| CliError(format!("{arg} needs a value")))
-        };
-        if let Some(r) = common_flag(arg, &mut value, &mut token, &mut bearer) {
-            r?;
-            continue;
-        }
-        match arg.as_str() {
-            "--admin-key" => admin_key = Some(value()?),
-            "--timeout" => {
-                let v = value()?;
-                timeout = parse_duration(&v).ok_or_else(|| {
-                    CliError(format!("--timeout: `{v}` is not a duration like 10s"))
-                })?;
-            }
-            "--" => positional.extend(it.by_ref().cloned()),
-            // DATA may well start with a dash (`-1`): only `--x` is an option.
-            a if a.starts_with("--") => {
-                return Err(CliError(format!("pub: unknown option `{a}`")));
-            }
-            _ => positional.push(arg.clone()),
-        }
-    }
-    let [url, channel, data]: [String; 3] = positional.try_into().map_err(|p: Vec<String>| {
-        CliError(format!(
-            "pub: expected URL CHANNEL DATA, got {} argument(s)",
-            p.len()
-        ))
-    })?;
-    let endpoint = parse_url(&url)?;
-    if channel.is_empty() {
-        return Err(CliError("pub: CHANNEL is empty".into()));
-    }
-    let admin_key = admin_key
-        .or_else(|| env(ADMIN_KEY_ENV).filter(|k| !k.is_empty()))
+) -> Result<Option<Secret>, CliError> {
+    flag.or_else(|| env(ADMIN_KEY_ENV).filter(|k| !k.is_empty()))
         .map(|k| {
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                // Never echo the key.
                 Err(CliError(
                     "--admin-key: must be visible ASCII without spaces".into(),
                 ))
@@ -130,18 +91,28 @@ pub fn parse_with(
                 Ok(Secret::new(k))
             }
         })
-        .transpose()?;
-    Ok(PubOptions {
-        target: Target {
-            endpoint,
-            token: token_or_env(token, env),
-            bearer,
-        },
-        channel,
-        data: parse_data(&data),
-        admin_key,
-        timeout,
-    })
+        .transpose()
+}
+
+impl PubArgs {
+    /// The checked options, `WSHUB_TOKEN` and `WSHUB_ADMIN_KEY` read from
+    /// `env` when the flags are not given.
+    pub(crate) fn options(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PubOptions, CliError> {
+        let target = self.client.target(&self.url, env)?;
+        if self.channel.is_empty() {
+            return Err(CliError("pub: CHANNEL is empty".into()));
+        }
+        Ok(PubOptions {
+            target,
+            channel: self.channel,
+            data: parse_data(&self.data),
+            admin_key: admin_key(self.admin_key, env)?,
+            timeout: self.timeout,
+        })
+    }
 }
 
 /// Runs `wshub pub`; returns the process exit code.
@@ -254,15 +225,11 @@ fn publish_as_client(o: &PubOptions) -> Result<String, String> {
 fn publish_http(o: &PubOptions, key: &Secret) -> Result<String, String> {
     let server = o.target.server();
     let body = json!({ "channel": o.channel, "data": o.data }).to_string();
-    let (status, reply) = http_post(
-        &o.target.endpoint,
-        o.timeout,
-        "/api/publish",
-        key,
-        body.as_bytes(),
-    )
-    .map_err(|e| format!("HTTP API at {server}: {e}"))?;
-    let reply: Value = serde_json::from_slice(&reply).unwrap_or(Value::Null);
+    let api = HttpApi::new(&o.target.endpoint, key, o.timeout);
+    let (status, reply) = api
+        .post("/api/publish", &body)
+        .map_err(|e| format!("HTTP API at {server}: {e}"))?;
+    let reply: Value = serde_json::from_str(&reply).unwrap_or(Value::Null);
     let error = reply.get("error").and_then(Value::as_str).unwrap_or("");
     match status {
         200 => {
@@ -279,106 +246,71 @@ fn publish_http(o: &PubOptions, key: &Secret) -> Result<String, String> {
     }
 }
 
-/// One `POST` to the HTTP API with the admin key and `Connection: close`;
-/// returns the status and the body. Shared with `wshub exec`.
-pub(crate) fn http_post(
-    ep: &wshub_core::client::Endpoint,
-    timeout: std::time::Duration,
-    path: &str,
-    key: &Secret,
-    body: &[u8],
-) -> io::Result<(u16, Vec<u8>)> {
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-    let mut stream = None;
-    for addr in (ep.host.as_str(), ep.port).to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = e,
-        }
-    }
-    let mut stream = stream.ok_or(last)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        ep.host_header(),
-        key.expose(),
-        body.len()
-    );
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body);
-    stream.write_all(&request)?;
-    // Up to the end of the head, then Content-Length bytes (or EOF).
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
-    loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("non-UTF-8 head"))?;
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.parse::<u16>().ok())
-                .ok_or_else(|| bad("not an HTTP response"))?;
-            let length = lines
-                .filter_map(|l| l.split_once(':'))
-                .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-            let start = end + 4;
-            loop {
-                let have = buf.len() - start;
-                if length.is_some_and(|l| have >= l) {
-                    break;
-                }
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            let end = length.map_or(buf.len(), |l| (start + l).min(buf.len()));
-            return Ok((status, buf[start..end].to_vec()));
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(bad("response head too large"));
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(bad("connection closed before a response"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+/// A running server's HTTP API, with the admin key: one ureq agent, whose
+/// connections are reused where the server keeps them open. Shared with
+/// `wshub exec`. Plain `http://` only: the endpoint was refused at parse
+/// time if it asked for TLS.
+pub(crate) struct HttpApi {
+    agent: ureq::Agent,
+    base: String,
+    authorization: String,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+impl HttpApi {
+    /// The API on `ep`'s host and port; each request gives up after `timeout`.
+    pub(crate) fn new(ep: &wshub_core::client::Endpoint, key: &Secret, timeout: Duration) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            // Statuses are answers to report, not transport errors.
+            .http_status_as_error(false)
+            // A loopback server is never behind the environment's proxy.
+            .proxy(None)
+            .build()
+            .new_agent();
+        HttpApi {
+            agent,
+            base: format!("http://{}", ep.host_header()),
+            authorization: format!("Bearer {}", key.expose()),
+        }
+    }
+
+    /// `POST path` with a JSON body: the status and the reply's body.
+    pub(crate) fn post(&self, path: &str, body: &str) -> Result<(u16, String), ureq::Error> {
+        let mut reply = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", &self.authorization)
+            .content_type("application/json")
+            .send(body)?;
+        let status = reply.status().as_u16();
+        let text = reply.body_mut().read_to_string()?;
+        Ok((status, text))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse_with(
+        line: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PubOptions, CliError> {
+        crate::cli::parse_args::<PubArgs>("pub", line)?.options(env)
     }
 
     #[test]
     fn parses_both_modes() {
         let no_env = |_: &str| None;
-        let o = parse_with(&args("ws://h:1/ws c1 {\"x\":1}"), &no_env).unwrap();
+        let o = parse_with("ws://h:1/ws c1 {\"x\":1}", &no_env).unwrap();
         assert_eq!(o.channel, "c1");
         assert_eq!(o.data, json!({"x": 1}));
         assert_eq!(o.admin_key, None);
-        let o = parse_with(&args("--admin-key adm ws://h:1/ws c1 hello"), &no_env).unwrap();
+        let o = parse_with("--admin-key adm ws://h:1/ws c1 hello", &no_env).unwrap();
         assert_eq!(o.data, json!("hello"));
         assert_eq!(o.admin_key, Some(Secret::new("adm")));
         let env = |k: &str| (k == ADMIN_KEY_ENV).then(|| "from-env".to_string());
-        let o = parse_with(&args("ws://h:1/ws c1 -5 --timeout 2s"), &env).unwrap();
+        let o = parse_with("ws://h:1/ws c1 -5 --timeout 2s", &env).unwrap();
         assert_eq!(o.data, json!(-5));
         assert_eq!(o.admin_key, Some(Secret::new("from-env")));
         assert_eq!(o.timeout, Duration::from_secs(2));
@@ -388,35 +320,25 @@ mod tests {
     fn bad_arguments_never_echo_secrets() {
         let no_env = |_: &str| None;
         for (line, needle) in [
-            ("ws://h:1/ws c1", "expected URL CHANNEL DATA"),
-            ("ws://h:1/ws c1 d extra", "expected URL CHANNEL DATA"),
+            ("ws://h:1/ws c1", "<DATA>"),
+            ("ws://h:1/ws c1 d extra", "extra"),
             ("wss://h/ws c1 d", "wss://"),
             ("--timeout soon ws://h:1/ws c d", "--timeout"),
             ("--admin-key", "--admin-key"),
             ("--nope ws://h:1/ws c d", "--nope"),
         ] {
-            let e = parse_with(&args(line), &no_env).unwrap_err();
+            let e = parse_with(line, &no_env).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");
         }
-        let e = parse_with(
-            &[
-                "--admin-key".into(),
-                "s3cr3t\r\nX: y".into(),
-                "ws://h:1/ws".into(),
-                "c".into(),
-                "d".into(),
-            ],
-            &no_env,
-        )
-        .unwrap_err();
+        let argv = ["--admin-key", "s3cr3t\r\nX: y", "ws://h:1/ws", "c", "d"];
+        let e = crate::cli::parse_argv::<PubArgs>("pub", &argv)
+            .unwrap()
+            .options(&no_env)
+            .unwrap_err();
         assert!(!e.0.contains("s3cr3t"), "{e}");
         let shown = format!(
             "{:?}",
-            parse_with(
-                &args("--admin-key k3y --token t0k ws://h:1/ws c d"),
-                &no_env
-            )
-            .unwrap()
+            parse_with("--admin-key k3y --token t0k ws://h:1/ws c d", &no_env).unwrap()
         );
         assert!(!shown.contains("k3y") && !shown.contains("t0k"), "{shown}");
     }

@@ -15,20 +15,26 @@ use serde_json::Value;
 use wshub_blocking::client::{ClientBuilder, ClientEvent, ClientHandle, ClientState};
 
 use crate::cli::CliError;
-use crate::connect::{common_flag, message_line, parse_url, token_or_env, Target};
+use crate::connect::{message_line, ClientArgs, Target};
 
-/// Usage of `wshub sub`.
-pub const USAGE: &str = "usage: wshub sub [options] URL CHANNEL...
-
-Prints every message on CHANNEL(s) as one JSON line on stdout until SIGINT or
-SIGTERM; reconnects with backoff and resubscribes; logs to stderr.
-URL is the server's WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
-
-options:
-  --token TOKEN   client token (default: the WSHUB_TOKEN environment variable)
-  --bearer        send the token as Authorization: Bearer (default: ?token=)
-
-exit status: 0 after SIGINT/SIGTERM, 1 on authentication failure, 2 on bad arguments";
+/// `wshub sub`'s arguments.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Prints every message on CHANNEL(s) as one JSON line on stdout until SIGINT or \
+             SIGTERM; reconnects with backoff and resubscribes; logs to stderr.",
+    after_help = "exit status: 0 after SIGINT/SIGTERM, 1 on authentication failure, 2 on bad \
+                  arguments"
+)]
+pub(crate) struct SubArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The server's WebSocket endpoint, e.g. ws://127.0.0.1:8080/ws.
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Channels, in the order given.
+    #[arg(value_name = "CHANNEL", required = true)]
+    channels: Vec<String>,
+}
 
 /// Options of `wshub sub`.
 #[derive(Debug, PartialEq)]
@@ -39,57 +45,21 @@ pub struct SubOptions {
     pub channels: Vec<String>,
 }
 
-/// Parses the arguments after `sub`, reading `WSHUB_TOKEN` from the
-/// environment when no `--token` is given.
-pub fn parse(args: &[String]) -> Result<SubOptions, CliError> {
-    parse_with(args, &|k| std::env::var(k).ok())
-}
-
-/// [`parse`] with the environment given.
-pub fn parse_with(
-    args: &[String],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<SubOptions, CliError> {
-    let mut token = None;
-    let mut bearer = false;
-    let mut positional = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| CliError(format!("{arg} needs a value")))
-        };
-        if let Some(r) = common_flag(arg, &mut value, &mut token, &mut bearer) {
-            r?;
-        } else if arg == "--" {
-            positional.extend(it.by_ref().cloned());
-        } else if arg.starts_with("--") {
-            return Err(CliError(format!("sub: unknown option `{arg}`")));
-        } else {
-            positional.push(arg.clone());
+impl SubArgs {
+    /// The checked options, the token from `env` when no `--token` is given.
+    pub(crate) fn options(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SubOptions, CliError> {
+        let target = self.client.target(&self.url, env)?;
+        if self.channels.iter().any(String::is_empty) {
+            return Err(CliError("sub: a CHANNEL is empty".into()));
         }
+        Ok(SubOptions {
+            target,
+            channels: self.channels,
+        })
     }
-    let mut positional = positional.into_iter();
-    let url = positional
-        .next()
-        .ok_or_else(|| CliError("sub: missing URL (ws://HOST:PORT/ws)".into()))?;
-    let endpoint = parse_url(&url)?;
-    let channels: Vec<String> = positional.collect();
-    if channels.is_empty() {
-        return Err(CliError("sub: give at least one CHANNEL".into()));
-    }
-    if channels.iter().any(String::is_empty) {
-        return Err(CliError("sub: a CHANNEL is empty".into()));
-    }
-    Ok(SubOptions {
-        target: Target {
-            endpoint,
-            token: token_or_env(token, env),
-            bearer,
-        },
-        channels,
-    })
 }
 
 /// Runs `wshub sub`; returns the process exit code.
@@ -231,19 +201,22 @@ fn watch_signals(client: ClientHandle) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn parse_with(
+        line: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SubOptions, CliError> {
+        crate::cli::parse_args::<SubArgs>("sub", line)?.options(env)
     }
 
     #[test]
     fn parses_url_channels_and_token() {
         let no_env = |_: &str| None;
-        let o = parse_with(&args("--token t ws://127.0.0.1:9/ws a b"), &no_env).unwrap();
+        let o = parse_with("--token t ws://127.0.0.1:9/ws a b", &no_env).unwrap();
         assert_eq!(o.channels, ["a", "b"]);
         assert_eq!(o.target.token.as_ref().map(|t| t.expose()), Some("t"));
         assert!(!o.target.bearer);
         let env = |k: &str| (k == "WSHUB_TOKEN").then(|| "e".to_string());
-        let o = parse_with(&args("ws://h:1/ws --bearer c"), &env).unwrap();
+        let o = parse_with("ws://h:1/ws --bearer c", &env).unwrap();
         assert_eq!(o.target.token.as_ref().map(|t| t.expose()), Some("e"));
         assert!(o.target.bearer);
     }
@@ -252,14 +225,14 @@ mod tests {
     fn bad_arguments() {
         let no_env = |_: &str| None;
         for (line, needle) in [
-            ("", "missing URL"),
+            ("", "<URL>"),
             ("ws://h:1/ws", "CHANNEL"),
             ("wss://h/ws c", "wss://"),
             ("http://h/ c", "ws://"),
             ("--token", "--token"),
             ("--frobnicate ws://h/ws c", "--frobnicate"),
         ] {
-            let e = parse_with(&args(line), &no_env).unwrap_err();
+            let e = parse_with(line, &no_env).unwrap_err();
             assert!(e.0.contains(needle), "{line}: {e}");
         }
     }

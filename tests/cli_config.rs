@@ -466,3 +466,128 @@ fn jwt_audience_and_issuer_end_to_end() {
         "{err}"
     );
 }
+
+#[test]
+fn a_bad_flag_value_exits_2_naming_the_flag_and_never_the_secret() {
+    for (args, says) in [
+        (
+            &["--ping-interval", "soon"][..],
+            "wshub: --ping-interval: `soon` is not a duration",
+        ),
+        (
+            &["--max-connections", "-3"],
+            "wshub: --max-connections: `-3` is not a positive number",
+        ),
+        (
+            &["--max-queued-bytes", "lots"],
+            "wshub: --max-queued-bytes: `lots` is not a size",
+        ),
+        (
+            &["--runtime", "async-std"],
+            "wshub: --runtime: `async-std` is not a runtime",
+        ),
+        (&["--listen"], "wshub: --listen needs a value"),
+        (
+            &["--api-key", "s3cr3t-api-key"],
+            "wshub: --api-key: expected KEY=USER",
+        ),
+        (
+            &["--jwt-secret", "s3cr3t-jwt", "--no-auth"],
+            "wshub: --jwt-secret cannot be combined with --no-auth",
+        ),
+        (
+            &["--admin-key", "s3cr3t-admin", "--admin-key", ""],
+            "wshub: --admin-key: the key is empty",
+        ),
+    ] {
+        let (code, err) = run_serve(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.starts_with(says), "{args:?}: wanted {says:?}: {err}");
+        assert!(!err.contains("s3cr3t"), "{args:?}: {err}");
+    }
+    // The clients' keys and tokens the same way.
+    for args in [
+        &[
+            "pub",
+            "--admin-key",
+            "s3cr3t with space",
+            "ws://127.0.0.1:1/ws",
+            "c",
+            "d",
+        ][..],
+        &[
+            "pub",
+            "--token",
+            "s3cr3t",
+            "--timeout",
+            "soon",
+            "ws://127.0.0.1:1/ws",
+            "c",
+            "d",
+        ],
+        &[
+            "exec",
+            "--admin-key",
+            "s3cr3t\tkey",
+            "--url",
+            "ws://127.0.0.1:1/ws",
+            "true",
+        ],
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("WSHUB_ADMIN_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("wshub: --"), "{args:?}: {err}");
+        assert!(!err.contains("s3cr3t"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn serve_help_lists_every_flag_of_the_readme() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let shown: Vec<&str> = help.split_whitespace().collect();
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("## Configuration (`wshub serve`)")
+        .nth(1)
+        .and_then(|s| s.split("### Configuration file").next())
+        .expect("the README's configuration section");
+    let mut flags: Vec<String> = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `--")) {
+        let first_cell = row.split(" | ").next().unwrap();
+        for word in first_cell.split(['`', ',', ' ']) {
+            if let Some(name) = word.strip_prefix("--") {
+                flags.push(format!("--{name}"));
+            }
+        }
+    }
+    assert!(flags.len() >= 25, "{flags:?}");
+    for f in &flags {
+        assert!(
+            shown.contains(&f.as_str()),
+            "{f} not in serve --help:\n{help}"
+        );
+    }
+    // And every key of the README's example file is one of those flags.
+    let example = readme
+        .split("# wshub.toml:")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    for line in example.lines().map(|l| l.trim_start_matches("# ")) {
+        if let Some((key, _)) = line.split_once(" = ") {
+            let flag = format!("--{}", key.trim());
+            assert!(shown.contains(&flag.as_str()), "{flag} not in serve --help");
+        }
+    }
+}

@@ -231,3 +231,132 @@ fn a_missing_command_exits_127_and_bad_arguments_2() {
         assert!(!out.stderr.is_empty());
     }
 }
+
+/// A `wshub serve` with an admin key and `extra` flags: the process, its
+/// address and its log lines.
+fn serve_with_admin(extra: &[&str]) -> (Reap, String, Receiver<String>) {
+    let mut server = Command::new(BIN)
+        .args(["serve", "--runtime", "blocking", "--listen", "127.0.0.1:0"])
+        .args(["--api-key", "k=u", "--admin-key", "adm"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(server.stderr.take().unwrap());
+    let server = Reap(server);
+    let addr = wait_line(&stderr, "listening line", proc_log::listening_addr);
+    (server, addr, stderr)
+}
+
+#[test]
+fn interleaved_stdout_and_stderr_lines_arrive_in_the_order_printed() {
+    let (_server, addr, _log) = serve_with_admin(&[]);
+    let mut ws = subscriber(&addr, "k", "process:order");
+    // Paced, so that each line has been read before the next is printed:
+    // the order is then the one the OS saw, which both pipes' lines keep
+    // through exec's single queue.
+    let script =
+        "for i in 1 2 3 4 5 6; do echo out$i; sleep 0.05; echo err$i >&2; sleep 0.05; done";
+    let url = format!("ws://{addr}/ws");
+    let child = exec(&["--url", &url, "--admin-key", "adm", "--id", "order", "--"])
+        .args(["sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let (lines, status) = collect_process(&mut ws, "order");
+    let want: Vec<String> = (1..=6)
+        .flat_map(|i| [format!("out{i}"), format!("err{i}")])
+        .collect();
+    assert_eq!(lines, want);
+    assert_eq!(status, json!({"status": "exited", "exitCode": 0}));
+    assert_eq!(wait_exit(&mut child.0).code(), Some(0));
+}
+
+#[test]
+fn many_lines_go_in_few_requests_and_in_order() {
+    // The subscriber reads while exec runs; roomy queues all the same, so
+    // that a slow test thread is not cut as a slow consumer.
+    let (_server, addr, log) = serve_with_admin(&[
+        "--log-level",
+        "debug",
+        "--max-queued-messages",
+        "100000",
+        "--max-queued-bytes",
+        "64MiB",
+    ]);
+    let mut ws = subscriber(&addr, "k", "process:many");
+    const LINES: usize = 3000;
+    let url = format!("ws://{addr}/ws");
+    let child = exec(&["--url", &url, "--admin-key", "adm", "--id", "many", "--"])
+        .args(["seq", "1", &LINES.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let (lines, status) = collect_process(&mut ws, "many");
+    let want: Vec<String> = (1..=LINES).map(|i| i.to_string()).collect();
+    assert!(
+        lines == want,
+        "{} lines, not 1..={LINES} in order",
+        lines.len()
+    );
+    assert_eq!(status, json!({"status": "exited", "exitCode": 0}));
+    assert_eq!(wait_exit(&mut child.0).code(), Some(0));
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("cannot publish"), "{err}");
+
+    // The server logs each HTTP request at debug level; every one was
+    // answered before exec exited, so the lines are on their way.
+    let mut requests = 0;
+    while let Ok(line) = log.recv_timeout(Duration::from_millis(500)) {
+        if line.contains("path=/api/publish") {
+            assert!(line.contains("status=200"), "{line}");
+            requests += 1;
+        }
+    }
+    // At most 256 lines a request, then one for the status; far fewer than
+    // one request per line.
+    assert!(
+        (LINES / 256 + 2..=60).contains(&requests),
+        "{requests} requests for {LINES} lines"
+    );
+}
+
+#[test]
+fn lines_that_grow_when_escaped_still_fit_the_servers_body_limit() {
+    // A control character is six bytes of JSON (\u0001): batches are
+    // measured as the JSON they become, not as the lines' text.
+    let (_server, addr, _log) = serve_with_admin(&[
+        "--max-queued-messages",
+        "100000",
+        "--max-queued-bytes",
+        "64MiB",
+    ]);
+    let mut ws = subscriber(&addr, "k", "process:ctl");
+    let script = "line=$(printf '\\001%.0s' $(seq 100)); yes \"$line\" | head -n 1000";
+    let url = format!("ws://{addr}/ws");
+    let out = exec(&["--url", &url, "--admin-key", "adm", "--id", "ctl", "--"])
+        .args(["sh", "-c", script])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("cannot publish"), "{err}");
+    let (lines, _) = collect_process(&mut ws, "ctl");
+    assert_eq!(lines.len(), 1000);
+    assert!(lines.iter().all(|l| l == &"\u{1}".repeat(100)));
+}
