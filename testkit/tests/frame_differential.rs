@@ -4,6 +4,9 @@
 //! `wshub_testkit::differential`) up to the documented divergences.
 
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
+use wshub_core::frame::testing::{
+    decode_in_pieces as run_chunks, decode_whole as run_all, raw, Len,
+};
 use wshub_core::frame::{
     close_frame, encode_fragment, encode_frame, Decoded, FrameDecoder, OpCode, Role, Violation,
 };
@@ -15,86 +18,6 @@ const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 
 /// The largest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
-
-/// Feeds `input` in pieces of the given sizes (cycled; 0 counts as 1),
-/// honouring the `decode` contract, and collects everything decoded.
-fn run_chunks(
-    dec: &mut FrameDecoder,
-    input: &[u8],
-    sizes: &[usize],
-) -> (Vec<Decoded>, Option<Violation>) {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while start < input.len() {
-        let size = sizes
-            .get(i % sizes.len().max(1))
-            .copied()
-            .unwrap_or(1)
-            .max(1);
-        i += 1;
-        let end = (start + size).min(input.len());
-        let mut piece = &input[start..end];
-        start = end;
-        loop {
-            let (n, r) = dec.decode(piece);
-            assert!(n <= piece.len(), "consumed more than given");
-            piece = &piece[n..];
-            match r {
-                Ok(Some(d)) => out.push(d),
-                Ok(None) => {
-                    assert!(piece.is_empty(), "Ok(None) must consume everything");
-                    break;
-                }
-                Err(v) => {
-                    assert!(piece.is_empty(), "an error must consume everything");
-                    return (out, Some(v));
-                }
-            }
-        }
-    }
-    (out, None)
-}
-
-fn run_all(dec: &mut FrameDecoder, input: &[u8]) -> (Vec<Decoded>, Option<Violation>) {
-    run_chunks(dec, input, &[input.len()])
-}
-
-/// How the tests write the length of a raw frame.
-#[derive(Clone, Copy, Debug)]
-enum Len {
-    Minimal,
-    Ext16,
-    Ext64,
-    /// Announce this length whatever the payload is.
-    Announce(u64),
-}
-
-/// A frame with arbitrary first byte (FIN, RSV, opcode) and length form.
-fn raw(b0: u8, len: Len, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![b0];
-    let mb = if mask.is_some() { 0x80 } else { 0 };
-    let n = payload.len() as u64;
-    let (len7, ext) = match len {
-        Len::Minimal if n < 126 => (n as u8, vec![]),
-        Len::Minimal | Len::Ext16 if n <= 0xFFFF => (126, (n as u16).to_be_bytes().to_vec()),
-        Len::Minimal | Len::Ext16 | Len::Ext64 => (127, n.to_be_bytes().to_vec()),
-        Len::Announce(a) => (127, a.to_be_bytes().to_vec()),
-    };
-    out.push(mb | len7);
-    out.extend_from_slice(&ext);
-    let start = out.len();
-    if let Some(m) = mask {
-        out.extend_from_slice(&m);
-    }
-    out.extend_from_slice(payload);
-    if let Some(m) = mask {
-        for (i, b) in out[start + 4..].iter_mut().enumerate() {
-            *b ^= m[i % 4];
-        }
-    }
-    out
-}
 
 fn proto(why: &'static str) -> Option<Violation> {
     Some(Violation::Protocol(why))
