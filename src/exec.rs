@@ -31,6 +31,7 @@ use crate::cli::{parse_duration, CliError, Command, Runtime};
 use crate::connect::parse_url;
 use crate::publish::ADMIN_KEY_ENV;
 use crate::running::Running;
+use wshub_core::command::HubCommands;
 
 /// Usage of `wshub exec`.
 pub const USAGE: &str = "usage: wshub exec [options] -- CMD ARGS...

@@ -2014,6 +2014,7 @@ impl HubOps {
                 }
                 track.http = Some(None);
             }
+            _ => unreachable!("only adapters report other events"),
         }
     }
 

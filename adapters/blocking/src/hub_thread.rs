@@ -1,7 +1,6 @@
 //! The hub thread: owns the core, sleeps until a command or the core's next
 //! deadline, and writes the core's output to the sockets without blocking.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
@@ -11,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wshub_core::command::{Command, Reply};
-use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo, Rejection};
+use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo, Rejection};
 
 use crate::conn::{self, ConnIo, Settings};
 use crate::handle::Handle;
@@ -54,7 +53,7 @@ pub(crate) fn spawn(
         Hub::new(config, now, unix).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut state = HubThread {
         hub,
-        conns: HashMap::new(),
+        conns: ConnMap::new(),
         events,
         deferred,
         settings,
@@ -70,7 +69,7 @@ pub(crate) fn spawn(
 
 struct HubThread {
     hub: Hub,
-    conns: HashMap<ConnId, ConnIo>,
+    conns: ConnMap<ConnIo>,
     events: Sender<Event>,
     deferred: Option<DeferredAuth>,
     settings: Settings,
@@ -178,28 +177,24 @@ impl HubThread {
     fn drain(&mut self) {
         // One clock read per drain, not one per connection written.
         let now = Instant::now();
-        loop {
-            let mut progressed = false;
-            while let Some(event) = self.hub.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
-                progressed = true;
-                let Some(c) = self.conns.get_mut(&id) else {
-                    self.frames.clear(); // unreachable: ids are live here
+        while let Some(output) = self.hub.poll_output(&mut self.frames) {
+            let id = match output {
+                Output::Event(event) => {
+                    self.on_event(event);
                     continue;
-                };
-                let flushed = c.send(&mut self.frames, &self.tx);
-                if flushed.written() > 0 {
-                    let _ = self.hub.handle_written(now, id, flushed.written());
                 }
-                if let Flushed::Failed(_) = flushed {
-                    let _ = self.hub.handle_io_error(now, id);
-                }
+                Output::Transmit(id) => id,
+            };
+            let Some(c) = self.conns.get_mut(id) else {
+                self.frames.clear(); // unreachable: ids are live here
+                continue;
+            };
+            let flushed = c.send(&mut self.frames, &self.tx);
+            if flushed.written() > 0 {
+                let _ = self.hub.handle_written(now, id, flushed.written());
             }
-            if !progressed {
-                break;
+            if let Flushed::Failed(_) = flushed {
+                let _ = self.hub.handle_io_error(now, id);
             }
         }
     }
@@ -207,7 +202,7 @@ impl HubThread {
     fn on_event(&mut self, event: Event) {
         match &event {
             Event::Closed { conn, flushed, .. } => {
-                if let Some(c) = self.conns.remove(conn) {
+                if let Some(c) = self.conns.remove(*conn) {
                     // The core knows whether the peer is owed anything.
                     if *flushed {
                         c.end();

@@ -19,13 +19,13 @@
 //! with a driver thread, and a reader and a writer thread per connection.
 //!
 //! ```no_run
-//! use wshub_blocking::Server;
+//! use wshub_blocking::{HubCommands, Server};
 //! use wshub_core::{Event, HubConfig, Message};
 //!
 //! let server = Server::builder(HubConfig::default()).bind("127.0.0.1:8080")?;
 //! let hub = server.handle();
 //! std::thread::spawn(move || loop {
-//!     hub.process_output("build-1", "compiling...");
+//!     let _ = hub.publish("process:build-1", Message::process_output("build-1", "compiling..."));
 //!     std::thread::sleep(std::time::Duration::from_secs(1));
 //! });
 //! for event in server.events() {
@@ -53,8 +53,9 @@ use std::thread::JoinHandle;
 use wshub_core::{AuthDecision, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
-pub use handle::{Handle, Stopped};
+pub use handle::Handle;
 pub use wshub_core;
+pub use wshub_core::command::{HubCommands, Stopped};
 
 /// An authenticator that may block (a database lookup, an HTTP call): run on a
 /// worker thread for each request the core's authenticator deferred.
@@ -71,7 +72,8 @@ pub struct Builder {
 impl Builder {
     /// Runs deferred authentication decisions on worker threads with `f`.
     /// Without it, deferred requests surface as `Event::AuthPending` for the
-    /// application to answer through [`Handle::accept`] / [`Handle::reject`].
+    /// application to answer through [`HubCommands::accept`] /
+    /// [`HubCommands::reject`].
     pub fn deferred_auth(
         mut self,
         f: impl Fn(&UpgradeRequest) -> AuthDecision + Send + Sync + 'static,

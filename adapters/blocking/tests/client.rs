@@ -10,7 +10,7 @@ use wshub_blocking::client::{
     self, ClientBuilder, ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint,
     SendError,
 };
-use wshub_blocking::Server;
+use wshub_blocking::{HubCommands, Server};
 use wshub_core::backoff::{BackoffPolicy, Jitter};
 use wshub_core::config::PublishPatterns;
 use wshub_core::{

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use wshub_smol::Server;
-//! use wshub_smol::wshub_core::{AuthDecision, Event, HubConfig, Identity};
+//! use wshub_smol::wshub_core::{AuthDecision, Event, HubConfig, Identity, Message};
 //!
 //! smol::block_on(async {
 //!     let server = Server::builder(HubConfig::default())
@@ -20,7 +20,8 @@
 //!     let hub = server.handle();
 //!     smol::spawn(async move {
 //!         loop {
-//!             let _ = hub.process_output("build-1", "compiling...").await;
+//!             let line = Message::process_output("build-1", "compiling...");
+//!             let _ = hub.publish("process:build-1", line).await;
 //!             smol::Timer::after(Duration::from_secs(1)).await;
 //!         }
 //!     })
@@ -93,7 +94,6 @@ mod conn;
 mod handle;
 mod hub_task;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -107,8 +107,9 @@ use smol::{Executor, Task, Timer};
 use wshub_core::{AuthDecision, Event, Hub, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
-pub use handle::{Handle, Stopped};
+pub use handle::Handle;
 pub use wshub_core;
+pub use wshub_core::command::Stopped;
 
 /// An authenticator that must do I/O (a database ban check, a JWKS fetch):
 /// called with each request the core's authenticator deferred, its future run
@@ -227,7 +228,7 @@ impl Builder {
         let (event_tx, events) = channel::unbounded();
         let state = hub_task::HubTask {
             hub,
-            conns: HashMap::new(),
+            conns: wshub_core::ConnMap::new(),
             events: event_tx,
             deferred: self.deferred_auth,
             spawner: self.spawner.clone(),

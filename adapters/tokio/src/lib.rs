@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use wshub_core::{Event, HubConfig};
+//! use wshub_core::{Event, HubConfig, Message};
 //! use wshub_tokio::Server;
 //!
 //! #[tokio::main]
@@ -12,7 +12,8 @@
 //!         .await?;
 //!     let hub = server.handle();
 //!     tokio::spawn(async move {
-//!         while hub.process_output("build-1", "compiling...").await.is_ok() {
+//!         let line = || Message::process_output("build-1", "compiling...");
+//!         while hub.publish("process:build-1", line()).await.is_ok() {
 //!             tokio::time::sleep(Duration::from_secs(1)).await;
 //!         }
 //!     });
@@ -90,8 +91,9 @@ use tokio::task::JoinHandle;
 use wshub_core::{AuthDecision, Event, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
-pub use handle::{BlockingHandle, Handle, Stopped};
+pub use handle::{BlockingHandle, Handle};
 pub use wshub_core;
+pub use wshub_core::command::{HubCommands, Stopped};
 
 use hub_task::Cmd;
 
@@ -113,7 +115,8 @@ impl Builder {
     /// Decides deferred authentications with the async function `f`, run as a
     /// task per request (`Event::AuthPending` is then not reported). Without
     /// it, deferred requests surface as `Event::AuthPending` for the
-    /// application to answer through [`Handle::accept`] / [`Handle::reject`].
+    /// application to answer through [`Handle::accept`] /
+    /// [`Handle::reject`].
     /// An answer that comes after the core's handshake timeout is ignored
     /// (the client got 503), and the task is aborted. Blocking work belongs
     /// in `tokio::task::spawn_blocking`.
