@@ -29,7 +29,7 @@ enum Inner {
     },
     Tokio {
         handle: wshub_tokio::BlockingHandle,
-        events: Mutex<tokio::sync::mpsc::UnboundedReceiver<Event>>,
+        events: Mutex<tokio::sync::mpsc::Receiver<Event>>,
         _server: Mutex<wshub_tokio::Server>,
         // Dropped last: the runtime must outlive the server's tasks.
         _runtime: tokio::runtime::Runtime,
@@ -96,7 +96,9 @@ impl Running {
         self.addr
     }
 
-    /// The next event; `None` once the hub has stopped.
+    /// The next event; `None` once the hub has stopped. Events wait in a
+    /// bounded channel (the adapters' default capacity): a caller that falls
+    /// behind gets an `Event::EventsDropped` with the count of those lost.
     pub fn next_event(&self) -> Option<Event> {
         match &self.inner {
             Inner::Blocking { server, .. } => server.lock().ok()?.events().recv().ok(),

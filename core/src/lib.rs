@@ -93,6 +93,7 @@ mod hub;
 pub mod message;
 mod outbound;
 pub mod output;
+pub mod overflow;
 pub mod request;
 pub mod router;
 mod timers;

@@ -4,12 +4,13 @@
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wshub_core::command::{Command, Reply};
+use wshub_core::overflow::EventOverflow;
 use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo, Rejection};
 
 use crate::conn::{self, ConnIo, Settings};
@@ -35,7 +36,7 @@ const COMMAND_QUEUE: usize = 4096;
 
 pub(crate) fn spawn(
     config: HubConfig,
-    events: Sender<Event>,
+    events: SyncSender<Event>,
     deferred: Option<DeferredAuth>,
     settings: Settings,
 ) -> io::Result<(Handle, JoinHandle<()>)> {
@@ -55,6 +56,7 @@ pub(crate) fn spawn(
         hub,
         conns: ConnMap::new(),
         events,
+        overflow: EventOverflow::default(),
         deferred,
         settings,
         tx,
@@ -70,7 +72,10 @@ pub(crate) fn spawn(
 struct HubThread {
     hub: Hub,
     conns: ConnMap<ConnIo>,
-    events: Sender<Event>,
+    /// Bounded: an application that does not read costs dropped events
+    /// (counted, then reported), never a stalled hub or unbounded memory.
+    events: SyncSender<Event>,
+    overflow: EventOverflow,
     deferred: Option<DeferredAuth>,
     settings: Settings,
     tx: SyncSender<Cmd>,
@@ -197,6 +202,9 @@ impl HubThread {
                 let _ = self.hub.handle_io_error(now, id);
             }
         }
+        // The application may have read since: report what was dropped.
+        let events = &self.events;
+        self.overflow.flush(|e| events.try_send(e).is_ok());
     }
 
     fn on_event(&mut self, event: Event) {
@@ -241,7 +249,8 @@ impl HubThread {
             _ => {}
         }
         // Nobody listening is fine: events are then dropped.
-        let _ = self.events.send(event);
+        let events = &self.events;
+        self.overflow.offer(event, |e| events.try_send(e).is_ok());
     }
 
     fn cut_all(&mut self) {

@@ -50,6 +50,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
@@ -67,9 +68,20 @@ pub struct Builder {
     deferred_auth: Option<DeferredAuth>,
     read_buffer: usize,
     thread_stack: usize,
+    event_capacity: usize,
 }
 
 impl Builder {
+    /// How many events [`Server::events`] holds unread (default
+    /// [`DEFAULT_EVENT_CAPACITY`]). When it is full the hub does not wait:
+    /// newer events are dropped and counted, and an `Event::EventsDropped`
+    /// with the count comes once there is room. A dropped `AuthPending` or
+    /// `HttpRequest` is answered by the handshake timeout (503, 408).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
     /// Runs deferred authentication decisions on worker threads with `f`.
     /// Without it, deferred requests surface as `Event::AuthPending` for the
     /// application to answer through [`HubCommands::accept`] /
@@ -113,7 +125,7 @@ impl Builder {
         self.config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let (event_tx, events) = mpsc::channel();
+        let (event_tx, events) = mpsc::sync_channel(self.event_capacity);
         let (handle, thread) = hub_thread::spawn(
             self.config,
             event_tx,
@@ -148,6 +160,7 @@ impl Server {
             deferred_auth: None,
             read_buffer: 4096,
             thread_stack: 128 * 1024,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 
@@ -157,7 +170,9 @@ impl Server {
     }
 
     /// The hub's events: connected, disconnected, auth failures, messages,
-    /// slow consumers. Read them, or the channel grows.
+    /// slow consumers. The channel is bounded
+    /// ([`Builder::event_capacity`]): unread, newer events are dropped and
+    /// counted (`Event::EventsDropped`).
     pub fn events(&self) -> &Receiver<wshub_core::Event> {
         &self.events
     }

@@ -10,6 +10,7 @@ use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
 use wshub_core::command::{Command, Reply};
+use wshub_core::overflow::EventOverflow;
 use wshub_core::{ConnId, ConnMap, Event, Hub, Output, PeerInfo};
 
 use crate::conn::{self, ConnIo};
@@ -40,7 +41,10 @@ enum Wake {
 pub(crate) struct HubTask {
     pub hub: Hub,
     pub conns: ConnMap<ConnIo>,
+    /// Bounded: an application that does not read costs dropped events
+    /// (counted, then reported), never a stalled hub or unbounded memory.
     pub events: Sender<Event>,
+    pub overflow: EventOverflow,
     pub deferred: Option<DeferredAuth>,
     pub spawner: Spawner,
     pub read_buffer: usize,
@@ -193,6 +197,9 @@ impl HubTask {
                 }
             }
         }
+        // The application may have read since: report what was dropped.
+        let events = &self.events;
+        self.overflow.flush(|e| events.try_send(e).is_ok());
     }
 
     /// Writes what connection `id` has pending, unless its socket is full,
@@ -251,7 +258,8 @@ impl HubTask {
             _ => {}
         }
         // Nobody listening is fine: events are then dropped.
-        let _ = self.events.try_send(event);
+        let events = &self.events;
+        self.overflow.offer(event, |e| events.try_send(e).is_ok());
     }
 
     fn cut_all(&mut self) {

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use wshub_core::command::{Command, Reply};
+use wshub_core::overflow::EventOverflow;
 use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo};
 
 use crate::conn::{self, ConnIo};
@@ -50,7 +51,7 @@ pub(crate) struct Started {
 /// Starts the hub task on the current runtime.
 pub(crate) fn spawn(
     config: HubConfig,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     deferred: Option<DeferredAuth>,
     read_buffer: usize,
 ) -> io::Result<Started> {
@@ -67,6 +68,7 @@ pub(crate) fn spawn(
         hub,
         conns: ConnMap::new(),
         events,
+        overflow: EventOverflow::default(),
         deferred,
         read_buffer,
         tx: tx.clone(),
@@ -87,7 +89,10 @@ pub(crate) fn spawn(
 struct HubTask {
     hub: Hub,
     conns: ConnMap<ConnIo>,
-    events: mpsc::UnboundedSender<Event>,
+    /// Bounded: an application that does not read costs dropped events
+    /// (counted, then reported), never a stalled hub or unbounded memory.
+    events: mpsc::Sender<Event>,
+    overflow: EventOverflow,
     deferred: Option<DeferredAuth>,
     read_buffer: usize,
     tx: mpsc::Sender<Cmd>,
@@ -234,6 +239,9 @@ impl HubTask {
                 }
             }
         }
+        // The application may have read since: report what was dropped.
+        let events = &self.events;
+        self.overflow.flush(|e| events.try_send(e).is_ok());
     }
 
     /// Writes what connection `id` has pending, unless its socket is full,
@@ -293,7 +301,8 @@ impl HubTask {
             other => other,
         };
         // Nobody listening is fine: events are then dropped.
-        let _ = self.events.send(event);
+        let events = &self.events;
+        self.overflow.offer(event, |e| events.try_send(e).is_ok());
     }
 
     /// The hub is stopping: cut what is left, answer pending shutdowns.

@@ -51,10 +51,28 @@ fn dead_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// The server's events come on a bounded channel, the client's on an
+/// unbounded one.
+trait Recv<E> {
+    async fn recv(&mut self) -> Option<E>;
+}
+
+impl<E> Recv<E> for UnboundedReceiver<E> {
+    async fn recv(&mut self) -> Option<E> {
+        UnboundedReceiver::recv(self).await
+    }
+}
+
+impl<E> Recv<E> for tokio::sync::mpsc::Receiver<E> {
+    async fn recv(&mut self) -> Option<E> {
+        tokio::sync::mpsc::Receiver::recv(self).await
+    }
+}
+
 /// The first event `pick` accepts, within [`WAIT`]; the ones before it are
 /// returned too.
 async fn wait_for<E: Debug, T>(
-    rx: &mut UnboundedReceiver<E>,
+    rx: &mut impl Recv<E>,
     what: &str,
     mut pick: impl FnMut(&E) -> Option<T>,
 ) -> (T, Vec<E>) {
@@ -72,7 +90,7 @@ async fn wait_for<E: Debug, T>(
     }
 }
 
-async fn connected_conn(events: &mut UnboundedReceiver<Event>) -> ConnId {
+async fn connected_conn(events: &mut tokio::sync::mpsc::Receiver<Event>) -> ConnId {
     wait_for(events, "server Connected", |e| match e {
         Event::Connected { conn, .. } => Some(*conn),
         _ => None,
