@@ -58,7 +58,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use polling::{Event as Interest, Events, Poller};
 use wshub_core::command::{Command as HubCommand, Reply};
-use wshub_core::{ConnId, Event, Hub, HubConfig, Output, PeerInfo, Stats};
+use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo, Stats};
 
 pub use polling;
 pub use wshub_core;
@@ -188,8 +188,8 @@ pub struct PollingServer {
     /// Always `Some` until `Drop` takes it.
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    /// Indexed by [`ConnId::slot`].
-    sockets: Vec<Option<Socket>>,
+    /// By connection; poller keys are slots, hence `get_slot_mut`.
+    sockets: ConnMap<Socket>,
     open_sockets: usize,
     events: Events,
     /// Connection slots that fired this turn (reused).
@@ -235,7 +235,7 @@ impl PollingServer {
             poller,
             listener: Some(listener),
             local_addr,
-            sockets: Vec::new(),
+            sockets: ConnMap::new(),
             open_sockets: 0,
             events: Events::new(),
             fired: Vec::new(),
@@ -370,12 +370,7 @@ impl PollingServer {
     }
 
     fn socket_at(&mut self, slot: usize) -> Option<&mut Socket> {
-        self.sockets.get_mut(slot).and_then(Option::as_mut)
-    }
-
-    /// The socket of `id`, if the table still holds that very connection.
-    fn socket_of(&mut self, id: ConnId) -> Option<&mut Socket> {
-        self.socket_at(id.slot()).filter(|s| s.id == id)
+        self.sockets.get_slot_mut(slot).map(|(_, sock)| sock)
     }
 
     fn accept(&mut self, now: Instant) -> io::Result<()> {
@@ -408,14 +403,13 @@ impl PollingServer {
             return; // shutting down: dropping the stream closes it
         };
         let slot = id.slot();
-        if slot >= self.sockets.len() {
-            self.sockets.resize_with(slot + 1, || None);
-        }
         // The core frees a slot when the connection ends, before its `Closed`
         // is drained: a socket still here belongs to a connection the core
         // has already forgotten.
-        if let Some(stale) = self.sockets[slot].take() {
-            self.deregister(stale);
+        if let Some((stale, _)) = self.sockets.get_slot_mut(slot) {
+            if let Some(sock) = self.sockets.remove(stale) {
+                self.deregister(sock);
+            }
         }
         if register(&self.poller, &stream, Interest::readable(slot + 1)).is_err() {
             // Never registered, so dropping it is fine; the core emits `Closed`.
@@ -423,19 +417,22 @@ impl PollingServer {
             return;
         }
         self.open_sockets += 1;
-        self.sockets[slot] = Some(Socket {
+        self.sockets.insert(
             id,
-            stream,
-            pending: VecDeque::new(),
-            offset: 0,
-            armed: Some(false),
-        });
+            Socket {
+                id,
+                stream,
+                pending: VecDeque::new(),
+                offset: 0,
+                armed: Some(false),
+            },
+        );
     }
 
     /// Reads until `WouldBlock` (or the per-turn cap) into the shared buffer.
     fn read(&mut self, now: Instant, slot: usize) {
         for _ in 0..READS_PER_TURN {
-            let Some(sock) = self.sockets.get_mut(slot).and_then(Option::as_mut) else {
+            let Some(sock) = self.sockets.get_slot_mut(slot).map(|(_, s)| s) else {
                 return;
             };
             let id = sock.id;
@@ -462,7 +459,7 @@ impl PollingServer {
 
     /// Writes the socket's pending frames until done or `WouldBlock`.
     fn flush(&mut self, now: Instant, slot: usize) {
-        let Some(sock) = self.sockets.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(sock) = self.sockets.get_slot_mut(slot).map(|(_, s)| s) else {
             return;
         };
         while !sock.pending.is_empty() {
@@ -531,11 +528,8 @@ impl PollingServer {
                 Output::Event(event) => {
                     match &event {
                         Event::Closed { conn, .. } => {
-                            let conn = *conn;
-                            if self.socket_of(conn).is_some() {
-                                if let Some(sock) = self.sockets[conn.slot()].take() {
-                                    self.deregister(sock);
-                                }
+                            if let Some(sock) = self.sockets.remove(*conn) {
+                                self.deregister(sock);
                             }
                         }
                         Event::ShutdownComplete => self.stopped = true,
@@ -548,8 +542,7 @@ impl PollingServer {
                 }
                 Output::Transmit(id) => id,
             };
-            let sock = self.sockets.get_mut(id.slot()).and_then(Option::as_mut);
-            let Some(sock) = sock.filter(|s| s.id == id) else {
+            let Some(sock) = self.sockets.get_mut(id) else {
                 self.frames.clear();
                 continue;
             };
@@ -568,7 +561,7 @@ impl PollingServer {
     fn rearm(&mut self, now: Instant) {
         while let Some(slot) = self.touched.pop() {
             let key = slot + 1;
-            let Some(sock) = self.sockets.get_mut(slot).and_then(Option::as_mut) else {
+            let Some(sock) = self.sockets.get_slot_mut(slot).map(|(_, s)| s) else {
                 continue;
             };
             let want_write = !sock.pending.is_empty();
@@ -607,10 +600,9 @@ impl PollingServer {
 
 impl Drop for PollingServer {
     fn drop(&mut self) {
-        for slot in 0..self.sockets.len() {
-            if let Some(sock) = self.sockets[slot].take() {
-                self.deregister(sock);
-            }
+        let sockets: Vec<_> = self.sockets.drain().collect();
+        for (_, sock) in sockets {
+            self.deregister(sock);
         }
         if let Some(listener) = self.listener.take() {
             if self.poller.delete(&listener).is_err() {
