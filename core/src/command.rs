@@ -5,6 +5,10 @@
 //! close, stats...), send it over a channel, apply it to the hub, send the
 //! result back. Defining the package and its application here means the
 //! adapters only move values; the meaning of each command lives in one place.
+//! The methods an application calls (publish, close, stats...) are written
+//! once too: [`HubCommands`] for handles that block, and
+//! [`hub_command_methods!`](crate::hub_command_methods) for async ones, both
+//! over [`Command`], failing with [`Stopped`] once the hub is gone.
 //!
 //! ```
 //! use std::time::{Duration, Instant};

@@ -152,10 +152,11 @@ pub enum Event {
     ShutdownComplete,
     /// Not from the hub but from an adapter: its event channel was full (the
     /// application did not read), so `count` events were dropped since the
-    /// last one delivered. It comes as soon as there is room again, before
-    /// any newer event. Dropped `AuthPending` and `HttpRequest` events are
-    /// still answered by the hub: the handshake timeout closes them (503 for
-    /// an unanswered authentication, 408 for an unanswered HTTP request).
+    /// last one delivered. It comes at the adapter's first round after there
+    /// is room again, before any newer event. Dropped `AuthPending` and
+    /// `HttpRequest` events are still answered by the hub: the handshake
+    /// timeout closes them (503 for an unanswered authentication, 408 for an
+    /// unanswered HTTP request).
     EventsDropped {
         /// How many events were dropped.
         count: u64,

@@ -75,8 +75,9 @@ impl Builder {
     /// How many events [`Server::events`] holds unread (default
     /// [`DEFAULT_EVENT_CAPACITY`]). When it is full the hub does not wait:
     /// newer events are dropped and counted, and an `Event::EventsDropped`
-    /// with the count comes once there is room. A dropped `AuthPending` or
-    /// `HttpRequest` is answered by the handshake timeout (503, 408).
+    /// with the count comes once there is room (at the hub's next round). A
+    /// dropped `AuthPending` or `HttpRequest` is answered by the handshake
+    /// timeout (503, 408).
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(1);
         self
