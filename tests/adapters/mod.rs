@@ -14,6 +14,12 @@ use crate::suite::{Adapter, Deferred, Running};
 use wshub_core::command::{Command, HubCommands, Reply, Stopped};
 use wshub_core::{AuthDecision, Event, HubConfig, Message, Stats};
 
+/// The event channel's capacity: the suites count every event, even in the
+/// hostile suite's bursts (5,000 connections dropped at once) while a test
+/// thread may be descheduled, so they must never drop one. Dropping is
+/// tested on its own (tests/bounded_events.rs).
+const EVENTS: usize = 1 << 16;
+
 /// What a running adapter adds to the hub's commands.
 trait Live: HubCommands + Send + Sync {
     fn addr(&self) -> SocketAddr;
@@ -87,7 +93,7 @@ impl Live for BlockingLive {
 impl Adapter for Blocking {
     const NAME: &'static str = "blocking";
     fn start(config: HubConfig, deferred: Option<Deferred>) -> Box<dyn Running> {
-        let mut b = wshub_blocking::Server::builder(config);
+        let mut b = wshub_blocking::Server::builder(config).event_capacity(EVENTS);
         if let Some(f) = deferred {
             b = b.deferred_auth(move |r| f(r));
         }
@@ -140,7 +146,7 @@ impl Live for SmolLive {
 impl Adapter for Smol {
     const NAME: &'static str = "smol";
     fn start(config: HubConfig, deferred: Option<Deferred>) -> Box<dyn Running> {
-        let mut b = wshub_smol::Server::builder(config);
+        let mut b = wshub_smol::Server::builder(config).event_capacity(EVENTS);
         if let Some(f) = deferred {
             // The suite's checks block (they sleep): run them off the executor.
             b = b.deferred_auth(move |r| {
@@ -211,7 +217,9 @@ impl Adapter for Tokio {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut b = wshub_tokio::Server::builder(config);
+                // The forwarder below shares this current-thread runtime with
+                // the hub, so it reads only between the hub's turns.
+                let mut b = wshub_tokio::Server::builder(config).event_capacity(EVENTS);
                 if let Some(f) = deferred {
                     // The suite's check blocks (it sleeps), so it runs on the
                     // blocking pool; the async function awaits it.

@@ -120,6 +120,10 @@ impl Builder {
     /// with the count comes once there is room (at the hub's next round). A
     /// dropped `AuthPending` or `HttpRequest` is answered by the handshake
     /// timeout (503, 408).
+    ///
+    /// On a current-thread runtime the application's reader runs only when
+    /// the hub task yields, so a burst (thousands of clients dropping at
+    /// once) arrives in one go: size the channel for the largest burst.
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(1);
         self
