@@ -3,19 +3,8 @@
 
 use serde_json::{json, Value};
 use wshub_core::auth::constant_time_eq;
+use wshub_core::command::HubCommands;
 use wshub_core::{Message, Stats, UpgradeRequest};
-
-/// What the API needs from the running hub.
-pub trait HubOps {
-    /// Publishes to a channel; returns how many got it.
-    fn publish(&self, channel: &str, m: Message) -> Option<usize>;
-    /// Sends to every connection.
-    fn broadcast(&self, m: Message) -> Option<usize>;
-    /// Counters.
-    fn stats(&self) -> Option<Stats>;
-    /// Channels with their subscriber counts.
-    fn channels(&self) -> Option<Vec<(String, usize)>>;
-}
 
 /// An HTTP response.
 #[derive(Debug, PartialEq)]
@@ -64,7 +53,7 @@ pub fn route(
     body: &[u8],
     admin_key: Option<&str>,
     check_token: &dyn Fn(&UpgradeRequest) -> bool,
-    hub: &dyn HubOps,
+    hub: &dyn HubCommands,
 ) -> Response {
     match (method, request.path()) {
         ("GET", "/") | ("GET", "/index.html") => Response {
@@ -85,11 +74,11 @@ pub fn route(
             }
         }
         ("GET", "/api/stats") => match (hub.stats(), hub.channels()) {
-            (Some(s), Some(channels)) => Response::json(200, stats_json(&s, &channels)),
+            (Ok(s), Ok(channels)) => Response::json(200, stats_json(&s, &channels)),
             _ => Response::error(503, "hub stopped"),
         },
         ("GET", "/metrics") => match (hub.stats(), hub.channels()) {
-            (Some(s), Some(channels)) => Response {
+            (Ok(s), Ok(channels)) => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body: metrics(&s, &channels).into_bytes(),
@@ -112,8 +101,8 @@ pub fn route(
                         None => hub.broadcast(message),
                     };
                     match delivered {
-                        Some(n) => Response::json(200, json!({ "delivered": n })),
-                        None => Response::error(503, "hub stopped"),
+                        Ok(n) => Response::json(200, json!({ "delivered": n })),
+                        Err(_) => Response::error(503, "hub stopped"),
                     }
                 }
             }
@@ -157,7 +146,7 @@ fn parse_publish(body: &[u8], broadcast: bool) -> Result<(Option<String>, Messag
 /// A batch: a JSON array of what [`parse_publish`] takes, every message
 /// checked before any is published, then published in order. Answers how
 /// many were published and the deliveries they made.
-fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubOps) -> Response {
+fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubCommands) -> Response {
     let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else {
         return Response::error(400, "body must be a JSON object or an array of them");
     };
@@ -180,8 +169,8 @@ fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubOps) -> Response {
             None => hub.broadcast(message),
         };
         match n {
-            Some(n) => delivered += n,
-            None => return Response::error(503, "hub stopped"),
+            Ok(n) => delivered += n,
+            Err(_) => return Response::error(503, "hub stopped"),
         }
     }
     Response::json(
@@ -318,6 +307,7 @@ fn metrics(s: &Stats, channels: &[(String, usize)]) -> String {
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use wshub_core::command::{Command, Reply, Stopped};
     use wshub_core::PeerInfo;
 
     #[derive(Default)]
@@ -325,23 +315,24 @@ mod tests {
         published: RefCell<Vec<(Option<String>, Message)>>,
     }
 
-    impl HubOps for Fake {
-        fn publish(&self, channel: &str, m: Message) -> Option<usize> {
-            self.published.borrow_mut().push((Some(channel.into()), m));
-            Some(2)
-        }
-        fn broadcast(&self, m: Message) -> Option<usize> {
-            self.published.borrow_mut().push((None, m));
-            Some(5)
-        }
-        fn stats(&self) -> Option<Stats> {
-            Some(Stats {
-                connections: 3,
-                ..Stats::default()
+    impl HubCommands for Fake {
+        fn command(&self, command: Command) -> Result<Reply, Stopped> {
+            Ok(match command {
+                Command::Publish { channel, message } => {
+                    self.published.borrow_mut().push((Some(channel), message));
+                    Reply::Count(2)
+                }
+                Command::Broadcast(message) => {
+                    self.published.borrow_mut().push((None, message));
+                    Reply::Count(5)
+                }
+                Command::Stats => Reply::Stats(Stats {
+                    connections: 3,
+                    ..Stats::default()
+                }),
+                Command::Channels => Reply::Channels(vec![("a\"b".into(), 1)]),
+                other => panic!("the API does not send {other:?}"),
             })
-        }
-        fn channels(&self) -> Option<Vec<(String, usize)>> {
-            Some(vec![("a\"b".into(), 1)])
         }
     }
 

@@ -32,6 +32,7 @@ use crate::cli::{parse_duration, CliError, Runtime};
 use crate::connect::parse_url;
 use crate::publish::{HttpApi, ADMIN_KEY_ENV};
 use crate::running::Running;
+use wshub_core::command::HubCommands;
 
 /// `wshub exec`'s arguments.
 #[derive(clap::Args, Debug)]

@@ -2,13 +2,14 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use wshub::blocking::Server;
-//! use wshub::core::HubConfig;
+//! use wshub::blocking::{HubCommands, Server};
+//! use wshub::core::{HubConfig, Message};
 //!
 //! let server = Server::builder(HubConfig::default()).bind("127.0.0.1:0")?;
 //! let hub = server.handle(); // cloneable, usable from any thread
 //! // Clients connect to ws://ADDR/ws and subscribe; nobody has yet.
-//! assert_eq!(hub.process_output("build-1", "compiling...").unwrap(), 0);
+//! let line = Message::process_output("build-1", "compiling...");
+//! assert_eq!(hub.publish("process:build-1", line), Ok(0));
 //! assert_eq!(hub.stats().unwrap().connections, 0);
 //! assert!(hub.shutdown(Duration::from_secs(1)), "nothing to flush");
 //! # Ok::<(), std::io::Error>(())

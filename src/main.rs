@@ -33,6 +33,7 @@ use jwt::{JwtAuth, KeysOrJwt};
 use running::Running;
 use tracing::{debug, error, info, warn};
 use wshub_core::auth::{AllowAll, ApiKeyAuth, TokenSource};
+use wshub_core::command::HubCommands;
 use wshub_core::config::PublishPatterns;
 use wshub_core::{AuthDecision, Authenticator, Event, HubConfig, Mode};
 
@@ -227,6 +228,11 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
                 ..
             } => {
                 warn!(queued_messages, %conn, "slow consumer cut")
+            }
+            Event::EventsDropped { count } => {
+                // This loop fell behind the hub (an HTTP API request is slow to
+                // answer, say): the dropped HTTP requests time out with 408.
+                warn!(count, "events dropped: the event loop fell behind")
             }
             Event::ShutdownComplete => {
                 info!("shutdown complete");

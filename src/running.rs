@@ -5,11 +5,13 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use wshub_core::{ConnId, Event, HubConfig, Message, Stats};
+use wshub_core::command::{Command, HubCommands, Reply, Stopped};
+use wshub_core::{Event, HubConfig};
 
 use crate::cli::Runtime;
 
-/// A hub served on one of the runtimes, driven from plain threads.
+/// A hub served on one of the runtimes, driven from plain threads: its
+/// commands are the [`HubCommands`] methods.
 pub struct Running {
     inner: Inner,
     addr: std::net::SocketAddr,
@@ -27,16 +29,11 @@ enum Inner {
     },
     Tokio {
         handle: wshub_tokio::BlockingHandle,
-        events: Mutex<tokio::sync::mpsc::UnboundedReceiver<Event>>,
+        events: Mutex<tokio::sync::mpsc::Receiver<Event>>,
         _server: Mutex<wshub_tokio::Server>,
         // Dropped last: the runtime must outlive the server's tasks.
         _runtime: tokio::runtime::Runtime,
     },
-}
-
-/// The hub has stopped.
-fn stopped<E>(_: E) -> io::Error {
-    io::Error::other("the hub has stopped")
 }
 
 impl Running {
@@ -99,7 +96,9 @@ impl Running {
         self.addr
     }
 
-    /// The next event; `None` once the hub has stopped.
+    /// The next event; `None` once the hub has stopped. Events wait in a
+    /// bounded channel (the adapters' default capacity): a caller that falls
+    /// behind gets an `Event::EventsDropped` with the count of those lost.
     pub fn next_event(&self) -> Option<Event> {
         match &self.inner {
             Inner::Blocking { server, .. } => server.lock().ok()?.events().recv().ok(),
@@ -135,65 +134,6 @@ impl Running {
         }
     }
 
-    /// Publishes to a channel; returns how many got it.
-    pub fn publish(&self, channel: &str, m: Message) -> io::Result<usize> {
-        match &self.inner {
-            Inner::Blocking { handle, .. } => handle.publish(channel, m).map_err(stopped),
-            Inner::Smol { handle, .. } => {
-                smol::block_on(handle.publish(channel, m)).map_err(stopped)
-            }
-            Inner::Tokio { handle, .. } => handle.publish(channel, m).map_err(stopped),
-        }
-    }
-
-    /// Sends to every connection; returns how many got it.
-    pub fn broadcast(&self, m: Message) -> io::Result<usize> {
-        match &self.inner {
-            Inner::Blocking { handle, .. } => handle.broadcast(m).map_err(stopped),
-            Inner::Smol { handle, .. } => smol::block_on(handle.broadcast(m)).map_err(stopped),
-            Inner::Tokio { handle, .. } => handle.broadcast(m).map_err(stopped),
-        }
-    }
-
-    /// Counters and sizes.
-    pub fn stats(&self) -> io::Result<Stats> {
-        match &self.inner {
-            Inner::Blocking { handle, .. } => handle.stats().map_err(stopped),
-            Inner::Smol { handle, .. } => smol::block_on(handle.stats()).map_err(stopped),
-            Inner::Tokio { handle, .. } => handle.stats().map_err(stopped),
-        }
-    }
-
-    /// Every channel with its subscriber count.
-    pub fn channels(&self) -> io::Result<Vec<(String, usize)>> {
-        match &self.inner {
-            Inner::Blocking { handle, .. } => handle.channels().map_err(stopped),
-            Inner::Smol { handle, .. } => smol::block_on(handle.channels()).map_err(stopped),
-            Inner::Tokio { handle, .. } => handle.channels().map_err(stopped),
-        }
-    }
-
-    /// Answers a plain HTTP request.
-    pub fn http_respond(
-        &self,
-        conn: ConnId,
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    ) -> io::Result<()> {
-        match &self.inner {
-            Inner::Blocking { handle, .. } => handle
-                .http_respond(conn, status, headers, body)
-                .map_err(stopped),
-            Inner::Smol { handle, .. } => {
-                smol::block_on(handle.http_respond(conn, status, headers, body)).map_err(stopped)
-            }
-            Inner::Tokio { handle, .. } => handle
-                .http_respond(conn, status, headers, body)
-                .map_err(stopped),
-        }
-    }
-
     /// Graceful shutdown: true when every client got 1001 and was flushed
     /// before `deadline`.
     pub fn shutdown(&self, deadline: Duration) -> bool {
@@ -205,18 +145,21 @@ impl Running {
     }
 }
 
-/// The HTTP API's view of a running hub (`None` once it has stopped).
-impl crate::api::HubOps for Running {
-    fn publish(&self, channel: &str, m: Message) -> Option<usize> {
-        Running::publish(self, channel, m).ok()
+/// The hub's commands, on whichever runtime serves it.
+impl HubCommands for Running {
+    fn command(&self, command: Command) -> Result<Reply, Stopped> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.command(command),
+            Inner::Smol { handle, .. } => smol::block_on(handle.command(command)),
+            Inner::Tokio { handle, .. } => handle.command(command),
+        }
     }
-    fn broadcast(&self, m: Message) -> Option<usize> {
-        Running::broadcast(self, m).ok()
-    }
-    fn stats(&self) -> Option<Stats> {
-        Running::stats(self).ok()
-    }
-    fn channels(&self) -> Option<Vec<(String, usize)>> {
-        Running::channels(self).ok()
+
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => handle.tell(command),
+            Inner::Smol { handle, .. } => smol::block_on(handle.tell(command)),
+            Inner::Tokio { handle, .. } => handle.tell(command),
+        }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use wshub_blocking::client::{self, ClientBuilder, ClientConfig, ClientEvent, ClientHandle};
 use wshub_blocking::{Handle, Server};
 use wshub_core::client::{ClientState, SendError};
+use wshub_core::command::HubCommands;
 use wshub_core::{ConnId, Event, HubConfig, Message, Stats};
 
 struct Blocking;
@@ -82,16 +83,16 @@ impl client_suite::Server for Server {
 
 impl client_suite::Hub for Handle {
     async fn publish(&self, channel: &str, m: Message) -> usize {
-        Handle::publish(self, channel, m).unwrap()
+        HubCommands::publish(self, channel, m).unwrap()
     }
     async fn close(&self, conn: ConnId, code: u16, reason: &str) {
-        Handle::close(self, conn, code, reason).unwrap();
+        HubCommands::close(self, conn, code, reason).unwrap();
     }
     async fn subscriber_count(&self, channel: &str) -> usize {
-        Handle::subscriber_count(self, channel).unwrap()
+        HubCommands::subscriber_count(self, channel).unwrap()
     }
     async fn stats(&self) -> Stats {
-        Handle::stats(self).unwrap()
+        HubCommands::stats(self).unwrap()
     }
     async fn shutdown(&self, deadline: Duration) -> bool {
         Handle::shutdown(self, deadline)

@@ -44,9 +44,10 @@ impl client_suite::Driver for Tokio {
     }
 }
 
-async fn recv_until<E>(rx: &mut UnboundedReceiver<E>, deadline: Instant) -> Next<E> {
+/// The next of `recv` (a bounded or an unbounded channel's), by `deadline`.
+async fn recv_until<E>(recv: impl Future<Output = Option<E>>, deadline: Instant) -> Next<E> {
     let deadline = tokio::time::Instant::from_std(deadline);
-    match tokio::time::timeout_at(deadline, rx.recv()).await {
+    match tokio::time::timeout_at(deadline, recv).await {
         Ok(Some(e)) => Next::Item(e),
         Ok(None) => Next::Ended,
         Err(_) => Next::TimedOut,
@@ -55,7 +56,7 @@ async fn recv_until<E>(rx: &mut UnboundedReceiver<E>, deadline: Instant) -> Next
 
 impl<E> Events<E> for UnboundedReceiver<E> {
     async fn next_until(&mut self, deadline: Instant) -> Next<E> {
-        recv_until(self, deadline).await
+        recv_until(self.recv(), deadline).await
     }
     fn next_now(&mut self) -> Option<E> {
         self.try_recv().ok()
@@ -64,7 +65,7 @@ impl<E> Events<E> for UnboundedReceiver<E> {
 
 impl Events<Event> for Server {
     async fn next_until(&mut self, deadline: Instant) -> Next<Event> {
-        recv_until(self.events(), deadline).await
+        recv_until(self.events().recv(), deadline).await
     }
     fn next_now(&mut self) -> Option<Event> {
         self.events().try_recv().ok()

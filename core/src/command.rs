@@ -5,6 +5,10 @@
 //! close, stats...), send it over a channel, apply it to the hub, send the
 //! result back. Defining the package and its application here means the
 //! adapters only move values; the meaning of each command lives in one place.
+//! The methods an application calls (publish, close, stats...) are written
+//! once too: [`HubCommands`] for handles that block, and
+//! [`hub_command_methods!`](crate::hub_command_methods) for async ones, both
+//! over [`Command`], failing with [`Stopped`] once the hub is gone.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -13,14 +17,14 @@
 //!
 //! let now = Instant::now(); // the driver reads the clock; the core never does
 //! let mut hub = Hub::new(HubConfig::default(), now, Duration::ZERO).unwrap();
-//! let reply = hub.apply(now, Command::process_output("build-1", "compiling"));
+//! let line = Message::process_output("build-1", "compiling");
+//! let reply = hub.apply(now, Command::publish("process:build-1", line));
 //! assert_eq!(reply, Reply::Count(0)); // nobody subscribed yet
 //! assert!(matches!(hub.apply(now, Command::Stats), Reply::Stats(s) if s.connections == 0));
 //! ```
 
+use std::fmt;
 use std::time::Instant;
-
-use serde_json::Value;
 
 use crate::{AuthDecision, ConnId, Hub, Identity, Message, Rejection, Stats, UsageError};
 
@@ -85,37 +89,13 @@ impl Command {
             message,
         }
     }
-
-    /// go-ws `SendProcessOutput`: a line to channel `process:<id>`.
-    pub fn process_output(process_id: &str, line: &str) -> Command {
-        let message = Message::process_output(process_id, line);
-        let channel = message.channel.clone();
-        Command::Publish { channel, message }
-    }
-
-    /// go-ws `SendProcessStatus` to channel `process:<id>`.
-    pub fn process_status(process_id: &str, status: &str, exit_code: i32) -> Command {
-        let message = Message::process_status(process_id, status, exit_code);
-        let channel = message.channel.clone();
-        Command::Publish { channel, message }
-    }
-
-    /// go-ws `SendEvent`: `{"event":name,"data":data}` to every connection.
-    pub fn send_event(name: &str, data: Value) -> Command {
-        Command::Broadcast(Message::event(name, data))
-    }
-
-    /// go-ws `SendError` to every connection.
-    pub fn send_error(text: &str) -> Command {
-        Command::Broadcast(Message::error(text))
-    }
 }
 
 /// What applying a [`Command`] came to.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reply {
-    /// Done.
+    /// Carried out; nothing to report.
     Done,
     /// Connections reached, or subscribers counted.
     Count(usize),
@@ -186,4 +166,241 @@ impl Hub {
             Command::Channels => Reply::Channels(self.channels()),
         }
     }
+}
+
+/// The task or thread that owns the hub is gone (after shutdown, or with its
+/// runtime): a command could not be delivered or its reply never came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped;
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the hub has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The hub's commands for code that does not own the [`Hub`]: a handle that
+/// carries each [`Command`] to the hub's thread or task implements
+/// [`command`](HubCommands::command) (and [`tell`](HubCommands::tell) when it
+/// can skip the reply); every other method is written once, here.
+///
+/// Methods that return a count or a value wait for the hub's reply; the
+/// others go through `tell` and return once the command is queued. Commands
+/// are applied in the order they were sent.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::time::{Duration, Instant};
+/// use wshub_core::command::{Command, HubCommands, Reply, Stopped};
+/// use wshub_core::{Hub, HubConfig, Message};
+///
+/// /// Owns the hub itself: the simplest "handle" there is.
+/// struct Local(RefCell<Hub>, Instant);
+///
+/// impl HubCommands for Local {
+///     fn command(&self, command: Command) -> Result<Reply, Stopped> {
+///         Ok(self.0.borrow_mut().apply(self.1, command))
+///     }
+/// }
+///
+/// let now = Instant::now();
+/// let hub = Local(RefCell::new(Hub::new(HubConfig::default(), now, Duration::ZERO).unwrap()), now);
+/// assert_eq!(hub.publish("process:7", Message::process_output("7", "line")), Ok(0));
+/// assert_eq!(hub.stats().unwrap().connections, 0);
+/// ```
+pub trait HubCommands {
+    /// Applies any [`Command`] and waits for the hub's [`Reply`].
+    fn command(&self, command: Command) -> Result<Reply, Stopped>;
+
+    /// Queues a command without waiting for its reply. By default it waits
+    /// anyway (through [`command`](HubCommands::command)).
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.command(command).map(drop)
+    }
+
+    crate::hub_command_methods!(@list [] []);
+}
+
+/// Writes the [`HubCommands`] methods as `pub async fn`s inside an async
+/// handle's `impl` block, over its own `async fn command(&self, Command) ->
+/// Result<Reply, Stopped>` and `async fn tell(&self, Command) -> Result<(),
+/// Stopped>`, so the method list exists once for sync and async handles.
+///
+/// ```
+/// use wshub_core::command::{Command, Reply, Stopped};
+///
+/// struct AsyncHandle;
+///
+/// impl AsyncHandle {
+///     async fn command(&self, _: Command) -> Result<Reply, Stopped> {
+///         Err(Stopped) // a real handle sends it to the hub task and awaits the reply
+///     }
+///     async fn tell(&self, _: Command) -> Result<(), Stopped> {
+///         Err(Stopped)
+///     }
+///     wshub_core::hub_command_methods!(async);
+/// }
+/// ```
+///
+/// Why a macro and not `async fn` in [`HubCommands`]: callers spawn these
+/// futures on multi-threaded executors, so they must be `Send`, and a trait's
+/// `async fn` cannot promise that to generic callers (it needs return-type
+/// notation, not stable), nor can such a trait be used as `dyn`. Written into
+/// each handle's `impl`, every future is a concrete type whose `Send`-ness
+/// the compiler sees.
+#[macro_export]
+macro_rules! hub_command_methods {
+    (async) => {
+        $crate::hub_command_methods!(@list [pub async] [.await]);
+    };
+    // The one list: `$head` is the methods' qualifiers, `$wait` what follows
+    // a call to `command` or `tell`.
+    (@list [$($head:tt)*] [$($wait:tt)*]) => {
+        /// Publishes to a channel's subscribers; returns how many got it.
+        /// (go-ws `SendProcessOutput`: `publish(&process_channel(id),
+        /// Message::process_output(id, line))`.)
+        $($head)* fn publish(
+            &self,
+            channel: &str,
+            message: $crate::Message,
+        ) -> ::core::result::Result<usize, $crate::command::Stopped> {
+            let command = $crate::command::Command::publish(channel, message);
+            ::core::result::Result::Ok(self.command(command)$($wait)*?.count())
+        }
+
+        /// Sends to every connection; returns how many got it. (go-ws
+        /// `SendEvent`: `broadcast(Message::event(name, data))`.)
+        $($head)* fn broadcast(
+            &self,
+            message: $crate::Message,
+        ) -> ::core::result::Result<usize, $crate::command::Stopped> {
+            let command = $crate::command::Command::Broadcast(message);
+            ::core::result::Result::Ok(self.command(command)$($wait)*?.count())
+        }
+
+        /// Sends to one connection.
+        $($head)* fn send(
+            &self,
+            conn: $crate::ConnId,
+            message: $crate::Message,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            self.tell($crate::command::Command::Send(conn, message))$($wait)*
+        }
+
+        /// Sends to every connection of a user; returns how many.
+        $($head)* fn send_to_user(
+            &self,
+            user_id: &str,
+            message: $crate::Message,
+        ) -> ::core::result::Result<usize, $crate::command::Stopped> {
+            let user = ::std::borrow::ToOwned::to_owned(user_id);
+            let command = $crate::command::Command::SendToUser { user, message };
+            ::core::result::Result::Ok(self.command(command)$($wait)*?.count())
+        }
+
+        /// Subscribes a connection on its behalf.
+        $($head)* fn subscribe(
+            &self,
+            conn: $crate::ConnId,
+            channel: &str,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            let channel = ::std::borrow::ToOwned::to_owned(channel);
+            self.tell($crate::command::Command::Subscribe(conn, channel))$($wait)*
+        }
+
+        /// Unsubscribes a connection.
+        $($head)* fn unsubscribe(
+            &self,
+            conn: $crate::ConnId,
+            channel: &str,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            let channel = ::std::borrow::ToOwned::to_owned(channel);
+            self.tell($crate::command::Command::Unsubscribe(conn, channel))$($wait)*
+        }
+
+        /// Closes a connection with a code (1000 or 3000-4999) and a reason.
+        $($head)* fn close(
+            &self,
+            conn: $crate::ConnId,
+            code: u16,
+            reason: &str,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            let reason = ::std::borrow::ToOwned::to_owned(reason);
+            self.tell($crate::command::Command::Close(conn, code, reason))$($wait)*
+        }
+
+        /// Accepts a deferred authentication (an `Event::AuthPending`).
+        $($head)* fn accept(
+            &self,
+            conn: $crate::ConnId,
+            identity: $crate::Identity,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            self.tell($crate::command::Command::Accept(conn, identity))$($wait)*
+        }
+
+        /// Rejects a deferred authentication (an `Event::AuthPending`).
+        $($head)* fn reject(
+            &self,
+            conn: $crate::ConnId,
+            rejection: $crate::Rejection,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            self.tell($crate::command::Command::Reject(conn, rejection))$($wait)*
+        }
+
+        /// Answers a deferred authentication with a decision.
+        $($head)* fn answer(
+            &self,
+            conn: $crate::ConnId,
+            decision: $crate::AuthDecision,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            self.tell($crate::command::Command::Answer(conn, decision))$($wait)*
+        }
+
+        /// Answers a plain HTTP request (`Event::HttpRequest`, with
+        /// `HubConfig::http_fallback` on); the connection ends once it is
+        /// written.
+        $($head)* fn http_respond(
+            &self,
+            conn: $crate::ConnId,
+            status: u16,
+            headers: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+            body: ::std::vec::Vec<u8>,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            let command = $crate::command::Command::HttpRespond { conn, status, headers, body };
+            self.tell(command)$($wait)*
+        }
+
+        /// Counters and sizes.
+        $($head)* fn stats(&self) -> ::core::result::Result<$crate::Stats, $crate::command::Stopped> {
+            match self.command($crate::command::Command::Stats)$($wait)*? {
+                $crate::command::Reply::Stats(stats) => ::core::result::Result::Ok(stats),
+                _ => ::core::unreachable!("Stats answers Stats"),
+            }
+        }
+
+        /// Subscribers of a channel.
+        $($head)* fn subscriber_count(
+            &self,
+            channel: &str,
+        ) -> ::core::result::Result<usize, $crate::command::Stopped> {
+            let channel = ::std::borrow::ToOwned::to_owned(channel);
+            let command = $crate::command::Command::SubscriberCount(channel);
+            ::core::result::Result::Ok(self.command(command)$($wait)*?.count())
+        }
+
+        /// Every channel with its subscriber count, sorted by name.
+        $($head)* fn channels(
+            &self,
+        ) -> ::core::result::Result<
+            ::std::vec::Vec<(::std::string::String, usize)>,
+            $crate::command::Stopped,
+        > {
+            match self.command($crate::command::Command::Channels)$($wait)*? {
+                $crate::command::Reply::Channels(channels) => ::core::result::Result::Ok(channels),
+                _ => ::core::unreachable!("Channels answers Channels"),
+            }
+        }
+    };
 }

@@ -64,7 +64,11 @@ pub enum CloseReason {
 }
 
 /// Something the application must know or decide.
+///
+/// New kinds of events will be added (history and relay are coming), so a
+/// `match` needs a wildcard arm.
 #[derive(Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// The authenticator deferred: answer with [`crate::Hub::accept`] or
     /// [`crate::Hub::reject`] before the handshake timeout.
@@ -146,6 +150,17 @@ pub enum Event {
     },
     /// After [`crate::Hub::shutdown`]: every connection is closed.
     ShutdownComplete,
+    /// Not from the hub but from an adapter: its event channel was full (the
+    /// application did not read), so `count` events were dropped since the
+    /// last one delivered. It comes at the adapter's first round after there
+    /// is room again, before any newer event. Dropped `AuthPending` and
+    /// `HttpRequest` events are still answered by the hub: the handshake
+    /// timeout closes them (503 for an unanswered authentication, 408 for an
+    /// unanswered HTTP request).
+    EventsDropped {
+        /// How many events were dropped.
+        count: u64,
+    },
 }
 
 /// A call the hub cannot carry out; the caller's mistake, never the peer's.

@@ -11,7 +11,49 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::suite::{Adapter, Deferred, Running};
+use wshub_core::command::{Command, HubCommands, Reply, Stopped};
 use wshub_core::{AuthDecision, Event, HubConfig, Message, Stats};
+
+/// The event channel's capacity: the suites count every event, even in the
+/// hostile suite's bursts (5,000 connections dropped at once) while a test
+/// thread may be descheduled, so they must never drop one. Dropping is
+/// tested on its own (tests/bounded_events.rs).
+const EVENTS: usize = 1 << 16;
+
+/// What a running adapter adds to the hub's commands.
+trait Live: HubCommands + Send + Sync {
+    fn addr(&self) -> SocketAddr;
+    fn shutdown(&self, deadline: Duration) -> bool;
+    fn next_event(&self, timeout: Duration) -> Option<Event>;
+}
+
+/// The suite's face, written once over [`HubCommands`].
+impl<T: Live> Running for T {
+    fn addr(&self) -> SocketAddr {
+        Live::addr(self)
+    }
+    fn publish(&self, channel: &str, m: Message) -> usize {
+        HubCommands::publish(self, channel, m).unwrap()
+    }
+    fn broadcast(&self, m: Message) -> usize {
+        HubCommands::broadcast(self, m).unwrap()
+    }
+    fn send_to_user(&self, user: &str, m: Message) -> usize {
+        HubCommands::send_to_user(self, user, m).unwrap()
+    }
+    fn stats(&self) -> Stats {
+        HubCommands::stats(self).unwrap()
+    }
+    fn subscriber_count(&self, channel: &str) -> usize {
+        HubCommands::subscriber_count(self, channel).unwrap()
+    }
+    fn shutdown(&self, deadline: Duration) -> bool {
+        Live::shutdown(self, deadline)
+    }
+    fn next_event(&self, timeout: Duration) -> Option<Event> {
+        Live::next_event(self, timeout)
+    }
+}
 
 /// wshub-blocking: a hub thread and two threads per connection.
 pub struct Blocking;
@@ -22,24 +64,18 @@ struct BlockingLive {
     server: Mutex<wshub_blocking::Server>,
 }
 
-impl Running for BlockingLive {
+impl HubCommands for BlockingLive {
+    fn command(&self, command: Command) -> Result<Reply, Stopped> {
+        self.handle.command(command)
+    }
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.handle.tell(command)
+    }
+}
+
+impl Live for BlockingLive {
     fn addr(&self) -> SocketAddr {
         self.addr
-    }
-    fn publish(&self, channel: &str, m: Message) -> usize {
-        self.handle.publish(channel, m).unwrap()
-    }
-    fn broadcast(&self, m: Message) -> usize {
-        self.handle.broadcast(m).unwrap()
-    }
-    fn send_to_user(&self, user: &str, m: Message) -> usize {
-        self.handle.send_to_user(user, m).unwrap()
-    }
-    fn stats(&self) -> Stats {
-        self.handle.stats().unwrap()
-    }
-    fn subscriber_count(&self, channel: &str) -> usize {
-        self.handle.subscriber_count(channel).unwrap()
     }
     fn shutdown(&self, deadline: Duration) -> bool {
         self.handle.shutdown(deadline)
@@ -57,7 +93,7 @@ impl Running for BlockingLive {
 impl Adapter for Blocking {
     const NAME: &'static str = "blocking";
     fn start(config: HubConfig, deferred: Option<Deferred>) -> Box<dyn Running> {
-        let mut b = wshub_blocking::Server::builder(config);
+        let mut b = wshub_blocking::Server::builder(config).event_capacity(EVENTS);
         if let Some(f) = deferred {
             b = b.deferred_auth(move |r| f(r));
         }
@@ -80,24 +116,18 @@ struct SmolLive {
     _server: wshub_smol::Server,
 }
 
-impl Running for SmolLive {
+impl HubCommands for SmolLive {
+    fn command(&self, command: Command) -> Result<Reply, Stopped> {
+        smol::block_on(self.handle.command(command))
+    }
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        smol::block_on(self.handle.tell(command))
+    }
+}
+
+impl Live for SmolLive {
     fn addr(&self) -> SocketAddr {
         self.addr
-    }
-    fn publish(&self, channel: &str, m: Message) -> usize {
-        smol::block_on(self.handle.publish(channel, m)).unwrap()
-    }
-    fn broadcast(&self, m: Message) -> usize {
-        smol::block_on(self.handle.broadcast(m)).unwrap()
-    }
-    fn send_to_user(&self, user: &str, m: Message) -> usize {
-        smol::block_on(self.handle.send_to_user(user, m)).unwrap()
-    }
-    fn stats(&self) -> Stats {
-        smol::block_on(self.handle.stats()).unwrap()
-    }
-    fn subscriber_count(&self, channel: &str) -> usize {
-        smol::block_on(self.handle.subscriber_count(channel)).unwrap()
     }
     fn shutdown(&self, deadline: Duration) -> bool {
         smol::block_on(self.handle.shutdown(deadline))
@@ -116,7 +146,7 @@ impl Running for SmolLive {
 impl Adapter for Smol {
     const NAME: &'static str = "smol";
     fn start(config: HubConfig, deferred: Option<Deferred>) -> Box<dyn Running> {
-        let mut b = wshub_smol::Server::builder(config);
+        let mut b = wshub_smol::Server::builder(config).event_capacity(EVENTS);
         if let Some(f) = deferred {
             // The suite's checks block (they sleep): run them off the executor.
             b = b.deferred_auth(move |r| {
@@ -145,24 +175,18 @@ struct TokioLive {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Running for TokioLive {
+impl HubCommands for TokioLive {
+    fn command(&self, command: Command) -> Result<Reply, Stopped> {
+        self.handle.command(command)
+    }
+    fn tell(&self, command: Command) -> Result<(), Stopped> {
+        self.handle.tell(command)
+    }
+}
+
+impl Live for TokioLive {
     fn addr(&self) -> SocketAddr {
         self.addr
-    }
-    fn publish(&self, channel: &str, m: Message) -> usize {
-        self.handle.publish(channel, m).unwrap()
-    }
-    fn broadcast(&self, m: Message) -> usize {
-        self.handle.broadcast(m).unwrap()
-    }
-    fn send_to_user(&self, user: &str, m: Message) -> usize {
-        self.handle.send_to_user(user, m).unwrap()
-    }
-    fn stats(&self) -> Stats {
-        self.handle.stats().unwrap()
-    }
-    fn subscriber_count(&self, channel: &str) -> usize {
-        self.handle.subscriber_count(channel).unwrap()
     }
     fn shutdown(&self, deadline: Duration) -> bool {
         self.handle.shutdown(deadline)
@@ -193,7 +217,9 @@ impl Adapter for Tokio {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut b = wshub_tokio::Server::builder(config);
+                // The forwarder below shares this current-thread runtime with
+                // the hub, so it reads only between the hub's turns.
+                let mut b = wshub_tokio::Server::builder(config).event_capacity(EVENTS);
                 if let Some(f) = deferred {
                     // The suite's check blocks (it sleeps), so it runs on the
                     // blocking pool; the async function awaits it.

@@ -1,17 +1,17 @@
 //! The hub thread: owns the core, sleeps until a command or the core's next
 //! deadline, and writes the core's output to the sockets without blocking.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wshub_core::command::{Command, Reply};
-use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo, Rejection};
+use wshub_core::overflow::EventOverflow;
+use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo, Rejection};
 
 use crate::conn::{self, ConnIo, Settings};
 use crate::handle::Handle;
@@ -36,7 +36,7 @@ const COMMAND_QUEUE: usize = 4096;
 
 pub(crate) fn spawn(
     config: HubConfig,
-    events: Sender<Event>,
+    events: SyncSender<Event>,
     deferred: Option<DeferredAuth>,
     settings: Settings,
 ) -> io::Result<(Handle, JoinHandle<()>)> {
@@ -54,8 +54,9 @@ pub(crate) fn spawn(
         Hub::new(config, now, unix).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut state = HubThread {
         hub,
-        conns: HashMap::new(),
+        conns: ConnMap::new(),
         events,
+        overflow: EventOverflow::default(),
         deferred,
         settings,
         tx,
@@ -70,8 +71,11 @@ pub(crate) fn spawn(
 
 struct HubThread {
     hub: Hub,
-    conns: HashMap<ConnId, ConnIo>,
-    events: Sender<Event>,
+    conns: ConnMap<ConnIo>,
+    /// Bounded: an application that does not read costs dropped events
+    /// (counted, then reported), never a stalled hub or unbounded memory.
+    events: SyncSender<Event>,
+    overflow: EventOverflow,
     deferred: Option<DeferredAuth>,
     settings: Settings,
     tx: SyncSender<Cmd>,
@@ -178,36 +182,35 @@ impl HubThread {
     fn drain(&mut self) {
         // One clock read per drain, not one per connection written.
         let now = Instant::now();
-        loop {
-            let mut progressed = false;
-            while let Some(event) = self.hub.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
-                progressed = true;
-                let Some(c) = self.conns.get_mut(&id) else {
-                    self.frames.clear(); // unreachable: ids are live here
+        while let Some(output) = self.hub.poll_output(&mut self.frames) {
+            let id = match output {
+                Output::Event(event) => {
+                    self.on_event(event);
                     continue;
-                };
-                let flushed = c.send(&mut self.frames, &self.tx);
-                if flushed.written() > 0 {
-                    let _ = self.hub.handle_written(now, id, flushed.written());
                 }
-                if let Flushed::Failed(_) = flushed {
-                    let _ = self.hub.handle_io_error(now, id);
-                }
+                Output::Transmit(id) => id,
+            };
+            let Some(c) = self.conns.get_mut(id) else {
+                self.frames.clear(); // unreachable: ids are live here
+                continue;
+            };
+            let flushed = c.send(&mut self.frames, &self.tx);
+            if flushed.written() > 0 {
+                let _ = self.hub.handle_written(now, id, flushed.written());
             }
-            if !progressed {
-                break;
+            if let Flushed::Failed(_) = flushed {
+                let _ = self.hub.handle_io_error(now, id);
             }
         }
+        // The application may have read since: report what was dropped.
+        let events = &self.events;
+        self.overflow.flush(|e| events.try_send(e).is_ok());
     }
 
     fn on_event(&mut self, event: Event) {
         match &event {
             Event::Closed { conn, flushed, .. } => {
-                if let Some(c) = self.conns.remove(conn) {
+                if let Some(c) = self.conns.remove(*conn) {
                     // The core knows whether the peer is owed anything.
                     if *flushed {
                         c.end();
@@ -246,7 +249,8 @@ impl HubThread {
             _ => {}
         }
         // Nobody listening is fine: events are then dropped.
-        let _ = self.events.send(event);
+        let events = &self.events;
+        self.overflow.offer(event, |e| events.try_send(e).is_ok());
     }
 
     fn cut_all(&mut self) {

@@ -19,13 +19,13 @@
 //! with a driver thread, and a reader and a writer thread per connection.
 //!
 //! ```no_run
-//! use wshub_blocking::Server;
+//! use wshub_blocking::{HubCommands, Server};
 //! use wshub_core::{Event, HubConfig, Message};
 //!
 //! let server = Server::builder(HubConfig::default()).bind("127.0.0.1:8080")?;
 //! let hub = server.handle();
 //! std::thread::spawn(move || loop {
-//!     hub.process_output("build-1", "compiling...");
+//!     let _ = hub.publish("process:build-1", Message::process_output("build-1", "compiling..."));
 //!     std::thread::sleep(std::time::Duration::from_secs(1));
 //! });
 //! for event in server.events() {
@@ -50,11 +50,13 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
-pub use handle::{Handle, Stopped};
+pub use handle::Handle;
 pub use wshub_core;
+pub use wshub_core::command::{HubCommands, Stopped};
 
 /// An authenticator that may block (a database lookup, an HTTP call): run on a
 /// worker thread for each request the core's authenticator deferred.
@@ -66,12 +68,25 @@ pub struct Builder {
     deferred_auth: Option<DeferredAuth>,
     read_buffer: usize,
     thread_stack: usize,
+    event_capacity: usize,
 }
 
 impl Builder {
+    /// How many events [`Server::events`] holds unread (default
+    /// [`DEFAULT_EVENT_CAPACITY`]). When it is full the hub does not wait:
+    /// newer events are dropped and counted, and an `Event::EventsDropped`
+    /// with the count comes once there is room (at the hub's next round). A
+    /// dropped `AuthPending` or `HttpRequest` is answered by the handshake
+    /// timeout (503, 408).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
     /// Runs deferred authentication decisions on worker threads with `f`.
     /// Without it, deferred requests surface as `Event::AuthPending` for the
-    /// application to answer through [`Handle::accept`] / [`Handle::reject`].
+    /// application to answer through [`HubCommands::accept`] /
+    /// [`HubCommands::reject`].
     pub fn deferred_auth(
         mut self,
         f: impl Fn(&UpgradeRequest) -> AuthDecision + Send + Sync + 'static,
@@ -111,7 +126,7 @@ impl Builder {
         self.config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let (event_tx, events) = mpsc::channel();
+        let (event_tx, events) = mpsc::sync_channel(self.event_capacity);
         let (handle, thread) = hub_thread::spawn(
             self.config,
             event_tx,
@@ -146,6 +161,7 @@ impl Server {
             deferred_auth: None,
             read_buffer: 4096,
             thread_stack: 128 * 1024,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 
@@ -155,7 +171,9 @@ impl Server {
     }
 
     /// The hub's events: connected, disconnected, auth failures, messages,
-    /// slow consumers. Read them, or the channel grows.
+    /// slow consumers. The channel is bounded
+    /// ([`Builder::event_capacity`]): unread, newer events are dropped and
+    /// counted (`Event::EventsDropped`).
     pub fn events(&self) -> &Receiver<wshub_core::Event> {
         &self.events
     }

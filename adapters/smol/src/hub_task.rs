@@ -1,7 +1,6 @@
 //! The hub task: owns the core, sleeps until a command or the core's next
 //! deadline, and writes the core's output to the sockets itself.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -11,7 +10,8 @@ use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
 use wshub_core::command::{Command, Reply};
-use wshub_core::{ConnId, Event, Hub, PeerInfo};
+use wshub_core::overflow::EventOverflow;
+use wshub_core::{ConnId, ConnMap, Event, Hub, Output, PeerInfo};
 
 use crate::conn::{self, ConnIo};
 use crate::{DeferredAuth, Spawner};
@@ -40,8 +40,11 @@ enum Wake {
 
 pub(crate) struct HubTask {
     pub hub: Hub,
-    pub conns: HashMap<ConnId, ConnIo>,
+    pub conns: ConnMap<ConnIo>,
+    /// Bounded: an application that does not read costs dropped events
+    /// (counted, then reported), never a stalled hub or unbounded memory.
     pub events: Sender<Event>,
+    pub overflow: EventOverflow,
     pub deferred: Option<DeferredAuth>,
     pub spawner: Spawner,
     pub read_buffer: usize,
@@ -138,7 +141,7 @@ impl HubTask {
                 let _ = hub.handle_read(now, id, &data);
             }
             Cmd::Writable(id) => {
-                if let Some(c) = self.conns.get_mut(&id) {
+                if let Some(c) = self.conns.get_mut(id) {
                     c.unblock();
                 }
                 self.flush(now, id);
@@ -151,7 +154,7 @@ impl HubTask {
             }
             Cmd::Hub(command, reply) => {
                 if let Command::Answer(id, _) = &command {
-                    if let Some(c) = self.conns.get_mut(id) {
+                    if let Some(c) = self.conns.get_mut(*id) {
                         c.auth = None; // finished; dropping the handle is harmless
                     }
                 }
@@ -182,30 +185,27 @@ impl HubTask {
     fn drain(&mut self) {
         // One clock read per drain, not one per connection written.
         let now = Instant::now();
-        loop {
-            let mut progressed = false;
-            while let Some(event) = self.hub.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
-                progressed = true;
-                match self.conns.get_mut(&id) {
-                    Some(c) => c.queue(&mut self.frames),
-                    None => self.frames.clear(), // unreachable: ids are live here
+        while let Some(output) = self.hub.poll_output(&mut self.frames) {
+            match output {
+                Output::Event(event) => self.on_event(event),
+                Output::Transmit(id) => {
+                    match self.conns.get_mut(id) {
+                        Some(c) => c.queue(&mut self.frames),
+                        None => self.frames.clear(), // unreachable: ids are live here
+                    }
+                    self.flush(now, id);
                 }
-                self.flush(now, id);
-            }
-            if !progressed {
-                break;
             }
         }
+        // The application may have read since: report what was dropped.
+        let events = &self.events;
+        self.overflow.flush(|e| events.try_send(e).is_ok());
     }
 
     /// Writes what connection `id` has pending, unless its socket is full,
     /// and tells the core what went out.
     fn flush(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = self.conns.get_mut(&id) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         if c.blocked() {
@@ -232,7 +232,7 @@ impl HubTask {
                 });
                 // Kept with the connection: if it closes first (say the
                 // handshake timeout passes), the check is cancelled.
-                if let Some(c) = self.conns.get_mut(&conn) {
+                if let Some(c) = self.conns.get_mut(conn) {
                     c.auth = Some(task);
                 }
                 return;
@@ -241,7 +241,7 @@ impl HubTask {
         };
         match &event {
             Event::Closed { conn, flushed, .. } => {
-                if let Some(c) = self.conns.remove(conn) {
+                if let Some(c) = self.conns.remove(*conn) {
                     // The core knows whether the peer is owed anything.
                     if *flushed {
                         c.end();
@@ -258,7 +258,8 @@ impl HubTask {
             _ => {}
         }
         // Nobody listening is fine: events are then dropped.
-        let _ = self.events.try_send(event);
+        let events = &self.events;
+        self.overflow.offer(event, |e| events.try_send(e).is_ok());
     }
 
     fn cut_all(&mut self) {

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use std::time::Duration;
 //! use wshub_smol::Server;
-//! use wshub_smol::wshub_core::{AuthDecision, Event, HubConfig, Identity};
+//! use wshub_smol::wshub_core::{AuthDecision, Event, HubConfig, Identity, Message};
 //!
 //! smol::block_on(async {
 //!     let server = Server::builder(HubConfig::default())
@@ -20,7 +20,8 @@
 //!     let hub = server.handle();
 //!     smol::spawn(async move {
 //!         loop {
-//!             let _ = hub.process_output("build-1", "compiling...").await;
+//!             let line = Message::process_output("build-1", "compiling...");
+//!             let _ = hub.publish("process:build-1", line).await;
 //!             smol::Timer::after(Duration::from_secs(1)).await;
 //!         }
 //!     })
@@ -93,7 +94,6 @@ mod conn;
 mod handle;
 mod hub_task;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -104,11 +104,13 @@ use smol::channel::{self, Receiver};
 use smol::future::{self, Boxed};
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Executor, Task, Timer};
+use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, Event, Hub, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
-pub use handle::{Handle, Stopped};
+pub use handle::Handle;
 pub use wshub_core;
+pub use wshub_core::command::Stopped;
 
 /// An authenticator that must do I/O (a database ban check, a JWKS fetch):
 /// called with each request the core's authenticator deferred, its future run
@@ -143,9 +145,21 @@ pub struct Builder {
     deferred_auth: Option<DeferredAuth>,
     read_buffer: usize,
     spawner: Spawner,
+    event_capacity: usize,
 }
 
 impl Builder {
+    /// How many events [`Server::events`] holds unread (default
+    /// [`DEFAULT_EVENT_CAPACITY`]). When it is full the hub does not wait:
+    /// newer events are dropped and counted, and an `Event::EventsDropped`
+    /// with the count comes once there is room (at the hub's next round). A
+    /// dropped `AuthPending` or `HttpRequest` is answered by the handshake
+    /// timeout (503, 408).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
     /// Decides deferred authentications with `f`: for each request the core's
     /// authenticator answered [`AuthDecision::Defer`], `f(request)` is called
     /// on the hub task and the future it returns runs as its own task; its
@@ -155,7 +169,8 @@ impl Builder {
     /// Do the slow part inside the future, not in `f` itself; wrap blocking
     /// code in `smol::unblock`. Without this, deferred requests surface as
     /// `Event::AuthPending` for the application to answer through
-    /// [`Handle::accept`] / [`Handle::reject`].
+    /// [`Handle::accept`] /
+    /// [`Handle::reject`].
     pub fn deferred_auth<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
@@ -224,11 +239,12 @@ impl Builder {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (tx, rx) = channel::bounded(COMMAND_QUEUE);
         let (stop_tx, stop_rx) = channel::bounded(1);
-        let (event_tx, events) = channel::unbounded();
+        let (event_tx, events) = channel::bounded(self.event_capacity);
         let state = hub_task::HubTask {
             hub,
-            conns: HashMap::new(),
+            conns: wshub_core::ConnMap::new(),
             events: event_tx,
+            overflow: Default::default(),
             deferred: self.deferred_auth,
             spawner: self.spawner.clone(),
             read_buffer: self.read_buffer,
@@ -267,6 +283,7 @@ impl Server {
             deferred_auth: None,
             read_buffer: 4096,
             spawner: Spawner::Global,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 
@@ -280,7 +297,9 @@ impl Server {
     /// from a plain thread), or as a `Stream`: the receiver is not `Unpin`, so
     /// pin it first (`smol::pin!(events)`, then `events.next().await`). Every
     /// call returns a clone of the same receiver: each event goes to one of
-    /// them. Read them, or the channel grows. The channel ends after shutdown.
+    /// them. The channel is bounded ([`Builder::event_capacity`]): unread,
+    /// newer events are dropped and counted (`Event::EventsDropped`). The
+    /// channel ends after shutdown.
     pub fn events(&self) -> Receiver<Event> {
         self.events.clone()
     }

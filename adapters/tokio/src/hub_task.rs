@@ -10,7 +10,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use wshub_core::command::{Command, Reply};
-use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo};
+use wshub_core::overflow::EventOverflow;
+use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo};
 
 use crate::conn::{self, ConnIo};
 use crate::handle::Handle;
@@ -50,7 +51,7 @@ pub(crate) struct Started {
 /// Starts the hub task on the current runtime.
 pub(crate) fn spawn(
     config: HubConfig,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     deferred: Option<DeferredAuth>,
     read_buffer: usize,
 ) -> io::Result<Started> {
@@ -65,8 +66,9 @@ pub(crate) fn spawn(
     let (stopping_tx, stopping) = watch::channel(false);
     let state = HubTask {
         hub,
-        conns: Vec::new(),
+        conns: ConnMap::new(),
         events,
+        overflow: EventOverflow::default(),
         deferred,
         read_buffer,
         tx: tx.clone(),
@@ -86,9 +88,11 @@ pub(crate) fn spawn(
 
 struct HubTask {
     hub: Hub,
-    /// Connections by slot (dense, reused; the id checks the generation).
-    conns: Vec<Option<ConnIo>>,
-    events: mpsc::UnboundedSender<Event>,
+    conns: ConnMap<ConnIo>,
+    /// Bounded: an application that does not read costs dropped events
+    /// (counted, then reported), never a stalled hub or unbounded memory.
+    events: mpsc::Sender<Event>,
+    overflow: EventOverflow,
     deferred: Option<DeferredAuth>,
     read_buffer: usize,
     tx: mpsc::Sender<Cmd>,
@@ -182,7 +186,7 @@ impl HubTask {
                 let _ = hub.handle_read(now, id, &data);
             }
             Cmd::Writable(id) => {
-                if let Some(c) = conn_in(&mut self.conns, id) {
+                if let Some(c) = self.conns.get_mut(id) {
                     c.unblock();
                 }
                 self.flush(now, id);
@@ -216,56 +220,34 @@ impl HubTask {
             return; // shutting down: dropping the stream closes it
         };
         let tasks = conn::spawn(id, stream, self.tx.clone(), self.read_buffer);
-        let slot = id.slot();
-        if slot >= self.conns.len() {
-            self.conns.resize_with(slot + 1, || None);
-        }
-        if let Some(old) = self.conns[slot].replace(tasks) {
-            old.cut(); // unreachable: the core reports `Closed` before reusing a slot
-        }
-    }
-
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnIo> {
-        conn_in(&mut self.conns, id)
-    }
-
-    fn remove(&mut self, id: ConnId) -> Option<ConnIo> {
-        let entry = self.conns.get_mut(id.slot())?;
-        if entry.as_ref()?.id == id {
-            entry.take()
-        } else {
-            None
-        }
+        self.conns.insert(id, tasks);
     }
 
     /// Routes events and output until the core has nothing more.
     fn drain(&mut self) {
         // One clock read per drain, not one per connection written.
         let now = now();
-        loop {
-            let mut progressed = false;
-            while let Some(event) = self.hub.poll_event() {
-                progressed = true;
-                self.on_event(event);
-            }
-            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
-                progressed = true;
-                match conn_in(&mut self.conns, id) {
-                    Some(c) => c.queue(&mut self.frames),
-                    None => self.frames.clear(), // unreachable: ids are live here
+        while let Some(output) = self.hub.poll_output(&mut self.frames) {
+            match output {
+                Output::Event(event) => self.on_event(event),
+                Output::Transmit(id) => {
+                    match self.conns.get_mut(id) {
+                        Some(c) => c.queue(&mut self.frames),
+                        None => self.frames.clear(), // unreachable: ids are live here
+                    }
+                    self.flush(now, id);
                 }
-                self.flush(now, id);
-            }
-            if !progressed {
-                break;
             }
         }
+        // The application may have read since: report what was dropped.
+        let events = &self.events;
+        self.overflow.flush(|e| events.try_send(e).is_ok());
     }
 
     /// Writes what connection `id` has pending, unless its socket is full,
     /// and tells the core what went out.
     fn flush(&mut self, now: Instant, id: ConnId) {
-        let Some(c) = conn_in(&mut self.conns, id) else {
+        let Some(c) = self.conns.get_mut(id) else {
             return;
         };
         if c.blocked() {
@@ -283,7 +265,7 @@ impl HubTask {
     fn on_event(&mut self, event: Event) {
         let event = match event {
             Event::Closed { conn, flushed, .. } => {
-                if let Some(c) = self.remove(conn) {
+                if let Some(c) = self.conns.remove(conn) {
                     // The core knows whether the peer is owed anything.
                     if flushed {
                         c.end();
@@ -302,7 +284,7 @@ impl HubTask {
                         .send(Cmd::Hub(Command::Answer(conn, decision), None))
                         .await;
                 });
-                match self.conn_mut(conn) {
+                match self.conns.get_mut(conn) {
                     // Aborted if the connection ends first (handshake timeout).
                     Some(c) => c.auth = Some(task.abort_handle()),
                     None => task.abort(),
@@ -319,24 +301,17 @@ impl HubTask {
             other => other,
         };
         // Nobody listening is fine: events are then dropped.
-        let _ = self.events.send(event);
+        let events = &self.events;
+        self.overflow.offer(event, |e| events.try_send(e).is_ok());
     }
 
     /// The hub is stopping: cut what is left, answer pending shutdowns.
     fn cut_all(&mut self) {
-        for c in self.conns.drain(..).flatten() {
+        for (_, c) in self.conns.drain() {
             c.cut();
         }
         for w in self.shutdown_waiters.drain(..) {
             let _ = w.send(false);
         }
     }
-}
-
-/// The live connection `id`, if its slot still holds that generation.
-fn conn_in(conns: &mut [Option<ConnIo>], id: ConnId) -> Option<&mut ConnIo> {
-    conns
-        .get_mut(id.slot())
-        .and_then(Option::as_mut)
-        .filter(|c| c.id == id)
 }

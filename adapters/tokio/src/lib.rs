@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use wshub_core::{Event, HubConfig};
+//! use wshub_core::{Event, HubConfig, Message};
 //! use wshub_tokio::Server;
 //!
 //! #[tokio::main]
@@ -12,7 +12,8 @@
 //!         .await?;
 //!     let hub = server.handle();
 //!     tokio::spawn(async move {
-//!         while hub.process_output("build-1", "compiling...").await.is_ok() {
+//!         let line = || Message::process_output("build-1", "compiling...");
+//!         while hub.publish("process:build-1", line()).await.is_ok() {
 //!             tokio::time::sleep(Duration::from_secs(1)).await;
 //!         }
 //!     });
@@ -65,7 +66,7 @@
 //!
 //! Application commands go through a [`Handle`] (async methods) or a
 //! [`BlockingHandle`] (the same as blocking calls, for threads outside the
-//! runtime). Events arrive on a tokio unbounded channel ([`Server::events`]).
+//! runtime). Events arrive on a bounded tokio channel ([`Server::events`]).
 //!
 //! The [`client`] module runs the core's reconnecting client over TCP the
 //! same way: a driver task, and a reader and a writer task per connection.
@@ -87,11 +88,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, Event, HubConfig, UpgradeRequest};
 
 pub use client::ClientHandle;
-pub use handle::{BlockingHandle, Handle, Stopped};
+pub use handle::{BlockingHandle, Handle};
 pub use wshub_core;
+pub use wshub_core::command::{HubCommands, Stopped};
 
 use hub_task::Cmd;
 
@@ -107,13 +110,30 @@ pub struct Builder {
     config: HubConfig,
     deferred_auth: Option<DeferredAuth>,
     read_buffer: usize,
+    event_capacity: usize,
 }
 
 impl Builder {
+    /// How many events [`Server::events`] holds unread (default
+    /// [`DEFAULT_EVENT_CAPACITY`]). When it is full the hub does not wait:
+    /// newer events are dropped and counted, and an `Event::EventsDropped`
+    /// with the count comes once there is room (at the hub's next round). A
+    /// dropped `AuthPending` or `HttpRequest` is answered by the handshake
+    /// timeout (503, 408).
+    ///
+    /// On a current-thread runtime the application's reader runs only when
+    /// the hub task yields, so a burst (thousands of clients dropping at
+    /// once) arrives in one go: size the channel for the largest burst.
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events.max(1);
+        self
+    }
+
     /// Decides deferred authentications with the async function `f`, run as a
     /// task per request (`Event::AuthPending` is then not reported). Without
     /// it, deferred requests surface as `Event::AuthPending` for the
-    /// application to answer through [`Handle::accept`] / [`Handle::reject`].
+    /// application to answer through [`Handle::accept`] /
+    /// [`Handle::reject`].
     /// An answer that comes after the core's handshake timeout is ignored
     /// (the client got 503), and the task is aborted. Blocking work belongs
     /// in `tokio::task::spawn_blocking`.
@@ -194,7 +214,7 @@ impl Builder {
     /// # Ok(()) }
     /// ```
     pub fn start(self) -> io::Result<Server> {
-        let (event_tx, events) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(self.event_capacity);
         let started = hub_task::spawn(self.config, event_tx, self.deferred_auth, self.read_buffer)?;
         Ok(Server {
             handle: started.handle,
@@ -210,7 +230,7 @@ impl Builder {
 /// [`Handle::shutdown`] or the runtime's end); its events are then dropped.
 pub struct Server {
     handle: Handle,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
     local_addr: Option<SocketAddr>,
     task: JoinHandle<()>,
     stopping: watch::Receiver<bool>,
@@ -223,6 +243,7 @@ impl Server {
             config,
             deferred_auth: None,
             read_buffer: 4096,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 
@@ -240,16 +261,18 @@ impl Server {
     /// The hub's events: connected, closed, auth failures, application
     /// messages, slow consumers, pending authentications (without
     /// [`Builder::deferred_auth`]), plain HTTP requests (with
-    /// `HubConfig::http_fallback`). Read them, or the channel grows. The
-    /// channel ends when the hub task does.
-    pub fn events(&mut self) -> &mut mpsc::UnboundedReceiver<Event> {
+    /// `HubConfig::http_fallback`). The channel is bounded
+    /// ([`Builder::event_capacity`]): unread, newer events are dropped and
+    /// counted (`Event::EventsDropped`). The channel ends when the hub task
+    /// does.
+    pub fn events(&mut self) -> &mut mpsc::Receiver<Event> {
         &mut self.events
     }
 
     /// Takes the event receiver (to read it in another task); [`Server::events`]
     /// then returns a receiver that is already closed.
-    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<Event> {
-        let (_, closed) = mpsc::unbounded_channel();
+    pub fn take_events(&mut self) -> mpsc::Receiver<Event> {
+        let (_, closed) = mpsc::channel(1);
         std::mem::replace(&mut self.events, closed)
     }
 

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use wshub_core::{
     AuthDecision, CloseReason, Event, HubConfig, Identity, Message, Rejection, UpgradeRequest,
 };
-use wshub_tokio::{Server, Stopped};
+use wshub_tokio::{HubCommands, Server, Stopped};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -198,7 +198,10 @@ fn blocking_handle_from_a_plain_thread() {
         assert!(std::time::Instant::now() < deadline, "pending connection");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(hub.process_output("p", "line").unwrap(), 0);
+    assert_eq!(
+        hub.publish("process:p", Message::process_output("p", "line")),
+        Ok(0)
+    );
     assert!(hub.shutdown(Duration::from_secs(2)));
     assert_eq!(hub.stats(), Err(Stopped));
     // The listener is closed once the hub has stopped.

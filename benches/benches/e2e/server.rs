@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wshub_core::{HubConfig, Message, Timestamp};
+use wshub_core::{HubCommands, HubConfig, Message, Timestamp};
 
 use crate::sys;
 use crate::{CHANNEL, PAYLOAD_LEN};

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use wshub_core::{Event, HubConfig, Message};
+use wshub_core::{Event, HubCommands, HubConfig, Message};
 use wshub_example_polling::PollingServer;
 
 fn main() -> std::io::Result<()> {

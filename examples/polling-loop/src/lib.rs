@@ -23,7 +23,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use wshub_core::{HubConfig, Message};
+//! use wshub_core::{HubCommands, HubConfig, Message};
 //! use wshub_example_polling::PollingServer;
 //!
 //! let mut server = PollingServer::bind("127.0.0.1:8081", HubConfig::default())?;
@@ -48,7 +48,6 @@
 #![warn(missing_docs)]
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,10 +57,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use polling::{Event as Interest, Events, Poller};
-use wshub_core::{ConnId, Event, Hub, HubConfig, Message, PeerInfo, Stats};
+use wshub_core::command::{Command as HubCommand, Reply};
+use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo, Stats};
 
 pub use polling;
 pub use wshub_core;
+pub use wshub_core::command::{HubCommands, Stopped};
 
 /// Poller key of the listener; connection keys are `slot + 1`.
 const LISTENER: usize = 0;
@@ -79,16 +80,9 @@ const MAX_SLICES: usize = 64;
 
 /// What the application asks of the loop through a [`Handle`].
 pub enum Command {
-    /// Publish to every subscriber of a channel; the reply (if any) gets how
-    /// many subscribers the message was queued for.
-    Publish {
-        /// The channel.
-        channel: String,
-        /// The message.
-        message: Message,
-        /// Where to send the subscriber count.
-        reply: Option<Sender<usize>>,
-    },
+    /// A hub command (publish, close, stats...: the [`HubCommands`] methods)
+    /// and where its reply goes, if anyone waits.
+    Hub(HubCommand, Option<Sender<Reply>>),
     /// Report the hub's and the loop's counters.
     Stats(Sender<LoopStats>),
     /// Graceful shutdown: every client gets a 1001 close; the loop stops once
@@ -110,23 +104,12 @@ pub struct LoopStats {
     pub blocked_writes: u64,
 }
 
-/// The loop is gone (stopped or dropped).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stopped;
-
-impl fmt::Display for Stopped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the polling loop has stopped")
-    }
-}
-
-impl std::error::Error for Stopped {}
-
 /// Commands the loop from any thread: each call queues a [`Command`] and wakes
-/// the poller. Cheap to clone.
+/// the poller. Cheap to clone. The hub's commands are the [`HubCommands`]
+/// methods.
 ///
-/// The `*_and_wait` methods and [`Handle::stats`] block until the loop
-/// answers: never call them on the loop's own thread (use
+/// Those that return a value, and [`Handle::loop_stats`], block until the
+/// loop answers: never call them on the loop's own thread (use
 /// [`PollingServer::hub_mut`] there).
 #[derive(Clone)]
 pub struct Handle {
@@ -134,49 +117,41 @@ pub struct Handle {
     poller: Arc<Poller>,
 }
 
+impl HubCommands for Handle {
+    fn command(&self, command: HubCommand) -> Result<Reply, Stopped> {
+        let (reply, answer) = mpsc::channel();
+        self.submit(Command::Hub(command, Some(reply)))?;
+        answer.recv().map_err(|_| Stopped)
+    }
+
+    fn tell(&self, command: HubCommand) -> Result<(), Stopped> {
+        self.submit(Command::Hub(command, None))
+    }
+}
+
 impl Handle {
     /// Queues a command and wakes the loop.
-    pub fn send(&self, command: Command) -> Result<(), Stopped> {
+    pub fn submit(&self, command: Command) -> Result<(), Stopped> {
         self.tx.send(command).map_err(|_| Stopped)?;
         self.wake();
         Ok(())
     }
 
-    /// Publishes without waiting for the loop.
-    pub fn publish(&self, channel: &str, message: Message) -> Result<(), Stopped> {
-        self.send(Command::Publish {
-            channel: channel.to_owned(),
-            message,
-            reply: None,
-        })
-    }
-
-    /// Publishes and waits for the number of subscribers it was queued for.
-    pub fn publish_and_wait(&self, channel: &str, message: Message) -> Result<usize, Stopped> {
-        let (reply, answer) = mpsc::channel();
-        self.send(Command::Publish {
-            channel: channel.to_owned(),
-            message,
-            reply: Some(reply),
-        })?;
-        answer.recv().map_err(|_| Stopped)
-    }
-
     /// The hub's and the loop's counters.
-    pub fn stats(&self) -> Result<LoopStats, Stopped> {
+    pub fn loop_stats(&self) -> Result<LoopStats, Stopped> {
         let (reply, answer) = mpsc::channel();
-        self.send(Command::Stats(reply))?;
+        self.submit(Command::Stats(reply))?;
         answer.recv().map_err(|_| Stopped)
     }
 
     /// Starts a graceful shutdown.
     pub fn shutdown(&self) -> Result<(), Stopped> {
-        self.send(Command::Shutdown)
+        self.submit(Command::Shutdown)
     }
 
     /// Stops the loop at its next turn.
     pub fn stop(&self) -> Result<(), Stopped> {
-        self.send(Command::Stop)
+        self.submit(Command::Stop)
     }
 
     /// Wakes the loop without a command (after setting the flag given to
@@ -213,8 +188,8 @@ pub struct PollingServer {
     /// Always `Some` until `Drop` takes it.
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    /// Indexed by [`ConnId::slot`].
-    sockets: Vec<Option<Socket>>,
+    /// By connection; poller keys are slots, hence `get_slot_mut`.
+    sockets: ConnMap<Socket>,
     open_sockets: usize,
     events: Events,
     /// Connection slots that fired this turn (reused).
@@ -260,7 +235,7 @@ impl PollingServer {
             poller,
             listener: Some(listener),
             local_addr,
-            sockets: Vec::new(),
+            sockets: ConnMap::new(),
             open_sockets: 0,
             events: Events::new(),
             fired: Vec::new(),
@@ -395,12 +370,7 @@ impl PollingServer {
     }
 
     fn socket_at(&mut self, slot: usize) -> Option<&mut Socket> {
-        self.sockets.get_mut(slot).and_then(Option::as_mut)
-    }
-
-    /// The socket of `id`, if the table still holds that very connection.
-    fn socket_of(&mut self, id: ConnId) -> Option<&mut Socket> {
-        self.socket_at(id.slot()).filter(|s| s.id == id)
+        self.sockets.get_slot_mut(slot).map(|(_, sock)| sock)
     }
 
     fn accept(&mut self, now: Instant) -> io::Result<()> {
@@ -433,14 +403,13 @@ impl PollingServer {
             return; // shutting down: dropping the stream closes it
         };
         let slot = id.slot();
-        if slot >= self.sockets.len() {
-            self.sockets.resize_with(slot + 1, || None);
-        }
         // The core frees a slot when the connection ends, before its `Closed`
         // is drained: a socket still here belongs to a connection the core
         // has already forgotten.
-        if let Some(stale) = self.sockets[slot].take() {
-            self.deregister(stale);
+        if let Some((stale, _)) = self.sockets.get_slot_mut(slot) {
+            if let Some(sock) = self.sockets.remove(stale) {
+                self.deregister(sock);
+            }
         }
         if register(&self.poller, &stream, Interest::readable(slot + 1)).is_err() {
             // Never registered, so dropping it is fine; the core emits `Closed`.
@@ -448,19 +417,22 @@ impl PollingServer {
             return;
         }
         self.open_sockets += 1;
-        self.sockets[slot] = Some(Socket {
+        self.sockets.insert(
             id,
-            stream,
-            pending: VecDeque::new(),
-            offset: 0,
-            armed: Some(false),
-        });
+            Socket {
+                id,
+                stream,
+                pending: VecDeque::new(),
+                offset: 0,
+                armed: Some(false),
+            },
+        );
     }
 
     /// Reads until `WouldBlock` (or the per-turn cap) into the shared buffer.
     fn read(&mut self, now: Instant, slot: usize) {
         for _ in 0..READS_PER_TURN {
-            let Some(sock) = self.sockets.get_mut(slot).and_then(Option::as_mut) else {
+            let Some(sock) = self.sockets.get_slot_mut(slot).map(|(_, s)| s) else {
                 return;
             };
             let id = sock.id;
@@ -487,7 +459,7 @@ impl PollingServer {
 
     /// Writes the socket's pending frames until done or `WouldBlock`.
     fn flush(&mut self, now: Instant, slot: usize) {
-        let Some(sock) = self.sockets.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(sock) = self.sockets.get_slot_mut(slot).map(|(_, s)| s) else {
             return;
         };
         while !sock.pending.is_empty() {
@@ -531,14 +503,10 @@ impl PollingServer {
                 return;
             };
             match command {
-                Command::Publish {
-                    channel,
-                    message,
-                    reply,
-                } => {
-                    let n = self.hub.publish(now, &channel, message);
+                Command::Hub(command, reply) => {
+                    let answer = self.hub.apply(now, command);
                     if let Some(reply) = reply {
-                        let _ = reply.send(n);
+                        let _ = reply.send(answer);
                     }
                 }
                 // Answered at the end of the turn: the core's counters change
@@ -555,43 +523,35 @@ impl PollingServer {
 
     /// Routes events and output until the core has nothing more.
     fn drain(&mut self, now: Instant) {
-        loop {
-            let mut progressed = false;
-            while let Some(event) = self.hub.poll_event() {
-                progressed = true;
-                match &event {
-                    Event::Closed { conn, .. } => {
-                        let conn = *conn;
-                        if self.socket_of(conn).is_some() {
-                            if let Some(sock) = self.sockets[conn.slot()].take() {
+        while let Some(output) = self.hub.poll_output(&mut self.frames) {
+            let id = match output {
+                Output::Event(event) => {
+                    match &event {
+                        Event::Closed { conn, .. } => {
+                            if let Some(sock) = self.sockets.remove(*conn) {
                                 self.deregister(sock);
                             }
                         }
+                        Event::ShutdownComplete => self.stopped = true,
+                        _ => {}
                     }
-                    Event::ShutdownComplete => self.stopped = true,
-                    _ => {}
-                }
-                if let Some(hook) = self.on_event.as_mut() {
-                    hook(&mut self.hub, now, &event);
-                }
-            }
-            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
-                progressed = true;
-                let sock = self.sockets.get_mut(id.slot()).and_then(Option::as_mut);
-                let Some(sock) = sock.filter(|s| s.id == id) else {
-                    self.frames.clear();
+                    if let Some(hook) = self.on_event.as_mut() {
+                        hook(&mut self.hub, now, &event);
+                    }
                     continue;
-                };
-                let idle = sock.pending.is_empty();
-                sock.pending.extend(self.frames.drain(..));
-                // A socket with older frames pending is waiting for
-                // writability: trying now would only hit `WouldBlock` again.
-                if idle {
-                    self.flush(now, id.slot());
                 }
-            }
-            if !progressed {
-                return;
+                Output::Transmit(id) => id,
+            };
+            let Some(sock) = self.sockets.get_mut(id) else {
+                self.frames.clear();
+                continue;
+            };
+            let idle = sock.pending.is_empty();
+            sock.pending.extend(self.frames.drain(..));
+            // A socket with older frames pending is waiting for
+            // writability: trying now would only hit `WouldBlock` again.
+            if idle {
+                self.flush(now, id.slot());
             }
         }
     }
@@ -601,7 +561,7 @@ impl PollingServer {
     fn rearm(&mut self, now: Instant) {
         while let Some(slot) = self.touched.pop() {
             let key = slot + 1;
-            let Some(sock) = self.sockets.get_mut(slot).and_then(Option::as_mut) else {
+            let Some(sock) = self.sockets.get_slot_mut(slot).map(|(_, s)| s) else {
                 continue;
             };
             let want_write = !sock.pending.is_empty();
@@ -640,10 +600,9 @@ impl PollingServer {
 
 impl Drop for PollingServer {
     fn drop(&mut self) {
-        for slot in 0..self.sockets.len() {
-            if let Some(sock) = self.sockets[slot].take() {
-                self.deregister(sock);
-            }
+        let sockets: Vec<_> = self.sockets.drain().collect();
+        for (_, sock) in sockets {
+            self.deregister(sock);
         }
         if let Some(listener) = self.listener.take() {
             if self.poller.delete(&listener).is_err() {

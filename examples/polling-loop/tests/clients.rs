@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tungstenite::{Message as WsMessage, WebSocket};
-use wshub_core::{HubConfig, Message};
+use wshub_core::command::Command;
+use wshub_core::{HubCommands, HubConfig, Message};
 use wshub_example_polling::{Handle, LoopStats, PollingServer};
 
 /// A server loop on a thread, stopped through `run_until`'s flag on drop.
@@ -37,7 +38,7 @@ impl Running {
     }
 
     fn stats(&self) -> LoopStats {
-        self.handle.stats().unwrap()
+        self.handle.loop_stats().unwrap()
     }
 
     /// Polls the stats until `done` holds (or fails after 2 s).
@@ -112,7 +113,7 @@ fn subscribe_is_acked_and_published_messages_arrive() {
 
     let n = server
         .handle
-        .publish_and_wait("c", Message::new("news", json!({"k": 1})))
+        .publish("c", Message::new("news", json!({"k": 1})))
         .unwrap();
     assert_eq!(n, 1);
     let got = client.next_json();
@@ -122,10 +123,8 @@ fn subscribe_is_acked_and_published_messages_arrive() {
 
     // Fire-and-forget publishes come through the same command channel.
     for i in 0..3 {
-        server
-            .handle
-            .publish("c", Message::new("seq", json!(i)))
-            .unwrap();
+        let publish = Command::publish("c", Message::new("seq", json!(i)));
+        server.handle.tell(publish).unwrap();
     }
     for i in 0..3 {
         assert_eq!(client.next_json()["data"], json!(i));
@@ -133,7 +132,7 @@ fn subscribe_is_acked_and_published_messages_arrive() {
     // Nobody listens on another channel.
     let n = server
         .handle
-        .publish_and_wait("other", Message::new("x", Value::Null))
+        .publish("other", Message::new("x", Value::Null))
         .unwrap();
     assert_eq!(n, 0);
 }
@@ -160,7 +159,7 @@ fn fifty_clients_all_receive_a_broadcast() {
     for round in 0..3 {
         let n = server
             .handle
-            .publish_and_wait("c", Message::new("all", json!({"round": round})))
+            .publish("c", Message::new("all", json!({"round": round})))
             .unwrap();
         assert_eq!(n, 50);
     }
@@ -207,7 +206,7 @@ fn a_client_gone_mid_frame_frees_its_state() {
     assert_eq!(after.hub.pending, 0);
     let n = server
         .handle
-        .publish_and_wait("c", Message::new("still", Value::Null))
+        .publish("c", Message::new("still", Value::Null))
         .unwrap();
     assert_eq!(n, 1);
     assert_eq!(stays.next_json()["type"], "still");
@@ -229,7 +228,7 @@ fn output_beyond_the_socket_buffer_waits_for_writability() {
     let body = "x".repeat(SIZE);
     for i in 0..MESSAGES {
         let m = Message::new("big", json!({"i": i, "body": body}));
-        assert_eq!(server.handle.publish_and_wait("big", m).unwrap(), 1);
+        assert_eq!(server.handle.publish("big", m).unwrap(), 1);
     }
     let s = server.stats();
     assert!(s.blocked_writes > 0, "{s:?}");

@@ -182,6 +182,9 @@ impl HubModel {
                 }
                 track.http = Some(None);
             }
+            // Only an adapter's bounded event channel drops events; the hub
+            // itself never emits this, nor anything the model does not know.
+            other => panic!("the hub emitted an event the model does not know: {other:?}"),
         }
     }
 
