@@ -141,9 +141,23 @@ pub struct HubConfig {
     /// Hand plain HTTP requests to the application as
     /// [`crate::Event::HttpRequest`] instead of refusing them (an HTTP API on
     /// the WebSocket port). Off by default.
+    ///
+    /// Connections persist (HTTP/1.1 keep-alive): an answer to a request
+    /// without `Connection: close` leaves the connection open for the next
+    /// request, which may already have arrived (pipelined requests are
+    /// answered in order) and may also be a WebSocket upgrade. Between
+    /// requests the connection is idle under `handshake_timeout`, counted
+    /// from the last response; the head and body limits apply to every
+    /// request. Refusals, the last of `max_http_requests_per_connection`
+    /// answers and answers during shutdown say `Connection: close` and end
+    /// it. HTTP/1.0 requests are refused (400) as before.
     pub http_fallback: bool,
     /// Largest plain-HTTP request body (413 past it).
     pub max_http_body: usize,
+    /// Plain HTTP requests answered on one connection: the answer to the
+    /// last says `Connection: close` and ends it, so that no client holds
+    /// one connection forever. 1 closes after every answer. Default 100.
+    pub max_http_requests_per_connection: u32,
 }
 
 impl Default for HubConfig {
@@ -175,6 +189,7 @@ impl Default for HubConfig {
             max_frames_per_transmit: 64,
             http_fallback: false,
             max_http_body: 64 * 1024,
+            max_http_requests_per_connection: 100,
         }
     }
 }
@@ -221,6 +236,9 @@ impl HubConfig {
         if self.max_frames_per_transmit == 0 {
             return err("max_frames_per_transmit", "must be positive");
         }
+        if self.max_http_requests_per_connection == 0 {
+            return err("max_http_requests_per_connection", "must be positive");
+        }
         for (field, d) in [
             ("handshake_timeout", self.handshake_timeout),
             ("write_timeout", self.write_timeout),
@@ -263,6 +281,12 @@ impl fmt::Debug for HubConfig {
             .field("max_connections", &self.max_connections)
             .field("max_invalid_messages", &self.max_invalid_messages)
             .field("max_messages_per_second", &self.max_messages_per_second)
+            .field("http_fallback", &self.http_fallback)
+            .field("max_http_body", &self.max_http_body)
+            .field(
+                "max_http_requests_per_connection",
+                &self.max_http_requests_per_connection,
+            )
             .finish_non_exhaustive()
     }
 }
