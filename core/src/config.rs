@@ -144,13 +144,17 @@ pub struct HubConfig {
     ///
     /// Connections persist (HTTP/1.1 keep-alive): an answer to a request
     /// without `Connection: close` leaves the connection open for the next
-    /// request, which may already have arrived (pipelined requests are
-    /// answered in order) and may also be a WebSocket upgrade. Between
-    /// requests the connection is idle under `handshake_timeout`, counted
-    /// from the last response; the head and body limits apply to every
-    /// request. Refusals, the last of `max_http_requests_per_connection`
-    /// answers and answers during shutdown say `Connection: close` and end
-    /// it. HTTP/1.0 requests are refused (400) as before.
+    /// request, which may also be a WebSocket upgrade. It is read once the
+    /// answer is written; pipelined requests wait (at most
+    /// `max_request_bytes` of them: more while an answer is queued is
+    /// refused with 400, more while the application is still answering
+    /// makes that answer close) and are answered in order. The next request
+    /// has `handshake_timeout` to arrive and be answered, counted from when
+    /// the last answer was written (an idle connection is then closed
+    /// silently); the head and body limits apply to every request.
+    /// Refusals, the last of `max_http_requests_per_connection` answers and
+    /// answers during shutdown say `Connection: close` and end it. HTTP/1.0
+    /// requests are refused (400) as before.
     pub http_fallback: bool,
     /// Largest plain-HTTP request body (413 past it).
     pub max_http_body: usize,

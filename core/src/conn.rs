@@ -55,9 +55,11 @@ pub(crate) struct Conn {
     pub identity: Option<Box<Identity>>,
     pub peer: PeerInfo,
     /// When the current request began: the open, or the last kept-alive
-    /// response. The handshake timeout counts from it.
+    /// answer (when it was queued, then again when it was written). The
+    /// handshake timeout counts from it.
     pub request_started: Instant,
-    /// Plain HTTP responses this connection was given and kept alive after.
+    /// Plain HTTP answers after which this connection was kept alive
+    /// (against `max_http_requests_per_connection`).
     pub http_served: u32,
     /// Last frame received (any frame counts as life).
     pub last_seen: Instant,

@@ -487,7 +487,9 @@ impl Hub {
     }
 
     /// Closes a connection with a code (1000 or 3000-4999) and a reason; the
-    /// peer's close reply (or the close timeout) ends it.
+    /// peer's close reply (or the close timeout) ends it. One not upgraded
+    /// ends at once, or once a kept-alive HTTP answer still queued is
+    /// written.
     pub fn close(
         &mut self,
         now: Instant,
@@ -524,10 +526,10 @@ impl Hub {
     }
 
     /// Answers a plain HTTP request ([`Event::HttpRequest`]). If the request
-    /// allows it the connection persists (keep-alive) and its next request,
-    /// already received or still to come, is read once this response is
-    /// written;
-    /// otherwise (`Connection: close` asked, the last of
+    /// allows it the connection persists (keep-alive): once this response is
+    /// written the next request is read, from bytes already received
+    /// (pipelined) or still to come, and emitted as another `HttpRequest`.
+    /// Otherwise (`Connection: close` asked, the last of
     /// [`HubConfig::max_http_requests_per_connection`], shutdown) the
     /// response says `Connection: close` and the connection ends once it is
     /// written.
