@@ -236,6 +236,7 @@ impl HubModel {
                     None => {
                         assert!((400..=599).contains(&status), "refusal status {status}");
                         assert!(close, "a refusal that keeps the connection");
+                        assert!(!track.connected, "a refusal after Connected");
                     }
                 }
                 assert!(
