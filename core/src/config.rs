@@ -106,7 +106,8 @@ pub struct HubConfig {
     pub max_request_bytes: usize,
     /// Header count cap (400 past it).
     pub max_headers: usize,
-    /// Connect to 101, deferred auth included.
+    /// Connect to 101, deferred auth included; for a plain HTTP request,
+    /// connect (or the last kept-alive answer) to the answer.
     pub handshake_timeout: Duration,
     /// Largest message after reassembly (close 1009 past it).
     pub max_message_size: usize,
