@@ -265,6 +265,9 @@ impl HttpApi {
             .http_status_as_error(false)
             // A loopback server is never behind the environment's proxy.
             .proxy(None)
+            // The server closes a kept-alive connection idle for its
+            // handshake timeout (10 s by default): reuse one only well before.
+            .max_idle_age(Duration::from_secs(5))
             .build()
             .new_agent();
         HttpApi {

@@ -321,12 +321,18 @@ fn many_lines_go_in_few_requests_and_in_order() {
     // The server logs each HTTP request at debug level; every one was
     // answered before exec exited, so the lines are on their way.
     let mut requests = 0;
+    let mut conns = std::collections::BTreeSet::new();
     while let Ok(line) = log.recv_timeout(Duration::from_millis(500)) {
         if line.contains("path=/api/publish") {
             assert!(line.contains("status=200"), "{line}");
             requests += 1;
+            let conn = line.split_whitespace().find(|w| w.starts_with("conn="));
+            conns.insert(conn.expect("the http line names its connection").to_owned());
         }
     }
+    // All of them over one kept-alive connection (issue 10): ureq's agent
+    // reuses it, the server never says `Connection: close` to it.
+    assert_eq!(conns.len(), 1, "{requests} requests over {conns:?}");
     // At most 256 lines a request, then one for the status; far fewer than
     // one request per line.
     assert!(
@@ -359,4 +365,74 @@ fn lines_that_grow_when_escaped_still_fit_the_servers_body_limit() {
     let (lines, _) = collect_process(&mut ws, "ctl");
     assert_eq!(lines.len(), 1000);
     assert!(lines.iter().all(|l| l == &"\u{1}".repeat(100)));
+}
+
+/// Reads one HTTP response (head and `Content-Length` body) from `stream`,
+/// `buf` holding what was read past the previous one.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> String {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                let response: Vec<u8> = buf.drain(..end + 4 + len).collect();
+                return String::from_utf8(response).unwrap();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).expect("a response within the wait");
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn the_http_api_keeps_connections_alive_on_every_runtime() {
+    for runtime in ["blocking", "smol", "tokio"] {
+        let mut server = Command::new(BIN)
+            .args(["serve", "--runtime", runtime, "--listen", "127.0.0.1:0"])
+            .args(["--api-key", "k=u"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines(server.stderr.take().unwrap());
+        let _server = Reap(server);
+        let addr = wait_line(&stderr, "listening line", proc_log::listening_addr);
+        let mut http = TcpStream::connect(&addr).unwrap();
+        http.set_read_timeout(Some(WAIT)).unwrap();
+        let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Two pipelined in one write, then one more after reading them: all
+        // answered in order on the one connection.
+        std::io::Write::write_all(&mut http, format!("{get}{get}").as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            let r = read_response(&mut http, &mut buf);
+            assert!(
+                r.starts_with("HTTP/1.1 200") && r.ends_with("ok\n"),
+                "{runtime}: {r}"
+            );
+            assert!(!r.contains("Connection: close"), "{runtime}: {r}");
+        }
+        std::io::Write::write_all(
+            &mut http,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let r = read_response(&mut http, &mut buf);
+        assert!(r.contains("Connection: close\r\n"), "{runtime}: {r}");
+        // Then the server closes it.
+        let mut rest = Vec::new();
+        http.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty() && buf.is_empty(), "{runtime}: {rest:?}");
+    }
 }

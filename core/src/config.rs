@@ -106,7 +106,8 @@ pub struct HubConfig {
     pub max_request_bytes: usize,
     /// Header count cap (400 past it).
     pub max_headers: usize,
-    /// Connect to 101, deferred auth included.
+    /// Connect to 101, deferred auth included; for a plain HTTP request,
+    /// connect (or the last kept-alive answer) to the answer.
     pub handshake_timeout: Duration,
     /// Largest message after reassembly (close 1009 past it).
     pub max_message_size: usize,
@@ -141,9 +142,27 @@ pub struct HubConfig {
     /// Hand plain HTTP requests to the application as
     /// [`crate::Event::HttpRequest`] instead of refusing them (an HTTP API on
     /// the WebSocket port). Off by default.
+    ///
+    /// Connections persist (HTTP/1.1 keep-alive): an answer to a request
+    /// without `Connection: close` leaves the connection open for the next
+    /// request, which may also be a WebSocket upgrade. It is read once the
+    /// answer is written; pipelined requests wait (at most
+    /// `max_request_bytes` of them: more while an answer is queued is
+    /// refused with 400, more while the application is still answering
+    /// makes that answer close) and are answered in order. The next request
+    /// has `handshake_timeout` to arrive and be answered, counted from when
+    /// the last answer was written (an idle connection is then closed
+    /// silently); the head and body limits apply to every request.
+    /// Refusals, the last of `max_http_requests_per_connection` answers and
+    /// answers during shutdown say `Connection: close` and end it. HTTP/1.0
+    /// requests are refused (400) as before.
     pub http_fallback: bool,
     /// Largest plain-HTTP request body (413 past it).
     pub max_http_body: usize,
+    /// Plain HTTP requests answered on one connection: the answer to the
+    /// last says `Connection: close` and ends it, so that no client holds
+    /// one connection forever. 1 closes after every answer. Default 100.
+    pub max_http_requests_per_connection: u32,
 }
 
 impl Default for HubConfig {
@@ -175,6 +194,7 @@ impl Default for HubConfig {
             max_frames_per_transmit: 64,
             http_fallback: false,
             max_http_body: 64 * 1024,
+            max_http_requests_per_connection: 100,
         }
     }
 }
@@ -221,6 +241,9 @@ impl HubConfig {
         if self.max_frames_per_transmit == 0 {
             return err("max_frames_per_transmit", "must be positive");
         }
+        if self.max_http_requests_per_connection == 0 {
+            return err("max_http_requests_per_connection", "must be positive");
+        }
         for (field, d) in [
             ("handshake_timeout", self.handshake_timeout),
             ("write_timeout", self.write_timeout),
@@ -263,6 +286,12 @@ impl fmt::Debug for HubConfig {
             .field("max_connections", &self.max_connections)
             .field("max_invalid_messages", &self.max_invalid_messages)
             .field("max_messages_per_second", &self.max_messages_per_second)
+            .field("http_fallback", &self.http_fallback)
+            .field("max_http_body", &self.max_http_body)
+            .field(
+                "max_http_requests_per_connection",
+                &self.max_http_requests_per_connection,
+            )
             .finish_non_exhaustive()
     }
 }

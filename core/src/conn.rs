@@ -16,7 +16,9 @@ pub(crate) enum Phase {
     /// Request parsed, waiting for the application's auth answer; frame bytes
     /// that arrive meanwhile are kept (bounded) for after the 101.
     AuthPending(Box<(Upgrade, Vec<u8>)>),
-    /// A plain HTTP request: reading its body, then awaiting the answer.
+    /// A plain HTTP request: reading its body, awaiting the answer, then (if
+    /// kept alive) writing it; once it is written the connection goes back
+    /// to `Handshake`, with a fresh reader for the next request.
     Http(Box<HttpPending>),
     /// Upgraded and exchanging frames.
     Open(FrameDecoder),
@@ -32,6 +34,16 @@ pub(crate) struct HttpPending {
     pub body: Vec<u8>,
     /// Body bytes still to read.
     pub need: usize,
+    /// The request allows the connection to persist (no `Connection:
+    /// close`), and nothing has ruled it out since.
+    pub keep_alive: bool,
+    /// Bytes that arrived past the body (a pipelined next request), parsed
+    /// once the response is written; at most `max_request_bytes`.
+    pub early: Vec<u8>,
+    /// A kept-alive answer is queued. The next request waits until it is
+    /// written, so that a client that sends without reading holds at most
+    /// one response and `max_request_bytes` of requests.
+    pub answered: bool,
 }
 
 /// One connection.
@@ -42,7 +54,13 @@ pub(crate) struct Conn {
     pub subs: Subscriptions,
     pub identity: Option<Box<Identity>>,
     pub peer: PeerInfo,
-    pub opened_at: Instant,
+    /// When the current request began: the open, or the last kept-alive
+    /// answer (when it was queued, then again when it was written). The
+    /// handshake timeout counts from it.
+    pub request_started: Instant,
+    /// Plain HTTP answers after which this connection was kept alive
+    /// (against `max_http_requests_per_connection`).
+    pub http_served: u32,
     /// Last frame received (any frame counts as life).
     pub last_seen: Instant,
     pub last_ping: Instant,
@@ -74,7 +92,8 @@ impl Conn {
             subs: Subscriptions::default(),
             identity: None,
             peer,
-            opened_at: now,
+            request_started: now,
+            http_served: 0,
             last_seen: now,
             last_ping: now,
             last_progress: now,
@@ -101,7 +120,6 @@ impl Conn {
         matches!(self.phase, Phase::Open(_))
     }
 
-    #[cfg(any(test, feature = "testing"))]
     /// Heap bytes this connection holds beyond its inline size (approximate;
     /// for memory tests).
     #[cfg(any(test, feature = "testing"))]
@@ -109,7 +127,9 @@ impl Conn {
         let phase = match &self.phase {
             Phase::Handshake(r) => core::mem::size_of::<RequestReader>() + r.buffered(),
             Phase::AuthPending(b) => core::mem::size_of::<(Upgrade, Vec<u8>)>() + b.1.capacity(),
-            Phase::Http(h) => core::mem::size_of::<HttpPending>() + h.body.capacity(),
+            Phase::Http(h) => {
+                core::mem::size_of::<HttpPending>() + h.body.capacity() + h.early.capacity()
+            }
             Phase::Open(d) | Phase::Closing(d) => d.buffered(),
             Phase::Draining => 0,
         };

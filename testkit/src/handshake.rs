@@ -14,8 +14,8 @@ use wshub_core::Hub;
 
 use crate::input::Splits;
 use crate::wire::{
-    assert_one_response, assert_switching_protocols, check_hub, decode_server_frames, OneConn,
-    UNIX_AT_START,
+    assert_one_response, assert_switching_protocols, check_hub, decode_server_frames,
+    parse_response, says_close, OneConn, UNIX_AT_START,
 };
 
 /// Upgrade requests in arbitrary splits.
@@ -31,7 +31,9 @@ use crate::wire::{
 ///   with that status;
 /// - upgrade: the exact 101 (subprotocol as negotiated), then only valid
 ///   whole server frames, at most one close frame and nothing after it;
-/// - plain HTTP: one well-formed response or nothing.
+/// - plain HTTP: nothing, or the answers to it and the requests pipelined
+///   after it (kept alive), ending with one that closes, a refusal of a
+///   later request, or a 101 and frames.
 ///
 /// Exactly one `Closed` is emitted, last, and the hub's invariants hold
 /// after every step.
@@ -130,25 +132,70 @@ pub fn check_handshake(base: Instant, data: &[u8]) {
             assert_eq!(connected, Some(&upgrade.subprotocol));
             assert!(was_connected);
         }
-        Parsed::Http { .. } => {
-            assert!(!was_connected);
-            if out.is_empty() {
-                assert_eq!(reason, &CloseReason::HandshakeAborted);
-            } else {
-                let status = assert_one_response(out);
-                match status {
-                    200 => assert_eq!(
-                        out,
-                        &handshake::http_response(200, &[("Content-Type", "text/plain")], b"ok\n")
-                    ),
-                    408 => assert_eq!(reason, &CloseReason::HandshakeTimeout),
-                    400 | 413 | 501 => {
-                        assert_eq!(reason, &CloseReason::HandshakeRefused(status))
-                    }
-                    other => panic!("unexpected status {other} to a plain request"),
-                }
+        Parsed::Http { .. } => check_kept_alive(out, &conn, reason, was_connected),
+    }
+}
+
+/// What a connection whose first request was plain HTTP received: answers
+/// (every request is answered 200 at once), each keeping the connection
+/// for the next request or closing it, then possibly a refusal of a later
+/// request, or a 101 and frames if a later request upgraded.
+fn check_kept_alive(out: &[u8], conn: &OneConn, reason: &CloseReason, was_connected: bool) {
+    let requests = conn
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::HttpRequest { .. }))
+        .count();
+    let headers = [("Content-Type", "text/plain")];
+    let keep = handshake::http_keep_alive_response(200, &headers, b"ok\n");
+    let close = handshake::http_response(200, &headers, b"ok\n");
+    let mut rest = out;
+    let mut answers = 0;
+    let mut last = None;
+    while !rest.is_empty() {
+        let (status, head, length) = parse_response(rest);
+        if status == 101 {
+            assert!(was_connected, "a 101 without Connected");
+            decode_server_frames(&rest[head..]);
+            last = Some(101);
+            break;
+        }
+        let len = head + length.unwrap_or(0);
+        let response = &rest[..len];
+        rest = &rest[len..];
+        last = Some(status);
+        if response == keep.as_slice() {
+            answers += 1;
+            continue;
+        }
+        assert!(rest.is_empty(), "bytes after a response that closes");
+        if response == close.as_slice() {
+            answers += 1;
+            assert_eq!(reason, &CloseReason::Local(1000));
+        } else {
+            assert!(says_close(response), "a refusal that keeps the connection");
+            match status {
+                408 => assert_eq!(reason, &CloseReason::HandshakeTimeout),
+                400..=599 => assert_eq!(reason, &CloseReason::HandshakeRefused(status)),
+                other => panic!("unexpected status {other} to a plain request"),
             }
         }
+    }
+    assert_eq!(answers, requests, "one answer per request, in order");
+    match last {
+        None => assert_eq!(reason, &CloseReason::HandshakeAborted),
+        Some(101) => {}
+        Some(_) => assert!(!was_connected),
+    }
+    if out.ends_with(&keep) {
+        // Kept for a next request that never came whole.
+        assert!(
+            matches!(
+                reason,
+                CloseReason::HandshakeTimeout | CloseReason::HandshakeAborted
+            ),
+            "{reason:?}"
+        );
     }
 }
 

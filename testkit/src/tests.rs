@@ -194,7 +194,35 @@ fn programs() -> Vec<Vec<u8>> {
         .op(&[19, 0, 0, 19, 0, 2]) // answered 200, then again (WrongState)
         .connect(2, 0)
         .op(&[15, 3, 19, 1, 1]); // 2 s: the other one timed out (408)
-    vec![chat.0, slow.0, auth.0, garbage.0, churn.0, http.0]
+    let keep_alive = Prog::new(0x80, 0x04)
+        .connect(0, 8)
+        .op(&[19, 0, 0]) // 200, kept alive
+        .connect(0, 8) // the next request on the same connection
+        .op(&[19, 0, 1]) // 204
+        .connect(0, 1) // then an upgrade on it
+        .frame(0, 0x84, 0) // ping with an id: pong
+        .op(&[1, 1, 8, 0]) // slot 1 is not open: nothing
+        .connect(1, 8)
+        .op(&[1, 1, 8, 0]) // pipelined, byte by byte, before the answer
+        .op(&[19, 1, 0, 19, 1, 2]) // both answered, in order
+        .connect(1, 8)
+        .op(&[19, 1, 0])
+        .op(&[15, 7]) // 11 s idle: closed
+        .connect(2, 8)
+        .op(&[19, 2, 0])
+        .op(&[3, 2, 5, b'x', b'\r', b'\n', b'\r', b'\n']) // garbage: 400
+        .connect(3, 8)
+        .op(&[19, 3, 0])
+        .op(&[10, 3, 0]); // closed between requests
+    vec![
+        chat.0,
+        slow.0,
+        auth.0,
+        garbage.0,
+        churn.0,
+        http.0,
+        keep_alive.0,
+    ]
 }
 
 #[test]
@@ -232,6 +260,26 @@ fn hub_ops_model_sees_deliveries() {
         .iter()
         .any(|t| t.st == St::Open && t.subs.contains("c0")));
     ops.finish();
+}
+
+#[test]
+fn hub_ops_model_sees_kept_alive_connections() {
+    // Guards the harness: the keep-alive program answers two requests on
+    // one connection, which then upgrades; with a cap of two requests the
+    // second answer ends it instead.
+    for (b, upgraded) in [(0x04, true), (0x24, false)] {
+        let mut p = programs().remove(6);
+        p[1] = b;
+        let mut input = ByteCursor::new(&p);
+        let mut ops = HubModel::new(input.byte(), input.byte(), fnv1a(&p), anchor());
+        while !input.is_empty() {
+            ops.step(&mut input);
+        }
+        let first = &ops.tracks[0];
+        assert!(first.http_answered >= 2, "{} answers", first.http_answered);
+        assert_eq!(first.st == St::Open, upgraded, "{:?}", first.st);
+        ops.finish();
+    }
 }
 
 #[test]

@@ -93,6 +93,19 @@ pub(crate) fn assert_one_response(bytes: &[u8]) -> u16 {
     status
 }
 
+/// Whether a response head says `Connection: close`.
+pub(crate) fn says_close(bytes: &[u8]) -> bool {
+    let mut slots = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut slots);
+    assert!(
+        response.parse(bytes).is_ok_and(|s| s.is_complete()),
+        "not a complete response head"
+    );
+    response.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
+    })
+}
+
 /// Asserts a 101 head is a complete, valid upgrade answer for `key`.
 pub(crate) fn assert_switching_protocols(head: &[u8], key: &str) {
     let mut slots = [httparse::EMPTY_HEADER; 16];

@@ -18,7 +18,9 @@ mod response;
 pub(crate) use client::{judge_response, Verdict};
 pub use origin::{missing_required_header, origin_allowed};
 pub use request::RequestReader;
-pub use response::{accept_key, http_response, refusal_response, switching_protocols};
+pub use response::{
+    accept_key, http_keep_alive_response, http_response, refusal_response, switching_protocols,
+};
 
 use crate::request::UpgradeRequest;
 

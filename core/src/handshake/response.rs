@@ -115,19 +115,31 @@ pub fn refusal_response(refusal: &Refusal, extra_headers: &[(&str, &str)]) -> Ve
     out
 }
 
-/// A complete HTTP/1.1 response to a plain request: status, the given headers
-/// (unsafe names or values dropped, as for [`refusal_response`]; a
-/// `Content-Type` may be given here), `Content-Length` and `Connection: close`.
+/// A complete HTTP/1.1 response to a plain request that ends the
+/// connection: status, the given headers (unsafe names or values dropped,
+/// as for [`refusal_response`]; a `Content-Type` may be given here),
+/// `Content-Length` and `Connection: close`.
 pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    plain_response(status, headers, body, true)
+}
+
+/// [`http_response`] for a connection that stays open for the next request
+/// (HTTP/1.1 keep-alive): the same bytes without `Connection: close`.
+pub fn http_keep_alive_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    plain_response(status, headers, body, false)
+}
+
+fn plain_response(status: u16, headers: &[(&str, &str)], body: &[u8], close: bool) -> Vec<u8> {
     let status = if (100..=599).contains(&status) {
         status
     } else {
         500
     };
+    let connection = if close { "Connection: close\r\n" } else { "" };
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(
         format!(
-            "HTTP/1.1 {status} {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {status} {}\r\n{connection}Content-Length: {}\r\n",
             reason_phrase(status),
             body.len()
         )

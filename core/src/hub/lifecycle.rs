@@ -53,22 +53,30 @@ impl Hub {
             match conn.phase {
                 Phase::Open(_) => return self.slow_consumer(now, slot, CloseReason::WriteStalled),
                 _ => {
+                    // Not upgraded: no close code (a kept-alive HTTP
+                    // response stalled).
                     let (reason, code) = conn
                         .ending
                         .clone()
-                        .unwrap_or((CloseReason::WriteStalled, Some(1013)));
+                        .unwrap_or((CloseReason::WriteStalled, None));
                     return self.finish(slot, reason, code);
                 }
             }
         }
         match conn.phase {
             Phase::Handshake(_) => {
-                if now >= conn.opened_at + cfg.handshake_timeout {
+                if now >= conn.request_started + cfg.handshake_timeout {
+                    self.finish(slot, CloseReason::HandshakeTimeout, None);
+                }
+            }
+            Phase::Http(ref p) if p.answered => {
+                // The answer is still being written at the idle timeout.
+                if now >= conn.request_started + cfg.handshake_timeout {
                     self.finish(slot, CloseReason::HandshakeTimeout, None);
                 }
             }
             Phase::Http(_) => {
-                if now >= conn.opened_at + cfg.handshake_timeout {
+                if now >= conn.request_started + cfg.handshake_timeout {
                     let r = Refusal {
                         status: 408,
                         reason: "request timed out",
@@ -77,7 +85,7 @@ impl Hub {
                 }
             }
             Phase::AuthPending(_) => {
-                if now >= conn.opened_at + cfg.handshake_timeout {
+                if now >= conn.request_started + cfg.handshake_timeout {
                     let r = Refusal {
                         status: 503,
                         reason: "authentication timed out",
@@ -95,7 +103,7 @@ impl Hub {
                 }
             }
             Phase::Closing(_) | Phase::Draining => {
-                let started = conn.close_started.unwrap_or(conn.opened_at);
+                let started = conn.close_started.unwrap_or(conn.request_started);
                 if now >= started + cfg.close_timeout {
                     let (reason, code) = conn
                         .ending
@@ -107,17 +115,30 @@ impl Hub {
         }
     }
 
+    /// Ends a connection that is reading a request or awaiting the answer to
+    /// one: at once, unless an earlier kept-alive response is still being
+    /// written, which is let out first.
+    pub(super) fn end_between_requests(&mut self, now: Instant, slot: Slot, reason: CloseReason) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.out.is_empty() {
+            return self.finish(slot, reason, None);
+        }
+        conn.phase = Phase::Draining;
+        conn.close_started = Some(now);
+        conn.ending = Some((reason, None));
+    }
+
     /// The connection's next main deadline.
     fn next_deadline(cfg: &HubConfig, conn: &Conn) -> Instant {
         match conn.phase {
             Phase::Handshake(_) | Phase::AuthPending(_) | Phase::Http(_) => {
-                conn.opened_at + cfg.handshake_timeout
+                conn.request_started + cfg.handshake_timeout
             }
             Phase::Open(_) => {
                 (conn.last_seen + cfg.pong_timeout).min(conn.last_ping + cfg.ping_interval)
             }
             Phase::Closing(_) | Phase::Draining => {
-                conn.close_started.unwrap_or(conn.opened_at) + cfg.close_timeout
+                conn.close_started.unwrap_or(conn.request_started) + cfg.close_timeout
             }
         }
     }

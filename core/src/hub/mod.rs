@@ -20,7 +20,7 @@ use crate::config::HubConfig;
 use crate::conn::{Conn, Phase};
 use crate::event::{CloseReason, ConnId, Event, Stats, UsageError};
 use crate::frame::{self, OpCode};
-use crate::handshake::{self, HandshakeConfig, Parsed, Refusal};
+use crate::handshake::{self, HandshakeConfig, Refusal};
 use crate::message::{Message, Timestamp};
 use crate::request::{Identity, PeerInfo};
 use crate::router::{Router, Slot, SubscribeOutcome};
@@ -168,21 +168,7 @@ impl Hub {
         self.stats.bytes_in += data.len() as u64;
         let conn = &mut self.conns[slot as usize];
         match &mut conn.phase {
-            Phase::Handshake(reader) => match reader.feed(&self.hs_cfg, &conn.peer, data) {
-                Parsed::Incomplete => {}
-                Parsed::Refused(r) => {
-                    let status = r.status;
-                    self.refuse(now, slot, &r, CloseReason::HandshakeRefused(status));
-                }
-                Parsed::Done { upgrade, consumed } => {
-                    let tail = data.get(consumed..).unwrap_or(&[]);
-                    self.decide(now, slot, upgrade, tail);
-                }
-                Parsed::Http { head, consumed } => {
-                    let tail = data.get(consumed..).unwrap_or(&[]);
-                    self.http_head(now, slot, head, tail);
-                }
-            },
+            Phase::Handshake(_) => self.read_request(now, slot, data),
             Phase::Http(_) => self.http_body(now, slot, data),
             Phase::AuthPending(pending) => {
                 // A client may pipeline frames after its request; keep them for
@@ -224,10 +210,13 @@ impl Hub {
     pub fn handle_io_error(&mut self, now: Instant, id: ConnId) -> Result<(), UsageError> {
         self.touch(now);
         let slot = self.slot(id)?;
-        let (reason, code) = self.conns[slot as usize]
+        let conn = &self.conns[slot as usize];
+        // 1006 is a WebSocket code: none before the upgrade (nor on a
+        // kept-alive HTTP connection).
+        let (reason, code) = conn
             .ending
             .clone()
-            .unwrap_or((CloseReason::Io, Some(1006)));
+            .unwrap_or((CloseReason::Io, conn.connected.then_some(1006)));
         self.finish(slot, reason, code);
         Ok(())
     }
@@ -251,6 +240,9 @@ impl Hub {
                     .unwrap_or((CloseReason::Local(1000), None));
                 self.finish(slot, reason, code);
                 return Ok(());
+            }
+            if matches!(&conn.phase, Phase::Http(p) if p.answered) {
+                self.next_request(now, slot);
             }
         }
         Ok(())
@@ -495,7 +487,9 @@ impl Hub {
     }
 
     /// Closes a connection with a code (1000 or 3000-4999) and a reason; the
-    /// peer's close reply (or the close timeout) ends it.
+    /// peer's close reply (or the close timeout) ends it. One not upgraded
+    /// ends at once, or once a kept-alive HTTP answer still queued is
+    /// written.
     pub fn close(
         &mut self,
         now: Instant,
@@ -514,7 +508,7 @@ impl Hub {
                 self.start_close(now, slot, code, reason, CloseReason::Local(code), true)
             }
             Phase::Handshake(_) | Phase::Http(_) => {
-                self.finish(slot, CloseReason::Local(code), None)
+                self.end_between_requests(now, slot, CloseReason::Local(code))
             }
             Phase::AuthPending(_) => {
                 let r = Refusal {
@@ -531,8 +525,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Answers a plain HTTP request ([`Event::HttpRequest`]); the connection
-    /// ends once the response is written.
+    /// Answers a plain HTTP request ([`Event::HttpRequest`]). If the request
+    /// allows it the connection persists (keep-alive): once this response is
+    /// written the next request is read, from bytes already received
+    /// (pipelined) or still to come, and emitted as another `HttpRequest`.
+    /// Otherwise (`Connection: close` asked, the last of
+    /// [`HubConfig::max_http_requests_per_connection`], shutdown) the
+    /// response says `Connection: close` and the connection ends once it is
+    /// written.
     pub fn http_respond(
         &mut self,
         now: Instant,
@@ -544,15 +544,27 @@ impl Hub {
         self.touch(now);
         let slot = self.slot(id)?;
         let conn = &mut self.conns[slot as usize];
-        match &conn.phase {
-            Phase::Http(p) if p.need == 0 && p.head.is_none() => {}
+        let pending = match &mut conn.phase {
+            Phase::Http(p) if p.need == 0 && p.head.is_none() && !p.answered => p,
             _ => return Err(UsageError::WrongState),
+        };
+        let served = conn.http_served.saturating_add(1);
+        if !pending.keep_alive
+            || self.shutting_down
+            || served >= self.cfg.max_http_requests_per_connection
+        {
+            conn.phase = Phase::Draining;
+            conn.close_started = Some(now);
+            conn.ending = Some((CloseReason::Local(1000), None));
+            let response = handshake::http_response(status, headers, body);
+            self.push_frame(now, slot, Bytes::from(response));
+        } else {
+            pending.answered = true;
+            conn.http_served = served;
+            conn.request_started = now;
+            let response = handshake::http_keep_alive_response(status, headers, body);
+            self.push_frame(now, slot, Bytes::from(response));
         }
-        conn.phase = Phase::Draining;
-        conn.close_started = Some(now);
-        conn.ending = Some((CloseReason::Local(1000), None));
-        let response = handshake::http_response(status, headers, body);
-        self.push_frame(now, slot, Bytes::from(response));
         self.arm(slot);
         Ok(())
     }
@@ -575,7 +587,7 @@ impl Hub {
                     true,
                 ),
                 Phase::Handshake(_) | Phase::Http(_) => {
-                    self.finish(slot, CloseReason::Shutdown, None)
+                    self.end_between_requests(now, slot, CloseReason::Shutdown)
                 }
                 Phase::AuthPending(_) => {
                     let r = Refusal {

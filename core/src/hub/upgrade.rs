@@ -1,6 +1,7 @@
 //! The upgrade: judging a parsed request (required headers, origin,
 //! authentication, the connection limit), then the 101 or an HTTP refusal;
-//! and plain HTTP requests, read up to their body.
+//! and plain HTTP requests, read up to their body, with the bytes pipelined
+//! after them kept for the next request (keep-alive).
 
 use std::time::Instant;
 
@@ -11,11 +12,36 @@ use crate::auth::{AuthDecision, Rejection};
 use crate::conn::{HttpPending, Phase};
 use crate::event::{CloseReason, Event};
 use crate::frame::{FrameDecoder, Role};
-use crate::handshake::{self, HttpHead, Refusal, Upgrade};
+use crate::handshake::http::has_token;
+use crate::handshake::{self, HttpHead, Parsed, Refusal, Upgrade};
 use crate::request::Identity;
 use crate::router::Slot;
 
 impl Hub {
+    /// Request bytes for a connection in the `Handshake` phase: its first
+    /// request, or the next one on a kept-alive connection.
+    pub(super) fn read_request(&mut self, now: Instant, slot: Slot, data: &[u8]) {
+        let conn = &mut self.conns[slot as usize];
+        let Phase::Handshake(reader) = &mut conn.phase else {
+            return;
+        };
+        match reader.feed(&self.hs_cfg, &conn.peer, data) {
+            Parsed::Incomplete => {}
+            Parsed::Refused(r) => {
+                let status = r.status;
+                self.refuse(now, slot, &r, CloseReason::HandshakeRefused(status));
+            }
+            Parsed::Done { upgrade, consumed } => {
+                let tail = data.get(consumed..).unwrap_or(&[]);
+                self.decide(now, slot, upgrade, tail);
+            }
+            Parsed::Http { head, consumed } => {
+                let tail = data.get(consumed..).unwrap_or(&[]);
+                self.http_head(now, slot, head, tail);
+            }
+        }
+    }
+
     /// Steps 4-7 of the handshake for a parsed request.
     pub(super) fn decide(&mut self, now: Instant, slot: Slot, upgrade: Upgrade, tail: &[u8]) {
         let req = &upgrade.request;
@@ -71,23 +97,53 @@ impl Hub {
             let r = refuse(413, "request body too large");
             return self.refuse(now, slot, &r, CloseReason::HandshakeRefused(413));
         }
+        // Only HTTP/1.1 gets here (the reader refuses 1.0), so the connection
+        // persists unless the request says otherwise.
+        let keep_alive = !head
+            .request
+            .header_values("connection")
+            .any(|v| has_token(v, b"close"));
         self.conns[slot as usize].phase = Phase::Http(Box::new(HttpPending {
             head: Some(head),
             body: Vec::with_capacity(need.min(4096)),
             need,
+            keep_alive,
+            early: Vec::new(),
+            answered: false,
         }));
         self.http_body(now, slot, tail);
     }
 
-    /// Body bytes of a plain HTTP request; bytes past the body are ignored
-    /// (one request per connection: the response closes it).
-    pub(super) fn http_body(&mut self, _now: Instant, slot: Slot, data: &[u8]) {
+    /// Bytes of a plain HTTP request after its head: the body, then the
+    /// start of the next request, kept for after the response. If the
+    /// connection will not persist, bytes past the body are ignored.
+    pub(super) fn http_body(&mut self, now: Instant, slot: Slot, data: &[u8]) {
         let Phase::Http(pending) = &mut self.conns[slot as usize].phase else {
             return;
         };
         let take = data.len().min(pending.need);
         pending.body.extend_from_slice(&data[..take]);
         pending.need -= take;
+        let rest = &data[take..];
+        if !rest.is_empty() && pending.keep_alive {
+            if pending.early.len() + rest.len() <= self.cfg.max_request_bytes {
+                pending.early.extend_from_slice(rest);
+            } else if pending.answered {
+                // The answer said the connection persists, and the client
+                // sent more than one request head may hold before reading it.
+                let r = Refusal {
+                    status: 400,
+                    reason: "too much pipelined data",
+                };
+                return self.refuse(now, slot, &r, CloseReason::HandshakeRefused(400));
+            } else {
+                // More pipelined than one request head may hold: the answer
+                // to this request closes the connection instead, and the
+                // client retries what was not answered (RFC 9112 9.3.2).
+                pending.keep_alive = false;
+                pending.early = Vec::new();
+            }
+        }
         if pending.need == 0 {
             if let Some(head) = pending.head.take() {
                 let body = std::mem::take(&mut pending.body);
@@ -100,6 +156,22 @@ impl Hub {
                 });
             }
         }
+    }
+
+    /// A kept-alive answer was written: read the next request, starting with
+    /// the bytes that came while it was queued.
+    pub(super) fn next_request(&mut self, now: Instant, slot: Slot) {
+        let conn = &mut self.conns[slot as usize];
+        let fresh = Phase::Handshake(Box::default());
+        let Phase::Http(pending) = std::mem::replace(&mut conn.phase, fresh) else {
+            unreachable!("only an answered plain request has a next one");
+        };
+        // The idle timeout (the handshake timeout) counts from here.
+        conn.request_started = now;
+        if !pending.early.is_empty() {
+            self.read_request(now, slot, &pending.early);
+        }
+        self.arm(slot);
     }
 
     pub(super) fn auth_failed(&mut self, now: Instant, slot: Slot, rejection: Rejection) {

@@ -9,9 +9,9 @@ use wshub_core::event::{ConnId, Event, UsageError};
 use wshub_core::frame::Decoded;
 use wshub_core::request::PeerInfo;
 
-use super::{HubModel, St, SLOTS};
+use super::{HubModel, St, Wire, SLOTS};
 use crate::wire::{
-    assert_one_response, assert_switching_protocols, check_hub, KEY, MAX_CLOSE_FRAME,
+    assert_one_response, assert_switching_protocols, check_hub, says_close, KEY, MAX_CLOSE_FRAME,
 };
 
 impl HubModel {
@@ -176,11 +176,17 @@ impl HubModel {
                 );
                 let t = self.track_of(conn, "HttpRequest");
                 let track = &mut self.tracks[t];
-                assert_eq!((track.st, track.http), (St::Handshake, None));
+                // One at a time: the next only after the answer.
+                assert_eq!((track.st, track.awaiting_http), (St::Handshake, false));
+                assert_ne!(
+                    track.wire,
+                    Wire::Done,
+                    "a request read after the last answer"
+                );
                 if !track.dirty {
                     assert_eq!(body, b"hi");
                 }
-                track.http = Some(None);
+                track.awaiting_http = true;
             }
             // Only an adapter's bounded event channel drops events; the hub
             // itself never emits this, nor anything the model does not know.
@@ -196,38 +202,58 @@ impl HubModel {
         assert!(!f.is_empty(), "an empty frame handed out");
         track.held_bytes += f.len();
         track.held.push_back(f.clone());
-        let Some(status) = track.status else {
-            // The first thing written is one whole HTTP response.
-            assert!(
-                f.starts_with(b"HTTP/1.1 "),
-                "the first bytes to {} are not an HTTP response (connected: {}); \
-                 was the 101 dropped? {:?}",
+        match track.wire {
+            Wire::Frames => {}
+            Wire::Done => panic!(
+                "bytes to {} after the response that ended it: {:?}",
                 track.id,
-                track.connected,
                 String::from_utf8_lossy(&f)
-            );
-            let status = if f.starts_with(b"HTTP/1.1 101 ") {
-                assert_switching_protocols(&f, KEY);
-                assert!(track.connected, "101 without Connected");
-                101
-            } else {
+            ),
+            Wire::Http => {
+                // One whole HTTP response per frame handed out.
+                assert!(
+                    f.starts_with(b"HTTP/1.1 "),
+                    "the next bytes to {} are not an HTTP response (connected: {}); \
+                     was the 101 dropped? {:?}",
+                    track.id,
+                    track.connected,
+                    String::from_utf8_lossy(&f)
+                );
+                if f.starts_with(b"HTTP/1.1 101 ") {
+                    assert_switching_protocols(&f, KEY);
+                    assert!(track.connected, "101 without Connected");
+                    assert!(track.answers.is_empty(), "a 101 before an HTTP answer");
+                    track.status = Some(101);
+                    track.wire = Wire::Frames;
+                    return;
+                }
                 let status = assert_one_response(&f);
-                match track.http {
-                    Some(Some(answered)) => assert_eq!(status, answered, "HTTP answer"),
-                    _ => assert!((400..=599).contains(&status), "refusal status {status}"),
+                let close = says_close(&f);
+                match track.answers.pop_front() {
+                    Some((answered, keep)) => {
+                        assert_eq!(status, answered, "HTTP answer");
+                        if let Some(keep) = keep {
+                            assert_eq!(!close, keep, "whether the answer keeps the connection");
+                        }
+                    }
+                    None => {
+                        assert!((400..=599).contains(&status), "refusal status {status}");
+                        assert!(close, "a refusal that keeps the connection");
+                        assert!(!track.connected, "a refusal after Connected");
+                    }
                 }
                 assert!(
                     !f.windows(10).any(|w| w == b"\r\nInjected"),
                     "a header was injected"
                 );
-                assert!(!track.connected, "a refusal after Connected");
-                track.leave_open();
-                status
-            };
-            track.status = Some(status);
-            return;
-        };
-        assert_eq!(status, 101, "bytes after a refusal");
+                track.status = Some(status);
+                if close {
+                    track.wire = Wire::Done;
+                    track.leave_open();
+                }
+                return;
+            }
+        }
         assert!(track.close_seen.is_none(), "a frame after the close frame");
         let (n, r) = track.decoder.decode(&f);
         let decoded = match r {

@@ -99,6 +99,17 @@ pub(crate) enum St {
     Closed,
 }
 
+/// What the next bytes to a connection must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wire {
+    /// An HTTP response: the first bytes, or after a kept-alive answer.
+    Http,
+    /// Frames, after the 101.
+    Frames,
+    /// Nothing: a response that ended the connection went out.
+    Done,
+}
+
 /// The model of one connection.
 pub(crate) struct Track {
     id: ConnId,
@@ -106,8 +117,10 @@ pub(crate) struct Track {
     pub(crate) st: St,
     user: String,
     connected: bool,
-    /// Status of the HTTP response written first, once it was.
+    /// Status of the last HTTP response written, once one was.
     status: Option<u16>,
+    /// What the next bytes written to it must be.
+    wire: Wire,
     decoder: FrameDecoder,
     /// The close frame's code, once one went out.
     close_seen: Option<Option<u16>>,
@@ -129,9 +142,15 @@ pub(crate) struct Track {
     pongs: VecDeque<Vec<u8>>,
     /// The close frame code the last step made due.
     expect_close: Option<Option<u16>>,
-    /// A plain HTTP request was handed to the application, and the status it
-    /// answered with (once it did).
-    http: Option<Option<u16>>,
+    /// A plain HTTP request was handed to the application and awaits its
+    /// answer.
+    awaiting_http: bool,
+    /// Answers given and not yet seen on the wire, in order: the status and
+    /// whether the connection must stay open after it (`None`: not
+    /// predicted, the requests were not all the model's).
+    answers: VecDeque<(u16, Option<bool>)>,
+    /// Answers given so far (the per-connection request cap).
+    pub(crate) http_answered: u32,
     /// Application messages (`Event::Message`) due.
     app_messages: usize,
 }
@@ -145,6 +164,7 @@ impl Track {
             user: String::new(),
             connected: false,
             status: None,
+            wire: Wire::Http,
             decoder: FrameDecoder::new(Role::Client, CLIENT_LIMIT),
             close_seen: None,
             held: VecDeque::new(),
@@ -158,7 +178,9 @@ impl Track {
             replies: VecDeque::new(),
             pongs: VecDeque::new(),
             expect_close: None,
-            http: None,
+            awaiting_http: false,
+            answers: VecDeque::new(),
+            http_answered: 0,
             app_messages: 0,
         }
     }
@@ -223,7 +245,8 @@ pub(crate) struct HubModel {
 /// Bytes 0-1 pick the configuration (queue caps down to 2 messages / 256
 /// bytes, frames per transmit, who may publish, subscription and name limits,
 /// a connection limit of 3, invalid-message limit, short timers, the plain
-/// HTTP fallback, application message types, an origin allow-list, whether
+/// HTTP fallback (and a cap of 2 requests per kept-alive connection),
+/// application message types, an origin allow-list, whether
 /// output is written automatically). Then each operation is an opcode byte
 /// and its arguments: open, a handshake (targets that accept as a user,
 /// defer, refuse 401/403, 404, a refused origin, or a plain HTTP request),
@@ -256,9 +279,11 @@ pub(crate) struct HubModel {
 ///   slow consumers) match the model; `Closed` carries the close code that
 ///   went out, the user id and a truthful `flushed`;
 /// - the first bytes to each connection are one well-formed HTTP response
-///   (the predicted status for harness-built requests), then whole valid
+///   (the predicted status for harness-built requests); after an answer to
+///   a plain request that keeps the connection (predicted: the request cap,
+///   `Connection: close`) another response; after a 101 whole valid
 ///   frames, at most one close frame (with the predicted code) and nothing
-///   after it;
+///   after it; after a response that closes, nothing;
 /// - every message published to a channel reaches exactly the connections
 ///   that were open and subscribed at that moment, in order; broadcasts and
 ///   sends likewise; a connection that left the open phase may miss the tail,

@@ -38,6 +38,7 @@ impl HubModel {
             // tests (core/tests/limits.rs).
             max_messages_per_second: 0,
             http_fallback: b & 0x04 != 0,
+            max_http_requests_per_connection: if b & 0x20 != 0 { 2 } else { 100 },
             app_types: if b & 0x08 != 0 {
                 vec!["*".to_owned()]
             } else {

@@ -145,8 +145,14 @@ impl HubModel {
         match st {
             St::Open => self.tracks[t].expect_close = Some(Some(code)),
             St::Handshake => {
+                // At once, unless a kept-alive answer is still unwritten:
+                // then once it is.
+                let unwritten = self.tracks[t].held_bytes > 0;
                 self.pump();
-                assert_eq!(self.tracks[t].st, St::Closed, "close during the handshake");
+                if self.tracks[t].st != St::Closed {
+                    assert!(unwritten, "close during the handshake");
+                    self.tracks[t].leave_open();
+                }
             }
             St::Pending => {
                 self.pump();
@@ -319,16 +325,23 @@ impl HubModel {
         let r = self
             .hub
             .http_respond(self.now, id, status, &headers, b"answer");
+        let cap = self.cfg.max_http_requests_per_connection;
+        let shutdown = self.shutdown;
         let track = &mut self.tracks[t];
-        match (track.st, track.http) {
+        match (track.st, track.awaiting_http) {
             (St::Closed, _) => assert_eq!(r, Err(UsageError::UnknownConn)),
-            (St::Handshake, Some(None)) => {
+            (St::Handshake, true) => {
                 assert_eq!(r, Ok(()));
-                track.http = Some(Some(if (100..=599).contains(&status) {
+                track.awaiting_http = false;
+                track.http_answered += 1;
+                // The model's requests allow keep-alive; others may not.
+                let keep = (!track.dirty).then_some(!shutdown && track.http_answered < cap);
+                let status = if (100..=599).contains(&status) {
                     status
                 } else {
                     500
-                }));
+                };
+                track.answers.push_back((status, keep));
             }
             _ => assert_eq!(r, Err(UsageError::WrongState)),
         }
@@ -337,8 +350,13 @@ impl HubModel {
     pub(super) fn do_shutdown(&mut self) {
         self.shutdown = true;
         for t in 0..self.tracks.len() {
-            if self.tracks[t].st == St::Open {
-                self.tracks[t].expect_close = Some(Some(1001));
+            let track = &mut self.tracks[t];
+            match track.st {
+                St::Open => track.expect_close = Some(Some(1001)),
+                // A kept-alive answer still unwritten goes out first; nothing
+                // more is read.
+                St::Handshake if track.held_bytes > 0 => track.leave_open(),
+                _ => {}
             }
         }
         self.hub.shutdown(self.now);
