@@ -662,8 +662,10 @@ impl ServeOptions {
         }
         let mut cfg = HubConfig::default();
         self.limits.apply(&mut cfg);
+        self.history.apply(&mut cfg.history);
         cfg.validate().map_err(|e| {
-            let field = e.field.replace('_', "-");
+            let field =
+                history::flag_of(e.field).map_or_else(|| e.field.replace('_', "-"), str::to_owned);
             let mut msg = format!("{}: {}", label(&field), e.problem);
             // "must be longer than ping_interval": say where that one was set.
             let other = e.problem.rsplit(' ').next().unwrap_or("").replace('_', "-");
@@ -673,6 +675,13 @@ impl ServeOptions {
             CliError(msg)
         })
     }
+}
+
+/// A random seed for the hub's channel epochs, from the operating system.
+pub fn random_seed() -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(std::io::Error::other)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 /// A random 128-bit token, hex, from the operating system.

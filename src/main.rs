@@ -137,6 +137,9 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
         config.max_messages_per_second = 0;
     }
     opts.limits.apply(&mut config);
+    opts.history.apply(&mut config.history);
+    config.seed = cli::random_seed()?;
+    let history_max_replay = config.history.max_replay;
     let generated = if opts.no_auth || opts.has_auth() {
         None
     } else {
@@ -178,8 +181,11 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
                     &method,
                     &request,
                     &body,
-                    admin_key.as_deref(),
-                    &check_token,
+                    &api::Settings {
+                        admin_key: admin_key.as_deref(),
+                        check_token: &check_token,
+                        history_max_replay,
+                    },
                     &*running,
                 );
                 // The path only: the query may carry ?token=.

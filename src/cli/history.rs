@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use wshub_core::history::{HistoryConfig, HistoryRule};
 
 use super::{parse_count, parse_duration, parse_size};
 
@@ -42,6 +43,45 @@ pub struct HistoryFlags {
     /// Most messages one resume replays, and the most GET /api/history returns [default: 300].
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub history_max_replay: Option<usize>,
+}
+
+impl HistoryFlags {
+    /// Writes the given values into `config`: the rules given go before the
+    /// config's own (the default `*` rule stays the fallback), a rule without
+    /// TTL takes the default rule's.
+    pub fn apply(&self, config: &mut HistoryConfig) {
+        let default_ttl = HistoryConfig::default()
+            .rules
+            .first()
+            .map_or(Duration::from_secs(300), |r| r.ttl);
+        let given = self.rules.iter().map(|r| HistoryRule {
+            pattern: r.pattern.clone(),
+            size: r.size,
+            ttl: r.ttl.unwrap_or(default_ttl),
+        });
+        config.rules = given.chain(config.rules.drain(..)).collect();
+        if let Some(n) = self.history_max_bytes {
+            config.max_bytes = n;
+        }
+        if let Some(d) = self.history_meta_ttl {
+            config.meta_ttl = d;
+        }
+        if let Some(n) = self.history_max_replay {
+            config.max_replay = n;
+        }
+    }
+}
+
+/// The flag behind a [`wshub_core::HubConfig`] history field, for its
+/// validation errors.
+pub(crate) fn flag_of(field: &str) -> Option<&'static str> {
+    match field {
+        "history.rules" => Some("history"),
+        "history.max_bytes" => Some("history-max-bytes"),
+        "history.meta_ttl" => Some("history-meta-ttl"),
+        "history.max_replay" => Some("history-max-replay"),
+        _ => None,
+    }
 }
 
 /// `PATTERN=SIZE[,TTL]`. The pattern may itself hold `=`: the last one splits.
@@ -100,5 +140,51 @@ mod tests {
             let e = parse_rule(bad).unwrap_err();
             assert!(e.contains(RULE_WHAT), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn given_rules_go_first_and_the_default_stays_last() {
+        let flags = HistoryFlags {
+            rules: vec![
+                parse_rule("process:*=5000,1h").unwrap(),
+                parse_rule("chat:*=0").unwrap(),
+            ],
+            history_max_bytes: Some(1 << 20),
+            history_meta_ttl: Some(Duration::from_secs(60)),
+            history_max_replay: Some(10),
+        };
+        let mut config = HistoryConfig::default();
+        flags.apply(&mut config);
+        let size = |c: &str| config.rule_for(c).map(|r| (r.size, r.ttl.as_secs()));
+        assert_eq!(size("process:1"), Some((5000, 3600)));
+        assert_eq!(size("chat:1"), None, "size 0 keeps none");
+        assert_eq!(
+            size("news"),
+            Some((100, 300)),
+            "the default rule still holds"
+        );
+        assert_eq!(
+            (
+                config.max_bytes,
+                config.meta_ttl.as_secs(),
+                config.max_replay
+            ),
+            (1 << 20, 60, 10)
+        );
+        let mut config = HistoryConfig::default();
+        HistoryFlags {
+            rules: vec![parse_rule("*=0").unwrap()],
+            ..HistoryFlags::default()
+        }
+        .apply(&mut config);
+        assert_eq!(config.rule_for("anything"), None, "'*=0' turns it all off");
+        let ttl = parse_rule("a=5").unwrap();
+        let mut config = HistoryConfig::default();
+        HistoryFlags {
+            rules: vec![ttl],
+            ..HistoryFlags::default()
+        }
+        .apply(&mut config);
+        assert_eq!(config.rule_for("a").map(|r| r.ttl.as_secs()), Some(300));
     }
 }
