@@ -862,8 +862,8 @@ fn a_level0_server_that_never_acks_leaves_subscriptions_unconfirmed() {
     assert_eq!(
         subs,
         [
-            json!({"type":"subscribe","channel":"a","data":"a","id":"sub-1"}),
-            json!({"type":"subscribe","channel":"b","data":"b","id":"sub-2"})
+            json!({"type":"subscribe","channel":"a","data":"a","id":"sub-1","positions":true}),
+            json!({"type":"subscribe","channel":"b","data":"b","id":"sub-2","positions":true})
         ]
     );
     // One ack arrives; the other never does.
@@ -1152,7 +1152,7 @@ fn the_offline_queue_is_bounded_and_flushed_in_order_after_the_subscriptions() {
     };
     assert_eq!(
         serde_json::from_str::<Value>(sub).unwrap(),
-        json!({"type":"subscribe","channel":"room","data":"room","id":"sub-1"})
+        json!({"type":"subscribe","channel":"room","data":"room","id":"sub-1","positions":true})
     );
     assert_eq!(frames[1], Decoded::Text(r#"{"type":"a"}"#.into()));
     assert_eq!(frames[2], Decoded::Binary(b"b".to_vec()));
