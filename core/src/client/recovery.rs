@@ -172,11 +172,7 @@ impl Client {
             // The stream was reset under the subscription (an external
             // store lost its history): nothing tells what was missed.
             *last = StreamPosition { offset, epoch };
-            let position = last.clone();
-            self.events.push_back(ClientEvent::RecoveryFailed {
-                channel: channel.to_owned(),
-                position,
-            });
+            self.continue_at(channel, offset);
             return true;
         }
         if offset <= last.offset {
@@ -196,12 +192,26 @@ impl Client {
         }
         // Out of re-syncs on this connection: take the gap, say so.
         last.offset = offset;
-        let position = last.clone();
+        self.continue_at(channel, offset);
+        true
+    }
+
+    /// Reports that the stream of `channel` goes on with the message at
+    /// `offset` (about to be delivered, and already the tracked position):
+    /// the event's position is the one just before it, as for a failed
+    /// recovery, so "the next message has a higher offset" always holds.
+    fn continue_at(&mut self, channel: &str, offset: u64) {
+        let Some(last) = self.positions.get(channel) else {
+            return;
+        };
+        let position = StreamPosition {
+            offset: offset.saturating_sub(1),
+            epoch: last.epoch.clone(),
+        };
         self.events.push_back(ClientEvent::RecoveryFailed {
             channel: channel.to_owned(),
             position,
         });
-        true
     }
 
     /// The server refused a re-sync (the subscription itself stands): the
