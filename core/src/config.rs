@@ -5,6 +5,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use crate::auth::{AllowAll, Authenticator};
+use crate::history::HistoryConfig;
 use crate::request::Identity;
 
 /// Decides who may subscribe and publish to which channel.
@@ -144,6 +145,15 @@ pub struct HubConfig {
     pub http_fallback: bool,
     /// Largest plain-HTTP request body (413 past it).
     pub max_http_body: usize,
+    /// Which channels keep a history of recent publications, and the caps.
+    /// On by default (every channel, 100 publications, 5 minutes, 64 MiB in
+    /// all), so a reconnecting client loses nothing with no setting;
+    /// [`HistoryConfig::off`] turns it off.
+    pub history: HistoryConfig,
+    /// Randomness for channel epochs. Drivers fill it from the OS; the hub
+    /// also mixes in the `unix_now` given to [`crate::Hub::new`], so two hubs
+    /// started at different times never share an epoch even with seed 0.
+    pub seed: u64,
 }
 
 impl Default for HubConfig {
@@ -175,6 +185,8 @@ impl Default for HubConfig {
             max_frames_per_transmit: 64,
             http_fallback: false,
             max_http_body: 64 * 1024,
+            history: HistoryConfig::default(),
+            seed: 0,
         }
     }
 }
@@ -232,6 +244,20 @@ impl HubConfig {
                 return err(field, "must be positive");
             }
         }
+        if self.history.max_replay == 0 {
+            return err("history.max_replay", "must be positive");
+        }
+        if self
+            .history
+            .rules
+            .iter()
+            .any(|r| r.size > 0 && r.ttl.is_zero())
+        {
+            return err(
+                "history.rules",
+                "a rule that keeps history needs a positive ttl",
+            );
+        }
         if self.pong_timeout <= self.ping_interval {
             return err("pong_timeout", "must be longer than ping_interval");
         }
@@ -263,6 +289,7 @@ impl fmt::Debug for HubConfig {
             .field("max_connections", &self.max_connections)
             .field("max_invalid_messages", &self.max_invalid_messages)
             .field("max_messages_per_second", &self.max_messages_per_second)
+            .field("history", &self.history)
             .finish_non_exhaustive()
     }
 }

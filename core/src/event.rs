@@ -213,4 +213,15 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Connections cut as slow consumers.
     pub slow_consumers: u64,
+    /// Publications held in the history store.
+    pub history_messages: usize,
+    /// Bytes of those publications (their positioned frames).
+    pub history_bytes: usize,
+    /// Publications dropped to keep the store under
+    /// [`crate::history::HistoryConfig::max_bytes`].
+    pub history_evictions: u64,
+    /// Subscribes with `recover` that got `recovered: true`.
+    pub recoveries: u64,
+    /// Subscribes with `recover` that got `recovered: false`.
+    pub recoveries_failed: u64,
 }

