@@ -153,6 +153,7 @@ pub fn run(opts: SubOptions) -> ExitCode {
             ClientEvent::Closed => break,
             // Driver-level requests never reach the application.
             ClientEvent::Connect { .. } | ClientEvent::CloseSocket => {}
+            ClientEvent::Recovered { .. } | ClientEvent::RecoveryFailed { .. } => {}
         }
     }
     code
