@@ -2,7 +2,7 @@
 //!
 //! `wshub serve` listens on 127.0.0.1:8080 with the WebSocket endpoint at `/ws`
 //! and an HTTP API on the same port (`/`, `/healthz`, `/api/stats`,
-//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`). With no auth
+//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`, `GET /api/history`). With no auth
 //! option it generates a token at start and prints the page URL with it, as
 //! Jupyter does; `--no-auth` turns auth off.
 //!
@@ -156,7 +156,7 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
         warn!("authentication is OFF (--no-auth): anyone who can reach {addr} can connect");
     }
     if admin_key.is_none() {
-        info!("the publish API is off (no --admin-key)");
+        info!("the admin API (publish, history) is off (no --admin-key)");
     }
     if let Some(token) = &generated {
         // Printed once, on purpose, like Jupyter: the operator needs it. The
