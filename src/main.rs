@@ -2,9 +2,10 @@
 //!
 //! `wshub serve` listens on 127.0.0.1:8080 with the WebSocket endpoint at `/ws`
 //! and an HTTP API on the same port (`/`, `/healthz`, `/api/stats`,
-//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`, `GET /api/history`). With no auth
-//! option it generates a token at start and prints the page URL with it, as
-//! Jupyter does; `--no-auth` turns auth off.
+//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`,
+//! `GET /api/history`). With no auth option it generates a token at start
+//! and prints the page URL with it, as Jupyter does; `--no-auth` turns auth
+//! off.
 //!
 //! Command-line errors go to stderr as `wshub: ...` with exit code 2; once
 //! serving, everything goes through `tracing` (see [`logging`]).
