@@ -26,17 +26,7 @@
 use serde_json::Value;
 
 use super::{Client, ClientEvent, Phase, Purpose};
-
-/// A place in a channel's stream: the offset of the last publication seen,
-/// within an epoch. An empty epoch is never tracked (it means "no
-/// positions on this channel").
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StreamPosition {
-    /// The offset of the last publication (0 before the first one).
-    pub offset: u64,
-    /// The epoch the offsets count in.
-    pub epoch: String,
-}
+pub use crate::history::StreamPosition;
 
 /// Re-syncs after a live gap, per channel, on one connection. A server that
 /// keeps skipping offsets costs at most this many subscribes (and replays)
