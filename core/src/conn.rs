@@ -5,6 +5,7 @@ use std::time::Instant;
 use crate::event::CloseReason;
 use crate::frame::FrameDecoder;
 use crate::handshake::{HttpHead, RequestReader, Upgrade};
+use crate::history::store::Replay;
 use crate::outbound::Outbound;
 use crate::request::{Identity, PeerInfo};
 use crate::router::Subscriptions;
@@ -40,6 +41,8 @@ pub(crate) struct Conn {
     pub phase: Phase,
     pub out: Outbound,
     pub subs: Subscriptions,
+    /// Replays still being paced to this connection's subscriptions.
+    pub replays: Vec<Replay>,
     pub identity: Option<Box<Identity>>,
     pub peer: PeerInfo,
     pub opened_at: Instant,
@@ -72,6 +75,7 @@ impl Conn {
             phase: Phase::Handshake(Box::new(RequestReader::new())),
             out: Outbound::default(),
             subs: Subscriptions::default(),
+            replays: Vec::new(),
             identity: None,
             peer,
             opened_at: now,

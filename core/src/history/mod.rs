@@ -37,6 +37,10 @@ use core::time::Duration;
 
 use bytes::Bytes;
 
+pub(crate) mod store;
+
+pub use store::valid_epoch;
+
 /// Where a channel's stream is: the offset of its newest publication (0
 /// before the first) and the epoch those offsets belong to. An empty epoch
 /// means the channel keeps no positions.

@@ -21,7 +21,9 @@ impl Hub {
                     Router::set_position(&mut c.subs, key, pos);
                 }
             });
-        self.conns[slot as usize].subs = conn_subs;
+        let conn = &mut self.conns[slot as usize];
+        conn.subs = conn_subs;
+        conn.replays.retain(|r| &*r.channel != channel);
         removed
     }
 
@@ -34,7 +36,9 @@ impl Hub {
                     Router::set_position(&mut c.subs, key, pos);
                 }
             });
-        self.conns[slot as usize].subs = conn_subs;
+        let conn = &mut self.conns[slot as usize];
+        conn.subs = conn_subs;
+        conn.replays = Vec::new();
         if let Some(user) = self.conns[slot as usize].user_id().map(str::to_owned) {
             if let Some(list) = self.users.get_mut(&user) {
                 list.retain(|&s| s != slot);
