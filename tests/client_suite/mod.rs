@@ -496,6 +496,7 @@ macro_rules! client_suite {
         client_suite!(@tests $driver;
             subscribe_receive_send_and_close_with_1000,
             reconnects_and_restores_subscriptions_after_the_server_drops_it,
+            a_client_closed_mid_stream_reconnects_and_recovers_everything,
             unreachable_first_endpoint_fails_over_to_the_second,
             auth_failure_stops_the_walk_and_the_second_server_never_sees_a_connection,
             wss_endpoints_are_refused_with_a_clear_error,
