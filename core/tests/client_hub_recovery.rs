@@ -7,6 +7,10 @@
 //! - A frame lost on a live connection: the client re-syncs with the hub
 //!   (a subscribe with `recover` on the subscription it holds) and the
 //!   application still sees every publication once, in order.
+//! - Failing over to another hub, and a hub restarted on the same endpoint:
+//!   another epoch, so `RecoveryFailed` with the new position, and the new
+//!   stream's offsets are delivered (not taken for duplicates of the old).
+//! - A channel without history: plain subscribes, nothing tracked.
 
 mod client_net;
 
@@ -18,6 +22,7 @@ use wshub_core::client::{
     Client, ClientConfig, ClientEvent, ClientState, Endpoint, StreamPosition,
 };
 use wshub_core::frame::{encode_frame, Decoded, FrameDecoder, OpCode, Role};
+use wshub_core::history::HistoryConfig;
 use wshub_core::{ConnId, Hub, HubConfig, Message, PeerInfo};
 
 const CLIENTS: usize = 1_000;
@@ -111,65 +116,99 @@ fn a_thousand_clients_cut_mid_stream_all_recover_every_message_once() {
     assert_eq!(stats.recoveries_failed, 0);
 }
 
-/// One client and one hub wired by hand, with the hub's frames going
-/// through `pipe`, which may drop some (what a lossy broker path would do).
+/// One client and hubs wired by hand (endpoint `i` is hub `i`), with the
+/// hubs' frames going through a pipe that may drop some (what a lossy
+/// broker path would do).
 struct Wire {
-    hub: Hub,
+    hubs: Vec<Hub>,
+    /// While false, connecting to that hub fails.
+    up: Vec<bool>,
     client: Client,
     now: Instant,
-    conn: Option<ConnId>,
+    /// The hub and connection of the client's socket.
+    at: Option<(usize, ConnId)>,
     /// Decodes the hub's output so whole frames can be dropped.
     from_hub: FrameDecoder,
     events: Vec<ClientEvent>,
     frames: Vec<bytes::Bytes>,
 }
 
+fn hub(seed: u64, history: HistoryConfig, now: Instant) -> Hub {
+    let cfg = HubConfig {
+        seed,
+        history,
+        ..HubConfig::default()
+    };
+    Hub::new(cfg, now, Duration::from_secs(1_771_575_165)).unwrap()
+}
+
 impl Wire {
+    /// A client of `hubs` (in endpoint order), subscribed to `c`, started.
+    fn new(hubs: Vec<Hub>, now: Instant) -> Wire {
+        let endpoints = (0..hubs.len())
+            .map(|i| Endpoint::parse(&format!("ws://hub{i}.test/ws")).unwrap())
+            .collect();
+        let mut cfg = ClientConfig::new(endpoints);
+        cfg.ping_interval = Duration::ZERO;
+        cfg.dead_timeout = Duration::ZERO;
+        let mut client = Client::new(cfg, now, 7).unwrap();
+        client.subscribe(now, "c");
+        client.start(now);
+        let mut w = Wire {
+            up: vec![true; hubs.len()],
+            hubs,
+            client,
+            now,
+            at: None,
+            from_hub: FrameDecoder::new(Role::Client, 1 << 20),
+            events: Vec::new(),
+            frames: Vec::new(),
+        };
+        w.pump(&mut |_| true);
+        w
+    }
+
     fn pump(&mut self, pipe: &mut dyn FnMut(&str) -> bool) {
+        let now = self.now;
         loop {
             let mut progressed = false;
             while let Some(event) = self.client.poll_event() {
                 progressed = true;
                 match &event {
-                    ClientEvent::Connect { .. } => {
-                        self.conn = Some(self.hub.open(self.now, PeerInfo::default()).unwrap());
-                        self.client.handle_connected(self.now);
+                    ClientEvent::Connect { endpoint_index, .. } => {
+                        let i = *endpoint_index;
+                        if self.up[i] {
+                            let conn = self.hubs[i].open(now, PeerInfo::default()).unwrap();
+                            self.at = Some((i, conn));
+                            self.from_hub = FrameDecoder::new(Role::Client, 1 << 20);
+                            self.client.handle_connected(now);
+                        } else {
+                            self.client.handle_connect_failed(now);
+                        }
                     }
-                    ClientEvent::CloseSocket => self.conn = None,
+                    ClientEvent::CloseSocket => {
+                        if let Some((i, conn)) = self.at.take() {
+                            let _ = self.hubs[i].handle_eof(now, conn);
+                        }
+                    }
                     _ => {}
                 }
                 self.events.push(event);
             }
             while let Some(bytes) = self.client.poll_transmit() {
                 progressed = true;
-                self.hub
-                    .handle_read(self.now, self.conn.unwrap(), &bytes)
-                    .unwrap();
+                let (i, conn) = self.at.expect("bytes without a socket");
+                let _ = self.hubs[i].handle_read(now, conn, &bytes);
             }
-            while let Some(id) = self.hub.poll_transmit(&mut self.frames) {
-                progressed = true;
-                let n = self.frames.iter().map(|f| f.len()).sum();
-                let bytes: Vec<u8> = self.frames.drain(..).flat_map(|f| f.to_vec()).collect();
-                self.hub.handle_written(self.now, id, n).unwrap();
-                if !self.client_open() {
-                    // The handshake response: straight through.
-                    self.client.handle_read(self.now, &bytes);
-                    continue;
-                }
-                let mut rest = &bytes[..];
-                while !rest.is_empty() {
-                    let (used, r) = self.from_hub.decode(rest);
-                    rest = &rest[used..];
-                    match r.unwrap() {
-                        Some(Decoded::Text(t)) if pipe(&t) => {
-                            let mut f = Vec::new();
-                            encode_frame(&mut f, OpCode::Text, t.as_bytes(), None);
-                            self.client.handle_read(self.now, &f);
-                        }
-                        Some(Decoded::Text(_)) => {}
-                        Some(other) => panic!("unexpected frame {other:?}"),
-                        None if used == 0 => break,
-                        None => {}
+            for i in 0..self.hubs.len() {
+                while self.hubs[i].poll_event().is_some() {}
+                while let Some(id) = self.hubs[i].poll_transmit(&mut self.frames) {
+                    progressed = true;
+                    let n = self.frames.iter().map(|f| f.len()).sum();
+                    let bytes: Vec<u8> = self.frames.drain(..).flat_map(|f| f.to_vec()).collect();
+                    self.hubs[i].handle_written(now, id, n).unwrap();
+                    if self.at == Some((i, id)) {
+                        self.deliver(&bytes, pipe);
                     }
                 }
             }
@@ -179,40 +218,108 @@ impl Wire {
         }
     }
 
-    fn client_open(&self) -> bool {
-        self.client.state() == (ClientState::Connected { endpoint: 0 })
+    /// Hands the hub's bytes to the client: the handshake response as is,
+    /// then each text frame that `pipe` lets through.
+    fn deliver(&mut self, bytes: &[u8], pipe: &mut dyn FnMut(&str) -> bool) {
+        if !self.client_open() {
+            self.client.handle_read(self.now, bytes);
+            return;
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (used, r) = self.from_hub.decode(rest);
+            rest = &rest[used..];
+            match r.unwrap() {
+                Some(Decoded::Text(t)) if pipe(&t) => {
+                    let mut f = Vec::new();
+                    encode_frame(&mut f, OpCode::Text, t.as_bytes(), None);
+                    self.client.handle_read(self.now, &f);
+                }
+                Some(Decoded::Text(_)) => {}
+                Some(other) => panic!("unexpected frame {other:?}"),
+                None if used == 0 => break,
+                None => {}
+            }
+        }
     }
 
-    fn publish(&mut self, n: u64) {
+    /// Runs every deadline (client and hubs) up to `now + d`.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next = self
+                .hubs
+                .iter()
+                .filter_map(Hub::poll_timeout)
+                .chain(self.client.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for h in &mut self.hubs {
+                        h.handle_timeout(self.now);
+                    }
+                    self.client.handle_timeout(self.now);
+                    self.pump(&mut |_| true);
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    /// Hub `i` dies: its connection ends, and connecting to it fails.
+    fn kill(&mut self, i: usize) {
+        self.up[i] = false;
+        if let Some((at, conn)) = self.at {
+            if at == i {
+                self.at = None;
+                let _ = self.hubs[i].handle_eof(self.now, conn);
+                self.client.handle_eof(self.now);
+            }
+        }
+        self.pump(&mut |_| true);
+    }
+
+    fn client_open(&self) -> bool {
+        matches!(self.client.state(), ClientState::Connected { .. })
+    }
+
+    fn publish(&mut self, hub: usize, n: u64) {
         let m = Message::new("event", json!({"n": n}));
-        self.hub.publish(self.now, "c", m);
+        self.hubs[hub].publish(self.now, "c", m);
+        self.pump(&mut |_| true);
+    }
+
+    /// `n` of every message the application got.
+    fn got(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Message(m) => m.data["n"].as_u64(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn outcomes(&self) -> Vec<ClientEvent> {
+        self.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ClientEvent::Recovered { .. } | ClientEvent::RecoveryFailed { .. }
+                )
+            })
+            .cloned()
+            .collect()
     }
 }
 
 #[test]
 fn a_live_gap_is_resynced_by_the_hub_and_nothing_is_lost_or_doubled() {
     let now = t0();
-    let hub = Hub::new(
-        HubConfig::default(),
-        now,
-        Duration::from_secs(1_771_575_165),
-    )
-    .unwrap();
-    let cfg = ClientConfig::new(vec![Endpoint::parse("ws://hub.test/ws").unwrap()]);
-    let mut client = Client::new(cfg, now, 7).unwrap();
-    client.subscribe(now, "c");
-    client.start(now);
-    let mut w = Wire {
-        hub,
-        client,
-        now,
-        conn: None,
-        from_hub: FrameDecoder::new(Role::Client, 1 << 20),
-        events: Vec::new(),
-        frames: Vec::new(),
-    };
-    let mut pass = |_: &str| true;
-    w.pump(&mut pass);
+    let mut w = Wire::new(vec![hub(1, HistoryConfig::default(), now)], now);
     assert!(w.client_open());
     let epoch = w
         .client
@@ -230,41 +337,115 @@ fn a_live_gap_is_resynced_by_the_hub_and_nothing_is_lost_or_doubled() {
         true
     };
     for n in 1..=10 {
-        w.publish(n);
+        let m = Message::new("event", json!({"n": n}));
+        w.hubs[0].publish(w.now, "c", m);
     }
     w.pump(&mut lossy);
     assert!(lost);
     for n in 11..=12 {
-        w.publish(n);
+        w.publish(0, n);
     }
-    w.pump(&mut pass);
-
-    let got: Vec<u64> = w
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Message(m) => m.data["n"].as_u64(),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(got, (1..=12).collect::<Vec<_>>());
-    let outcomes: Vec<&ClientEvent> = w
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                ClientEvent::Recovered { .. } | ClientEvent::RecoveryFailed { .. }
-            )
-        })
-        .collect();
+    assert_eq!(w.got(), (1..=12).collect::<Vec<_>>());
     assert!(
-        matches!(outcomes.as_slice(), [ClientEvent::Recovered { .. }]),
-        "{outcomes:?}"
+        matches!(w.outcomes().as_slice(), [ClientEvent::Recovered { .. }]),
+        "{:?}",
+        w.outcomes()
     );
     assert_eq!(
         w.client.position("c"),
         Some(StreamPosition { offset: 12, epoch })
     );
-    assert_eq!(w.hub.subscriber_count("c"), 1, "still one subscription");
+    assert_eq!(w.hubs[0].subscriber_count("c"), 1, "still one subscription");
+}
+
+#[test]
+fn failing_over_to_a_hub_with_another_history_reports_recovery_failed() {
+    let now = t0();
+    let hubs = vec![
+        hub(1, HistoryConfig::default(), now),
+        hub(2, HistoryConfig::default(), now),
+    ];
+    let mut w = Wire::new(hubs, now);
+    for n in 1..=3 {
+        w.publish(0, n);
+    }
+    let old = w.client.position("c").unwrap();
+    assert_eq!(old.offset, 3);
+    // Hub 1 has its own stream of `c` already.
+    for n in 101..=105 {
+        w.publish(1, n);
+    }
+    w.kill(0);
+    w.advance(Duration::from_secs(10));
+    assert_eq!(w.client.state(), ClientState::Connected { endpoint: 1 });
+    let new = w.hubs[1].position("c").unwrap();
+    assert_ne!(new.epoch, old.epoch, "two hubs, two epochs");
+    assert_eq!(
+        w.outcomes(),
+        [ClientEvent::RecoveryFailed {
+            channel: "c".into(),
+            position: new.clone()
+        }]
+    );
+    w.publish(1, 106);
+    assert_eq!(w.got(), [1, 2, 3, 106], "never hub 1's old offsets");
+    assert_eq!(
+        w.client.position("c"),
+        Some(StreamPosition {
+            offset: new.offset + 1,
+            epoch: new.epoch
+        })
+    );
+}
+
+#[test]
+fn a_restarted_hub_is_a_new_epoch_and_old_offsets_are_not_reused_silently() {
+    let now = t0();
+    let mut w = Wire::new(vec![hub(1, HistoryConfig::default(), now)], now);
+    for n in 1..=5 {
+        w.publish(0, n);
+    }
+    let old = w.client.position("c").unwrap();
+    w.kill(0);
+    // The same endpoint comes back as a new process, started later.
+    w.advance(Duration::from_secs(1));
+    let later = Duration::from_secs(1_771_575_165 + 60);
+    let cfg = HubConfig {
+        seed: 1,
+        ..HubConfig::default()
+    };
+    w.hubs[0] = Hub::new(cfg, w.now, later).unwrap();
+    w.up[0] = true;
+    w.advance(Duration::from_secs(30));
+    assert!(w.client_open());
+    let outcomes = w.outcomes();
+    let [ClientEvent::RecoveryFailed { position, .. }] = outcomes.as_slice() else {
+        panic!("{outcomes:?}");
+    };
+    assert_ne!(position.epoch, old.epoch);
+    assert_eq!(position.offset, 0);
+    // Offsets 1..=5 again, in the new epoch: delivered, not taken for
+    // duplicates of the old ones.
+    for n in 11..=15 {
+        w.publish(0, n);
+    }
+    assert_eq!(w.got(), [1, 2, 3, 4, 5, 11, 12, 13, 14, 15]);
+}
+
+#[test]
+fn a_channel_without_history_is_plain_and_untracked() {
+    let now = t0();
+    let mut w = Wire::new(vec![hub(1, HistoryConfig::off(), now)], now);
+    assert!(w.client_open());
+    assert_eq!(w.client.position("c"), None);
+    for n in 1..=3 {
+        w.publish(0, n);
+    }
+    w.kill(0);
+    w.up[0] = true;
+    w.advance(Duration::from_secs(10));
+    assert!(w.client_open());
+    w.publish(0, 4);
+    assert_eq!(w.got(), [1, 2, 3, 4]);
+    assert_eq!(w.outcomes(), [], "no positions, nothing to report");
 }
