@@ -449,3 +449,30 @@ fn a_channel_without_history_is_plain_and_untracked() {
     assert_eq!(w.got(), [1, 2, 3, 4]);
     assert_eq!(w.outcomes(), [], "no positions, nothing to report");
 }
+
+#[test]
+fn failing_over_to_a_hub_without_history_says_continuity_is_lost() {
+    let now = t0();
+    let hubs = vec![
+        hub(1, HistoryConfig::default(), now),
+        hub(2, HistoryConfig::off(), now),
+    ];
+    let mut w = Wire::new(hubs, now);
+    w.publish(0, 1);
+    w.kill(0);
+    w.advance(Duration::from_secs(10));
+    assert_eq!(w.client.state(), ClientState::Connected { endpoint: 1 });
+    assert_eq!(
+        w.outcomes(),
+        [ClientEvent::RecoveryFailed {
+            channel: "c".into(),
+            position: StreamPosition {
+                offset: 0,
+                epoch: String::new()
+            }
+        }]
+    );
+    assert_eq!(w.client.position("c"), None);
+    w.publish(1, 2);
+    assert_eq!(w.got(), [1, 2]);
+}

@@ -100,8 +100,20 @@ impl Client {
         let offset = data.get("offset").and_then(Value::as_u64);
         let (Some(offset), false) = (offset, epoch.is_empty()) else {
             // No positions on that channel (or a server that does not know
-            // them): nothing to track, nothing to report.
+            // them): nothing to track. Quietly, unless a resume was asked
+            // for: then what was published meanwhile may be lost (a
+            // failover to a server without history), and the application
+            // must hear it. The empty epoch says "no positions from here".
             self.positions.remove(&channel);
+            if matches!(ask, Ask::Recover(_)) {
+                self.events.push_back(ClientEvent::RecoveryFailed {
+                    channel,
+                    position: StreamPosition {
+                        offset: 0,
+                        epoch: String::new(),
+                    },
+                });
+            }
             return;
         };
         let current = StreamPosition {
