@@ -10,6 +10,8 @@
 //! - Failing over to another hub, and a hub restarted on the same endpoint:
 //!   another epoch, so `RecoveryFailed` with the new position, and the new
 //!   stream's offsets are delivered (not taken for duplicates of the old).
+//! - An outage longer than the history: `RecoveryFailed` at the current
+//!   position, live from there.
 //! - A channel without history: plain subscribes, nothing tracked.
 
 mod client_net;
@@ -22,7 +24,7 @@ use wshub_core::client::{
     Client, ClientConfig, ClientEvent, ClientState, Endpoint, StreamPosition,
 };
 use wshub_core::frame::{encode_frame, Decoded, FrameDecoder, OpCode, Role};
-use wshub_core::history::HistoryConfig;
+use wshub_core::history::{HistoryConfig, HistoryRule};
 use wshub_core::{ConnId, Hub, HubConfig, Message, PeerInfo};
 
 const CLIENTS: usize = 1_000;
@@ -475,4 +477,39 @@ fn failing_over_to_a_hub_without_history_says_continuity_is_lost() {
     assert_eq!(w.client.position("c"), None);
     w.publish(1, 2);
     assert_eq!(w.got(), [1, 2]);
+}
+
+#[test]
+fn an_outage_longer_than_the_history_reports_recovery_failed_at_the_current_position() {
+    let now = t0();
+    let short = HistoryConfig {
+        rules: vec![HistoryRule {
+            pattern: "*".into(),
+            size: 5,
+            ttl: Duration::from_secs(300),
+        }],
+        ..HistoryConfig::default()
+    };
+    let mut w = Wire::new(vec![hub(1, short, now)], now);
+    w.publish(0, 1);
+    w.kill(0);
+    w.up[0] = true;
+    // Twenty publications while the client is away; the hub keeps five.
+    for n in 2..=21 {
+        w.publish(0, n);
+    }
+    w.advance(Duration::from_secs(10));
+    assert!(w.client_open());
+    let current = w.hubs[0].position("c").unwrap();
+    assert_eq!(current.offset, 21);
+    assert_eq!(
+        w.outcomes(),
+        [ClientEvent::RecoveryFailed {
+            channel: "c".into(),
+            position: current
+        }]
+    );
+    w.publish(0, 22);
+    assert_eq!(w.got(), [1, 22], "live from the current position");
+    assert_eq!(w.hubs[0].stats().recoveries_failed, 1);
 }
