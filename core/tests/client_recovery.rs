@@ -436,6 +436,27 @@ fn a_channel_without_positions_is_not_tracked() {
 }
 
 #[test]
+fn a_resume_answered_without_positions_is_a_failed_recovery() {
+    // Failing over from a server with history to one without: what was
+    // published meanwhile may be gone, so the application hears it.
+    let mut d = connected(1);
+    ack(&mut d, true, 5, "e1", 0);
+    drop_and_reconnect(&mut d);
+    assert!(subscribes(&d)[0].get("recover").is_some());
+    ack(&mut d, false, 0, "", 0);
+    assert_eq!(
+        outcomes(&d),
+        [ClientEvent::RecoveryFailed {
+            channel: "c".into(),
+            position: pos(0, "")
+        }]
+    );
+    assert_eq!(d.c.position("c"), None, "no longer tracked");
+    d.server_text(r#"{"type":"event","channel":"c","data":1}"#);
+    assert_eq!(delivered(&d), [1]);
+}
+
+#[test]
 fn unsubscribing_forgets_the_position() {
     let mut d = connected(1);
     ack(&mut d, true, 5, "e1", 0);

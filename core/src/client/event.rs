@@ -249,9 +249,11 @@ pub enum ClientEvent {
     /// replay), or the stream's epoch changed under a live subscription,
     /// or live gaps went past [`RESYNC_LIMIT`](super::RESYNC_LIMIT) re-syncs
     /// on one connection. The application reloads its state; the messages
-    /// that follow continue from `position`. (When the server refuses a
-    /// live re-sync, `position` is the last one known and the channel is no
-    /// longer tracked until the next connection.)
+    /// that follow continue from `position`. Two cases leave the channel
+    /// untracked: a resume answered by a server that keeps no positions
+    /// for it (`position` has an empty epoch, offset 0), and a refused live
+    /// re-sync (`position` is the last one known; tracked again from the
+    /// next connection).
     RecoveryFailed {
         /// The channel.
         channel: String,

@@ -74,8 +74,8 @@
 //! - **Commands**: [`Client::start`], [`Client::subscribe`],
 //!   [`Client::unsubscribe`], [`Client::send`] (and `send_text`,
 //!   `send_binary`), [`Client::close`], [`Client::set_token`].
-//! - **Queries**: [`Client::state`], [`Client::subscriptions`], [`Client::position`],
-//!   [`Client::queued`], [`Client::config`].
+//! - **Queries**: [`Client::state`], [`Client::subscriptions`],
+//!   [`Client::position`], [`Client::queued`], [`Client::config`].
 //! - **For drivers** (what every driver does the same way, whatever its
 //!   runtime): [`Command`] and [`Client::apply`], [`SocketInput`] and
 //!   [`Client::handle_socket`], [`Client::poll_output`], [`Link`] (connection
@@ -138,8 +138,9 @@
 //! [`ClientEvent::RecoveryFailed`]. A live gap triggers a re-sync, and
 //! duplicates are dropped, so the application sees each publication once,
 //! in order, or is told it must reload. A channel whose server keeps no
-//! positions (an empty epoch, or a server that does not know them) is
-//! simply not tracked. A re-sync drops (never buffers) that channel's
+//! positions (an empty epoch, or a server that does not know them) is not
+//! tracked; when that answers a resume, continuity is lost and that is a
+//! `RecoveryFailed` too. A re-sync drops (never buffers) that channel's
 //! messages until its ack, since the replay brings them again, and at most
 //! [`RESYNC_LIMIT`] are sent per channel and connection; past that a gap is
 //! accepted and reported as `RecoveryFailed`.

@@ -26,17 +26,7 @@
 use serde_json::Value;
 
 use super::{Client, ClientEvent, Phase, Purpose};
-
-/// A place in a channel's stream: the offset of the last publication seen,
-/// within an epoch. An empty epoch is never tracked (it means "no
-/// positions on this channel").
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StreamPosition {
-    /// The offset of the last publication (0 before the first one).
-    pub offset: u64,
-    /// The epoch the offsets count in.
-    pub epoch: String,
-}
+pub use crate::history::StreamPosition;
 
 /// Re-syncs after a live gap, per channel, on one connection. A server that
 /// keeps skipping offsets costs at most this many subscribes (and replays)
@@ -110,8 +100,20 @@ impl Client {
         let offset = data.get("offset").and_then(Value::as_u64);
         let (Some(offset), false) = (offset, epoch.is_empty()) else {
             // No positions on that channel (or a server that does not know
-            // them): nothing to track, nothing to report.
+            // them): nothing to track. Quietly, unless a resume was asked
+            // for: then what was published meanwhile may be lost (a
+            // failover to a server without history), and the application
+            // must hear it. The empty epoch says "no positions from here".
             self.positions.remove(&channel);
+            if matches!(ask, Ask::Recover(_)) {
+                self.events.push_back(ClientEvent::RecoveryFailed {
+                    channel,
+                    position: StreamPosition {
+                        offset: 0,
+                        epoch: String::new(),
+                    },
+                });
+            }
             return;
         };
         let current = StreamPosition {
