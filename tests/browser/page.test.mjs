@@ -110,8 +110,8 @@ const logLines = (page, channel) =>
     channel,
   );
 
-async function publish(body) {
-  const r = await fetch(`${BASE}/api/publish`, {
+async function publish(body, base = BASE) {
+  const r = await fetch(`${base}/api/publish`, {
     method: "POST",
     headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
     body: JSON.stringify(body),
@@ -320,10 +320,10 @@ async function longLogKeepsTheNewestLines(page) {
 /**
  * A TCP proxy in front of the server whose connections the test can cut:
  * `cut()` destroys every connection through it and refuses new ones until
- * `restore()`, as a network drop would.
+ * `restore(target)`, as a network drop would (to another server, if given).
  */
 function startProxy(target) {
-  const { hostname, port } = new URL(target);
+  let { hostname, port } = new URL(target);
   const open = new Set();
   let up = true;
   const server = net.createServer((client) => {
@@ -350,7 +350,8 @@ function startProxy(target) {
           up = false;
           for (const drop of [...open]) drop();
         },
-        restore() {
+        restore(other) {
+          if (other) ({ hostname, port } = new URL(other));
           up = true;
         },
         close() {
@@ -407,6 +408,78 @@ async function resumesAfterADrop(page) {
   }
 }
 
+/** Another `wshub serve` with the same keys: its base URL and process. */
+async function startOtherHub() {
+  const child = spawn(
+    BIN,
+    ["serve", "--listen", "127.0.0.1:0", "--api-key", `${TOKEN}=alice`, "--admin-key", ADMIN_KEY, "--log-level", "info"],
+    // --log-level: RUST_LOG from the environment must not hide the listening line.
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let log = "";
+  const addr = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listening line from the other hub: ${log}`)), WAIT_MS);
+    child.stderr.on("data", (d) => {
+      log += d;
+      const m = /listening on ws:\/\/(\S+)\/ws/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`the other hub exited (${code}): ${log}`)));
+  });
+  return { base: `http://${addr}`, child };
+}
+
+async function aResumeOnAnotherHubSaysSo(page) {
+  const proxy = await startProxy(BASE);
+  let other = null;
+  try {
+    await page.goto(`${proxy.url}/?token=${encodeURIComponent(TOKEN)}`);
+    await waitConnected(page);
+    const channel = `process:moved-${process.pid}`;
+    await subscribeViaUi(page, channel);
+    for (const data of ["before 1", "before 2"]) await publish({ type: "process_output", channel, data });
+    await waitDom(
+      page,
+      `2 lines in the ${channel} log`,
+      (c) => document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`).length === 2,
+      channel,
+    );
+    // The page comes back to another hub (a restart, a failover): another
+    // epoch, so what was missed cannot be replayed, and the page says so.
+    other = await startOtherHub();
+    proxy.cut();
+    await waitDom(page, "the page to see the drop", () => document.getElementById("state").dataset.state !== "connected");
+    proxy.restore(other.base);
+    await waitDom(
+      page,
+      "the failed resume to show",
+      (c) => {
+        const el = document.querySelector(`.channel[data-channel="${CSS.escape(c)}"]`);
+        return el.dataset.recovered === "false" && el.querySelector("li.note");
+      },
+      channel,
+      3 * WAIT_MS,
+    );
+    const note = page.locator(`.channel[data-channel="${channel}"] li.note`);
+    assert.match(await note.innerText(), /some output may be missing/);
+    assert.ok(await note.isVisible(), "the notice is visible");
+    await publish({ type: "process_output", channel, data: "after" }, other.base);
+    await waitDom(
+      page,
+      `the live line from the other hub`,
+      (c) => document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`).length === 3,
+      channel,
+    );
+    assert.deepEqual(await logLines(page, channel), ["before 1", "before 2", "after"], "then live from there");
+  } finally {
+    proxy.close();
+    other?.child.kill();
+  }
+}
+
 // --- runner ------------------------------------------------------------------
 
 const scenarios = [
@@ -418,6 +491,11 @@ const scenarios = [
     "a page whose socket drops for 3 s shows every output line exactly once, in order (it resumes with recover)",
     resumesAfterADrop,
     // What Chromium logs while the proxy refuses it.
+    /net::ERR_|WebSocket connection to .* failed/,
+  ],
+  [
+    "a page that comes back to another hub (new epoch) says output may be missing, then goes on live",
+    aResumeOnAnotherHubSaysSo,
     /net::ERR_|WebSocket connection to .* failed/,
   ],
 ];
