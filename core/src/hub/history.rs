@@ -49,9 +49,13 @@ impl Hub {
         match positioned {
             Some(pj) => {
                 let pf = frame::server_frame(OpCode::Text, &pj);
-                self.store.push(t, channel, pf.clone());
-                if !positioned_members.is_empty() {
+                if positioned_members.is_empty() {
+                    // Moved, not cloned: an unshared `Bytes` needs no
+                    // shared header (24 B per stored publication).
+                    self.store.push(t, channel, pf);
+                } else {
                     self.scratch.extend_from_slice(positioned_members);
+                    self.store.push(t, channel, pf.clone());
                     delivered += self.fan_out(now, pf);
                     self.scratch.clear();
                 }
