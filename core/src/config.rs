@@ -154,6 +154,14 @@ pub struct HubConfig {
     /// also mixes in the `unix_now` given to [`crate::Hub::new`], so two hubs
     /// started at different times never share an epoch even with seed 0.
     pub seed: u64,
+    /// Positions and history come from an external store (a broker shared
+    /// by several hubs) instead of the in-memory one: publications with
+    /// their positions arrive through [`crate::Hub::publish_positioned`],
+    /// and a subscribe with `recover` / `history` / `positions` asks the
+    /// driver with [`crate::Event::HistoryRead`]. `Hub::publish` then reaches
+    /// plain subscribers only, and `Hub::history` answers `NoHistory` (read
+    /// the store). Off by default.
+    pub external_history: bool,
 }
 
 impl Default for HubConfig {
@@ -187,6 +195,7 @@ impl Default for HubConfig {
             max_http_body: 64 * 1024,
             history: HistoryConfig::default(),
             seed: 0,
+            external_history: false,
         }
     }
 }
@@ -290,6 +299,7 @@ impl fmt::Debug for HubConfig {
             .field("max_invalid_messages", &self.max_invalid_messages)
             .field("max_messages_per_second", &self.max_messages_per_second)
             .field("history", &self.history)
+            .field("external_history", &self.external_history)
             .finish_non_exhaustive()
     }
 }

@@ -43,6 +43,8 @@ pub(crate) struct Conn {
     pub subs: Subscriptions,
     /// Replays still being paced to this connection's subscriptions.
     pub replays: Vec<Replay>,
+    /// Reads out and acked epochs with an external history store.
+    pub external: Option<Box<crate::hub::ExternalSubs>>,
     pub identity: Option<Box<Identity>>,
     pub peer: PeerInfo,
     pub opened_at: Instant,
@@ -76,6 +78,7 @@ impl Conn {
             out: Outbound::default(),
             subs: Subscriptions::default(),
             replays: Vec::new(),
+            external: None,
             identity: None,
             peer,
             opened_at: now,

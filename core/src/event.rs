@@ -161,6 +161,33 @@ pub enum Event {
         /// How many events were dropped.
         count: u64,
     },
+    /// Only with [`crate::HubConfig::external_history`]: a subscribe needs
+    /// a channel's history from the external store. Answer with
+    /// [`crate::Hub::answer_history_read`], with the channel's position and
+    /// its publications with offset > `since` (the newest `limit` when
+    /// `since` is `None`), at most `limit` of them (0: the position only).
+    /// Meanwhile the subscription is held back from the live stream and the
+    /// hub buffers what [`crate::Hub::publish_positioned`] brings for it.
+    HistoryRead {
+        /// Names this read in the answer.
+        read: HistoryReadId,
+        /// The channel.
+        channel: String,
+        /// Publications after this offset; `None`: the newest `limit`.
+        since: Option<u64>,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// Names one [`Event::HistoryRead`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistoryReadId(pub(crate) u64);
+
+impl fmt::Display for HistoryReadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "read#{}", self.0)
+    }
 }
 
 /// A call the hub cannot carry out; the caller's mistake, never the peer's.

@@ -202,7 +202,7 @@ pub use auth::{AuthDecision, AuthFailure, Authenticator, Rejection};
 pub use command::{HubCommands, Stopped};
 pub use config::{ChannelPolicy, HubConfig, Mode};
 pub use conn_map::ConnMap;
-pub use event::{CloseReason, ConnId, Event, Stats, UsageError};
+pub use event::{CloseReason, ConnId, Event, HistoryReadId, Stats, UsageError};
 pub use history::{
     HistoryConfig, HistoryError, HistoryPage, HistoryRule, Publication, StreamPosition,
 };

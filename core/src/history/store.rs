@@ -369,6 +369,16 @@ impl Store {
                     .is_some_and(|s| s.gen == *g && s.armed == Some(*at))
             });
         }
+        if self.streams.capacity() > 4 * self.streams.len() + 64 {
+            // Most channels are gone: give their tables' memory back.
+            self.by_name.shrink_to_fit();
+            self.streams.shrink_to_fit();
+            let streams = &self.streams;
+            self.oldest
+                .retain(|Reverse((_, k, off))| live_front(streams, *k, *off));
+            self.oldest.shrink_to_fit();
+            self.expiry.shrink_to_fit();
+        }
     }
 
     /// The earliest deadline the store has (for expiry from `handle_timeout`).

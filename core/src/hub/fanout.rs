@@ -24,6 +24,7 @@ impl Hub {
         let conn = &mut self.conns[slot as usize];
         conn.subs = conn_subs;
         conn.replays.retain(|r| &*r.channel != channel);
+        self.cancel_read(slot, channel);
         removed
     }
 
@@ -39,6 +40,7 @@ impl Hub {
         let conn = &mut self.conns[slot as usize];
         conn.subs = conn_subs;
         conn.replays = Vec::new();
+        self.cancel_reads(slot);
         if let Some(user) = self.conns[slot as usize].user_id().map(str::to_owned) {
             if let Some(list) = self.users.get_mut(&user) {
                 list.retain(|&s| s != slot);

@@ -49,9 +49,13 @@ impl Hub {
         match positioned {
             Some(pj) => {
                 let pf = frame::server_frame(OpCode::Text, &pj);
-                self.store.push(t, channel, pf.clone());
-                if !positioned_members.is_empty() {
+                if positioned_members.is_empty() {
+                    // Moved, not cloned: an unshared `Bytes` needs no
+                    // shared header (24 B per stored publication).
+                    self.store.push(t, channel, pf);
+                } else {
                     self.scratch.extend_from_slice(positioned_members);
+                    self.store.push(t, channel, pf.clone());
                     delivered += self.fan_out(now, pf);
                     self.scratch.clear();
                 }
@@ -84,6 +88,9 @@ impl Hub {
         if matches!(from, Resume::History(n) if n > max_replay) {
             let text = "history must be at most max_replay";
             return self.invalid_always(now, slot, id, ErrorCode::BadRequest, text);
+        }
+        if self.cfg.external_history {
+            return self.external_subscribe(slot, id, channel, from);
         }
         let Some(stream) = self.store.ensure(t, channel) else {
             // No history here: a plain subscription, and an empty epoch says so.
@@ -126,27 +133,8 @@ impl Hub {
                 self.stats.recoveries_failed += 1;
             }
         }
-        // Subscribe paused, or pause the subscription held (a re-sync).
-        let mut conn_subs = std::mem::take(&mut self.conns[slot as usize].subs);
-        if self.router.list_of(&conn_subs, channel).is_some() {
-            let conns = &mut self.conns;
-            self.router.move_to(
-                slot,
-                &mut conn_subs,
-                channel,
-                List::Paused,
-                |moved, key, pos| {
-                    if let Some(c) = conns.get_mut(moved as usize) {
-                        Router::set_position(&mut c.subs, key, pos);
-                    }
-                },
-            );
-        } else {
-            self.router
-                .subscribe_in(slot, &mut conn_subs, channel, List::Paused);
-        }
+        self.pause_subscription(slot, channel);
         let conn = &mut self.conns[slot as usize];
-        conn.subs = conn_subs;
         conn.replays.retain(|r| &*r.channel != channel);
         let name: Arc<str> = self
             .store
@@ -163,6 +151,31 @@ impl Hub {
         };
         self.send_ack(now, slot, id.as_ref(), &ack);
         self.pump_replays(now, slot);
+    }
+
+    /// Subscribes `slot` to `channel` in the paused list, or moves the
+    /// subscription it holds there (a re-sync).
+    pub(super) fn pause_subscription(&mut self, slot: Slot, channel: &str) {
+        let conn = &mut self.conns[slot as usize];
+        if self.router.list_of(&conn.subs, channel).is_some() {
+            self.move_subscription(slot, channel, List::Paused);
+        } else {
+            self.router
+                .subscribe_in(slot, &mut conn.subs, channel, List::Paused);
+        }
+    }
+
+    /// Moves a held subscription to another list.
+    pub(super) fn move_subscription(&mut self, slot: Slot, channel: &str, list: List) {
+        let mut conn_subs = std::mem::take(&mut self.conns[slot as usize].subs);
+        let conns = &mut self.conns;
+        self.router
+            .move_to(slot, &mut conn_subs, channel, list, |moved, key, pos| {
+                if let Some(c) = conns.get_mut(moved as usize) {
+                    Router::set_position(&mut c.subs, key, pos);
+                }
+            });
+        self.conns[slot as usize].subs = conn_subs;
     }
 
     /// The channel policy and the per-connection limits for a client subscribe.
@@ -189,7 +202,13 @@ impl Hub {
         Ok(())
     }
 
-    fn send_ack(&mut self, now: Instant, slot: Slot, id: Option<&Value>, ack: &SubscribeAck) {
+    pub(super) fn send_ack(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        id: Option<&Value>,
+        ack: &SubscribeAck,
+    ) {
         let json = ack.ack_json(id, self.timestamp(now));
         let f = frame::server_frame(OpCode::Text, &json);
         self.enqueue(now, slot, f);
@@ -253,24 +272,10 @@ impl Hub {
             r.next += 1;
             self.push_frame(now, slot, frame);
         });
-        let mut conn_subs = std::mem::take(&mut self.conns[slot as usize].subs);
         for channel in live {
-            let conns = &mut self.conns;
-            self.router.move_to(
-                slot,
-                &mut conn_subs,
-                &channel,
-                List::Positioned,
-                |moved, key, pos| {
-                    if let Some(c) = conns.get_mut(moved as usize) {
-                        Router::set_position(&mut c.subs, key, pos);
-                    }
-                },
-            );
+            self.move_subscription(slot, &channel, List::Positioned);
         }
-        let conn = &mut self.conns[slot as usize];
-        conn.subs = conn_subs;
-        conn.replays = replays;
+        self.conns[slot as usize].replays = replays;
     }
 
     /// Runs the history store's deadlines due at `now`.

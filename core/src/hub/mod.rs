@@ -28,6 +28,7 @@ use crate::request::{Identity, PeerInfo};
 use crate::router::{Router, Slot, SubscribeOutcome};
 use crate::timers::{TimerKey, TimerKind, Timers};
 
+mod external;
 mod fanout;
 mod history;
 mod inbound;
@@ -35,6 +36,8 @@ mod lifecycle;
 #[cfg(any(test, feature = "testing"))]
 mod testing;
 mod upgrade;
+
+pub(crate) use external::ExternalSubs;
 
 /// The sans-IO WebSocket hub: every connection's handshake, frames,
 /// subscriptions, deadlines and output queue. Its methods come in four groups:
@@ -73,6 +76,9 @@ pub struct Hub {
     router: Router,
     /// Channel positions and recent publications.
     store: Store,
+    /// External-store reads out: read id -> (slot, generation).
+    reads: HashMap<u64, (Slot, u32)>,
+    next_read: u64,
     users: HashMap<String, Vec<Slot>>,
     timers: Timers,
     ready: VecDeque<(Slot, u32)>,
@@ -105,9 +111,20 @@ impl Hub {
             subprotocols: config.subprotocols.clone(),
             http_fallback: config.http_fallback,
         };
-        let store = Store::new(config.history.clone(), config.seed, unix_now);
+        // With an external store the in-memory one numbers and keeps nothing.
+        let history = if config.external_history {
+            crate::history::HistoryConfig {
+                rules: Vec::new(),
+                ..config.history.clone()
+            }
+        } else {
+            config.history.clone()
+        };
+        let store = Store::new(history, config.seed, unix_now);
         Ok(Hub {
             store,
+            reads: HashMap::new(),
+            next_read: 0,
             cfg: config,
             hs_cfg,
             conns: Slab::new(),
