@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 use wshub_core::auth::constant_time_eq;
 use wshub_core::command::HubCommands;
-use wshub_core::{Message, Stats, UpgradeRequest};
+use wshub_core::{HistoryError, Message, Stats, UpgradeRequest};
 
 /// An HTTP response.
 #[derive(Debug, PartialEq)]
@@ -43,18 +43,29 @@ impl Response {
 /// The live page.
 pub const PAGE: &str = include_str!("page.html");
 
-/// Answers one request. `admin_key`: the key that may publish (None: the
-/// publish API is off). `check_token`: whether a client token is good (for
-/// `/api/whoami`, which the page uses to tell an auth failure apart from a
-/// network one; browsers hide a refused upgrade's status).
+/// What the API needs to know besides the hub.
+pub struct Settings<'a> {
+    /// The key that may publish and read history (None: those are off).
+    pub admin_key: Option<&'a str>,
+    /// Whether a client token is good (for `/api/whoami`, which the page
+    /// uses to tell an auth failure apart from a network one; browsers hide
+    /// a refused upgrade's status).
+    pub check_token: &'a dyn Fn(&UpgradeRequest) -> bool,
+    /// The hub's `history.max_replay`: the default and largest `limit` of
+    /// `GET /api/history`.
+    pub history_max_replay: usize,
+}
+
+/// Answers one request.
 pub fn route(
     method: &str,
     request: &UpgradeRequest,
     body: &[u8],
-    admin_key: Option<&str>,
-    check_token: &dyn Fn(&UpgradeRequest) -> bool,
+    settings: &Settings<'_>,
     hub: &dyn HubCommands,
 ) -> Response {
+    let admin_key = settings.admin_key;
+    let check_token = settings.check_token;
     match (method, request.path()) {
         ("GET", "/") | ("GET", "/index.html") => Response {
             status: 200,
@@ -107,7 +118,12 @@ pub fn route(
                 }
             }
         }
+        ("GET", "/api/history") => match authorize_admin(request, admin_key) {
+            Err(r) => r,
+            Ok(()) => history(request, settings.history_max_replay, hub),
+        },
         (_, "/api/publish" | "/api/broadcast") => Response::error(405, "use POST"),
+        (_, "/api/history") => Response::error(405, "use GET"),
         _ => Response::error(404, "not found"),
     }
 }
@@ -116,7 +132,7 @@ fn authorize_admin(request: &UpgradeRequest, admin_key: Option<&str>) -> Result<
     let Some(key) = admin_key else {
         return Err(Response::error(
             403,
-            "the publish API is off: start with --admin-key",
+            "the admin API (publish, history) is off: start with --admin-key",
         ));
     };
     let given = request
@@ -210,6 +226,58 @@ fn parse_message(
     }
 }
 
+/// `GET /api/history?channel=C[&since=N][&limit=M]`: the channel's stored
+/// publications after offset `since` (the newest `limit` without it), at
+/// most `limit` (default and largest: `max_replay`), and its position. Each
+/// publication is the JSON text a positioned subscriber got, byte for byte.
+fn history(request: &UpgradeRequest, max_replay: usize, hub: &dyn HubCommands) -> Response {
+    let channel = match request.query_param("channel") {
+        Some(c) if !c.is_empty() => c,
+        _ => return Response::error(400, "channel is required"),
+    };
+    let since = match request.query_param("since").map(|s| s.parse::<u64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Response::error(400, "since must be an offset (a whole number)"),
+    };
+    let limit = match request.query_param("limit").map(|s| s.parse::<usize>()) {
+        None => max_replay,
+        Some(Ok(n)) if (1..=max_replay).contains(&n) => n,
+        Some(_) => {
+            let e = format!("limit must be in 1..={max_replay}");
+            return Response::error(400, &e);
+        }
+    };
+    let page = match hub.history(&channel, since, limit) {
+        Err(_) => return Response::error(503, "hub stopped"),
+        Ok(Err(HistoryError::NoHistory)) => {
+            return Response::error(404, "the channel keeps no history")
+        }
+        Ok(Err(e)) => return Response::error(400, &e.to_string()),
+        Ok(Ok(page)) => page,
+    };
+    // Written by hand so each publication's stored text goes out unchanged.
+    let mut body = format!(
+        "{{\"channel\":{},\"offset\":{},\"epoch\":{},\"publications\":[",
+        Value::from(channel),
+        page.position.offset,
+        Value::from(page.position.epoch)
+    )
+    .into_bytes();
+    for (i, p) in page.publications.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&p.json);
+    }
+    body.extend_from_slice(b"]}");
+    Response {
+        status: 200,
+        content_type: "application/json",
+        body,
+    }
+}
+
 fn stats_json(s: &Stats, channels: &[(String, usize)]) -> Value {
     let per_channel: serde_json::Map<String, Value> = channels
         .iter()
@@ -226,6 +294,11 @@ fn stats_json(s: &Stats, channels: &[(String, usize)]) -> Value {
         "bytes_out": s.bytes_out,
         "auth_failures": s.auth_failures,
         "slow_consumers": s.slow_consumers,
+        "history_messages": s.history_messages,
+        "history_bytes": s.history_bytes,
+        "history_evictions": s.history_evictions,
+        "recoveries": s.recoveries,
+        "recoveries_failed": s.recoveries_failed,
     })
 }
 
@@ -290,6 +363,36 @@ fn metrics(s: &Stats, channels: &[(String, usize)]) -> String {
         "Connections cut as slow consumers.",
         s.slow_consumers.to_string(),
     );
+    metric(
+        "wshub_history_messages",
+        "gauge",
+        "Publications held in the history.",
+        s.history_messages.to_string(),
+    );
+    metric(
+        "wshub_history_bytes",
+        "gauge",
+        "Bytes of the publications held in the history.",
+        s.history_bytes.to_string(),
+    );
+    metric(
+        "wshub_history_evictions_total",
+        "counter",
+        "Publications dropped from the history to stay under --history-max-bytes.",
+        s.history_evictions.to_string(),
+    );
+    metric(
+        "wshub_recoveries_total",
+        "counter",
+        "Resumed subscriptions that got every missed publication.",
+        s.recoveries.to_string(),
+    );
+    metric(
+        "wshub_recoveries_failed_total",
+        "counter",
+        "Resumed subscriptions told recovered: false.",
+        s.recoveries_failed.to_string(),
+    );
     out.push_str("# HELP wshub_channel_subscribers Subscribers per channel.\n# TYPE wshub_channel_subscribers gauge\n");
     for (c, n) in channels {
         let label = c
@@ -308,11 +411,12 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use wshub_core::command::{Command, Reply, Stopped};
-    use wshub_core::PeerInfo;
+    use wshub_core::{HistoryPage, PeerInfo, Publication, StreamPosition};
 
     #[derive(Default)]
     struct Fake {
         published: RefCell<Vec<(Option<String>, Message)>>,
+        reads: RefCell<Vec<(String, Option<u64>, usize)>>,
     }
 
     impl HubCommands for Fake {
@@ -331,6 +435,31 @@ mod tests {
                     ..Stats::default()
                 }),
                 Command::Channels => Reply::Channels(vec![("a\"b".into(), 1)]),
+                Command::History {
+                    channel,
+                    since,
+                    limit,
+                } => {
+                    self.reads
+                        .borrow_mut()
+                        .push((channel.clone(), since, limit));
+                    Reply::History(match channel.as_str() {
+                        "none" => Err(HistoryError::NoHistory),
+                        _ if since > Some(9) => Err(HistoryError::FromTheFuture),
+                        _ => Ok(HistoryPage {
+                            position: StreamPosition {
+                                offset: 9,
+                                epoch: "e\"1".into(),
+                            },
+                            publications: [8, 9]
+                                .map(|n| Publication {
+                                    offset: n,
+                                    json: format!(r#"{{"type":"event","channel":"c","data":{n},"offset":{n}}}"#).into(),
+                                })
+                                .to_vec(),
+                        }),
+                    })
+                }
                 other => panic!("the API does not send {other:?}"),
             })
         }
@@ -348,14 +477,12 @@ mod tests {
     }
 
     fn call(method: &str, r: &UpgradeRequest, body: &str, hub: &Fake) -> Response {
-        route(
-            method,
-            r,
-            body.as_bytes(),
-            Some("adm1n"),
-            &|r| r.query_param("token").as_deref() == Some("good"),
-            hub,
-        )
+        let settings = Settings {
+            admin_key: Some("adm1n"),
+            check_token: &|r| r.query_param("token").as_deref() == Some("good"),
+            history_max_replay: 50,
+        };
+        route(method, r, body.as_bytes(), &settings, hub)
     }
 
     #[test]
@@ -391,15 +518,16 @@ mod tests {
             (ch.as_deref(), m.kind.as_str(), &m.data),
             (Some("c"), "event", &json!({"x":1}))
         );
-        let off = route(
-            "POST",
-            &req("/api/publish", &[("Authorization", "Bearer adm1n")]),
-            body.as_bytes(),
-            None,
-            &|_| true,
-            &hub,
-        );
-        assert_eq!(off.status, 403);
+        let settings = Settings {
+            admin_key: None,
+            check_token: &|_| true,
+            history_max_replay: 50,
+        };
+        for (method, target) in [("POST", "/api/publish"), ("GET", "/api/history?channel=c")] {
+            let r = req(target, &[("Authorization", "Bearer adm1n")]);
+            let off = route(method, &r, body.as_bytes(), &settings, &hub);
+            assert_eq!(off.status, 403, "{target}");
+        }
     }
 
     #[test]
@@ -507,5 +635,97 @@ mod tests {
         // The key is still needed.
         let r = call("POST", &req("/api/publish", &[]), body, &hub);
         assert_eq!(r.status, 401);
+    }
+
+    #[test]
+    fn history_reads_with_the_admin_key() {
+        let hub = Fake::default();
+        let admin = [("Authorization", "Bearer adm1n")];
+        let get = |target: &str, headers: &[(&str, &str)]| {
+            let r = call("GET", &req(target, headers), "", &hub);
+            (r.status, String::from_utf8(r.body).unwrap())
+        };
+        assert_eq!(
+            get("/api/history?channel=c&since=7&limit=2", &admin),
+            (
+                200,
+                r#"{"channel":"c","offset":9,"epoch":"e\"1","publications":[{"type":"event","channel":"c","data":8,"offset":8},{"type":"event","channel":"c","data":9,"offset":9}]}"#
+                    .to_string()
+            )
+        );
+        let (status, body) = get("/api/history?channel=a%20b", &admin);
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["channel"], "a b");
+        assert_eq!(v["publications"][1]["offset"], 9);
+        assert_eq!(
+            hub.reads.take(),
+            [("c".into(), Some(7), 2), ("a b".into(), None, 50)],
+            "limit defaults to max_replay"
+        );
+        for (target, status) in [
+            ("/api/history", 400),
+            ("/api/history?channel=", 400),
+            ("/api/history?channel=c&since=-1", 400),
+            ("/api/history?channel=c&since=x", 400),
+            ("/api/history?channel=c&limit=0", 400),
+            ("/api/history?channel=c&limit=51", 400),
+            ("/api/history?channel=c&since=10", 400),
+            ("/api/history?channel=none", 404),
+        ] {
+            assert_eq!(get(target, &admin).0, status, "{target}");
+        }
+        assert!(get("/api/history?channel=c&since=10", &admin)
+            .1
+            .contains("past the channel's newest offset"));
+        assert!(get("/api/history?channel=c&limit=51", &admin)
+            .1
+            .contains("1..=50"));
+        assert_eq!(get("/api/history?channel=c", &[]).0, 401);
+        assert_eq!(
+            get(
+                "/api/history?channel=c",
+                &[("Authorization", "Bearer nope")]
+            )
+            .0,
+            401
+        );
+        assert_eq!(
+            call("POST", &req("/api/history?channel=c", &admin), "", &hub).status,
+            405
+        );
+    }
+
+    #[test]
+    fn stats_and_metrics_show_the_history() {
+        let s = Stats {
+            history_messages: 4,
+            history_bytes: 400,
+            history_evictions: 2,
+            recoveries: 3,
+            recoveries_failed: 1,
+            ..Stats::default()
+        };
+        let v = stats_json(&s, &[]);
+        assert_eq!(
+            [
+                &v["history_messages"],
+                &v["history_bytes"],
+                &v["history_evictions"],
+                &v["recoveries"],
+                &v["recoveries_failed"]
+            ],
+            [&json!(4), &json!(400), &json!(2), &json!(3), &json!(1)]
+        );
+        let m = metrics(&s, &[]);
+        for line in [
+            "wshub_history_messages 4\n",
+            "wshub_history_bytes 400\n",
+            "wshub_history_evictions_total 2\n",
+            "wshub_recoveries_total 3\n",
+            "wshub_recoveries_failed_total 1\n",
+        ] {
+            assert!(m.contains(line), "{line}: {m}");
+        }
     }
 }

@@ -14,6 +14,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use wshub_core::{HubConfig, Secret};
 
 pub use crate::logging::LogFormat;
+pub use history::HistoryFlags;
+
+mod history;
 
 #[derive(Parser)]
 #[command(
@@ -187,6 +190,9 @@ pub struct ServeOptions {
     /// Limits and timers.
     #[command(flatten)]
     pub limits: Limits,
+    /// History and recovery.
+    #[command(flatten)]
+    pub history: HistoryFlags,
     /// Log lines on stderr: human or json.
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = parse_log_format)]
     pub log_format: LogFormat,
@@ -224,6 +230,7 @@ pub(crate) fn what(value_name: &str) -> &'static str {
         "RATE" => RATE,
         "FORMAT" => LOG_FORMAT,
         "LEVEL" => "a level like info or debug, or a RUST_LOG filter",
+        history::RULE => history::RULE_WHAT,
         _ => "a string",
     }
 }
@@ -255,6 +262,7 @@ impl fmt::Debug for ServeOptions {
             .field("echo", &self.echo)
             .field("runtime", &self.runtime)
             .field("limits", &self.limits)
+            .field("history", &self.history)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .finish()
@@ -348,7 +356,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A size: `64KiB`, `1MiB`, `512`, `2kb` (k = 1024 either way).
-fn parse_size(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let mult = match unit.to_ascii_lowercase().as_str() {
@@ -366,7 +374,7 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}` is not {SIZE}"))
 }
 
-fn parse_count(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_count(s: &str) -> Result<usize, String> {
     s.parse()
         .ok()
         .filter(|&n| n > 0)
@@ -654,8 +662,10 @@ impl ServeOptions {
         }
         let mut cfg = HubConfig::default();
         self.limits.apply(&mut cfg);
+        self.history.apply(&mut cfg.history);
         cfg.validate().map_err(|e| {
-            let field = e.field.replace('_', "-");
+            let field =
+                history::flag_of(e.field).map_or_else(|| e.field.replace('_', "-"), str::to_owned);
             let mut msg = format!("{}: {}", label(&field), e.problem);
             // "must be longer than ping_interval": say where that one was set.
             let other = e.problem.rsplit(' ').next().unwrap_or("").replace('_', "-");
@@ -665,6 +675,13 @@ impl ServeOptions {
             CliError(msg)
         })
     }
+}
+
+/// A random seed for the hub's channel epochs, from the operating system.
+pub fn random_seed() -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).map_err(std::io::Error::other)?;
+    Ok(u64::from_le_bytes(b))
 }
 
 /// A random 128-bit token, hex, from the operating system.

@@ -174,8 +174,10 @@ fn start_server(listen: &str) -> io::Result<Served> {
     let mut config = HubConfig {
         http_fallback: true,
         policy: Arc::new(PublishPatterns::new(Vec::<String>::new())),
+        seed: crate::cli::random_seed()?,
         ..HubConfig::default()
     };
+    let history_max_replay = config.history.max_replay;
     let source = TokenSource::BearerOrQuery("token".into());
     config.authenticator =
         Arc::new(ApiKeyAuth::new([(token.clone(), "user".to_owned())]).source(source));
@@ -190,7 +192,12 @@ fn start_server(listen: &str) -> io::Result<Served> {
             let check = |req: &UpgradeRequest| {
                 matches!(authenticator.authenticate(req), AuthDecision::Accept(_))
             };
-            serve_events(&r, Some(&admin), &check);
+            let settings = api::Settings {
+                admin_key: Some(&admin),
+                check_token: &check,
+                history_max_replay,
+            };
+            serve_events(&r, &settings);
         })?;
     Ok(Served {
         running,
@@ -201,12 +208,8 @@ fn start_server(listen: &str) -> io::Result<Served> {
 
 /// The event loop of a hub served in process: answers HTTP requests with
 /// [`api::route`] (the page, health, stats, the publish API for
-/// `admin_key`) until the hub has shut down.
-pub fn serve_events(
-    running: &Running,
-    admin_key: Option<&str>,
-    check_token: &dyn Fn(&UpgradeRequest) -> bool,
-) {
+/// the admin key) until the hub has shut down.
+pub fn serve_events(running: &Running, settings: &api::Settings<'_>) {
     while let Some(event) = running.next_event() {
         match event {
             Event::HttpRequest {
@@ -215,7 +218,7 @@ pub fn serve_events(
                 request,
                 body,
             } => {
-                let r = api::route(&method, &request, &body, admin_key, check_token, running);
+                let r = api::route(&method, &request, &body, settings, running);
                 let headers = r.headers();
                 let _ = running.http_respond(conn, r.status, headers, r.body);
             }

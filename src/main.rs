@@ -2,9 +2,10 @@
 //!
 //! `wshub serve` listens on 127.0.0.1:8080 with the WebSocket endpoint at `/ws`
 //! and an HTTP API on the same port (`/`, `/healthz`, `/api/stats`,
-//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`). With no auth
-//! option it generates a token at start and prints the page URL with it, as
-//! Jupyter does; `--no-auth` turns auth off.
+//! `/metrics`, `POST /api/publish`, `POST /api/broadcast`,
+//! `GET /api/history`). With no auth option it generates a token at start
+//! and prints the page URL with it, as Jupyter does; `--no-auth` turns auth
+//! off.
 //!
 //! Command-line errors go to stderr as `wshub: ...` with exit code 2; once
 //! serving, everything goes through `tracing` (see [`logging`]).
@@ -137,6 +138,9 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
         config.max_messages_per_second = 0;
     }
     opts.limits.apply(&mut config);
+    opts.history.apply(&mut config.history);
+    config.seed = cli::random_seed()?;
+    let history_max_replay = config.history.max_replay;
     let generated = if opts.no_auth || opts.has_auth() {
         None
     } else {
@@ -153,7 +157,7 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
         warn!("authentication is OFF (--no-auth): anyone who can reach {addr} can connect");
     }
     if admin_key.is_none() {
-        info!("the publish API is off (no --admin-key)");
+        info!("the admin API (publish, history) is off (no --admin-key)");
     }
     if let Some(token) = &generated {
         // Printed once, on purpose, like Jupyter: the operator needs it. The
@@ -178,8 +182,11 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
                     &method,
                     &request,
                     &body,
-                    admin_key.as_deref(),
-                    &check_token,
+                    &api::Settings {
+                        admin_key: admin_key.as_deref(),
+                        check_token: &check_token,
+                        history_max_replay,
+                    },
                     &*running,
                 );
                 // The path only: the query may carry ?token=.

@@ -3,7 +3,9 @@
 //!
 //! Built on the reconnecting client ([`wshub_blocking::client`], no async
 //! runtime): it reconnects with backoff and restores its subscriptions after
-//! every outage, logging state changes on stderr. SIGINT or SIGTERM closes the
+//! every outage, resuming each from the last message it printed (the hub
+//! replays what was missed, so nothing is printed twice or lost), logging
+//! state changes on stderr, and a line when a resume could not recover. SIGINT or SIGTERM closes the
 //! connection cleanly (a 1000 close) and exits 0. An authentication failure
 //! exits 1 at once (the same token would fail again); bad arguments exit 2.
 
@@ -21,7 +23,9 @@ use crate::connect::{message_line, ClientArgs, Target};
 #[derive(clap::Args, Debug)]
 #[command(
     long_about = "Prints every message on CHANNEL(s) as one JSON line on stdout until SIGINT or \
-             SIGTERM; reconnects with backoff and resubscribes; logs to stderr.",
+             SIGTERM; reconnects with backoff and resumes each channel where it left off \
+             (the hub replays what was missed; a line on stderr says when it could not); logs \
+             to stderr.",
     after_help = "exit status: 0 after SIGINT/SIGTERM, 1 on authentication failure, 2 on bad \
                   arguments"
 )]
@@ -153,6 +157,14 @@ pub fn run(opts: SubOptions) -> ExitCode {
             ClientEvent::Closed => break,
             // Driver-level requests never reach the application.
             ClientEvent::Connect { .. } | ClientEvent::CloseSocket => {}
+            ClientEvent::Recovered { channel, replayed } => {
+                eprintln!("wshub sub: resumed {channel}: {replayed} missed message(s) replayed")
+            }
+            ClientEvent::RecoveryFailed { channel, position } => eprintln!(
+                "wshub sub: could not recover {channel}: messages published while disconnected \
+                 may be missing (continuing after offset {} of epoch {})",
+                position.offset, position.epoch
+            ),
         }
     }
     code

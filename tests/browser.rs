@@ -3,7 +3,10 @@
 //! `wshub serve` on loopback. Scenarios, asserting what the user sees:
 //! subscribe through the page and see an API publish; a wrong token shows the
 //! auth failure and never connects; `wshub exec` output appears line by line
-//! with the exit badge; a long log keeps only its newest lines.
+//! with the exit badge; a long log keeps only its newest lines; a page whose
+//! socket drops (a proxy cuts it) resumes with `recover` and shows every
+//! line exactly once, in order; one that comes back to another hub says
+//! output may be missing.
 //!
 //! Needs `/usr/bin/chromium`, node and tests/browser/node_modules: run
 //! `tests/browser/install.sh` once. Without them this test fails (saying so)
@@ -145,7 +148,7 @@ fn the_page_in_headless_chromium() {
         status.success(),
         "the browser tests failed ({status})\n{report}"
     );
-    for n in 1..=4 {
+    for n in 1..=6 {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("ok {n} - "))),
             "scenario {n} did not pass\n{report}"

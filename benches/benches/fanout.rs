@@ -25,6 +25,13 @@
 //! - `instant_pair`: cost of the `Instant::now()` pair around each timed
 //!   region, included in every figure above (it matters only at n = 1).
 //!
+//! - `history_off` / `history_on` (n = 1,000 under `cargo bench`): the
+//!   `wshub_publish` measurement on two hubs built the same way, one with
+//!   `HistoryConfig::off()` and one with the default history (every channel,
+//!   100 publications): the cost of numbering, framing the positioned
+//!   variant once and storing it, with plain subscribers only. The hub
+//!   default is history on, so `wshub_publish` above includes it too.
+//!
 //! Between timed publishes no `handle_timeout` runs: the write-stall check
 //! armed by the first output stays armed, as it does in a server publishing
 //! more often than once per `write_timeout`.
@@ -39,10 +46,59 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 use wshub_benches::{
-    bench_mode, drain_output, fanout_hub, start_instant, text_payload, NaiveHub, CHANNEL,
-    UNIX_START,
+    bench_mode, drain_output, fanout_hub, open_upgraded, start_instant, text_payload, NaiveHub,
+    CHANNEL, UNIX_START,
 };
-use wshub_core::Message;
+use wshub_core::{HistoryConfig, Hub, HubConfig, Message};
+
+/// [`fanout_hub`] with the history configuration given.
+fn hub_with_history(now: Instant, n: usize, history: HistoryConfig) -> Hub {
+    let cfg = HubConfig {
+        max_connections: n * 2,
+        history,
+        ..HubConfig::default()
+    };
+    let mut hub = Hub::new(cfg, now, UNIX_START).expect("bench config");
+    let mut frames = Vec::new();
+    for _ in 0..n {
+        let id = open_upgraded(&mut hub, now, &mut frames);
+        hub.subscribe(now, id, CHANNEL).expect("subscribe");
+    }
+    hub
+}
+
+/// History on vs off, same fixture, same run.
+fn history(c: &mut Criterion) {
+    let mut group = c.benchmark_group("history");
+    let now = start_instant();
+    let n = if bench_mode() { 1_000 } else { 100 };
+    let template = Message::new("event", Value::String(text_payload(64)));
+    group.throughput(Throughput::Elements(n as u64));
+    for (name, cfg) in [
+        ("history_off", HistoryConfig::off()),
+        ("history_on", HistoryConfig::default()),
+    ] {
+        let mut hub = hub_with_history(now, n, cfg);
+        let mut frames: Vec<Bytes> = Vec::new();
+        group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let m = template.clone();
+                    let t = Instant::now();
+                    let got = hub.publish(now, black_box(CHANNEL), m);
+                    total += t.elapsed();
+                    debug_assert_eq!(got, n);
+                    black_box(got);
+                    drain_output(&mut hub, now, &mut frames);
+                }
+                total
+            })
+        });
+        assert_eq!(hub.stats().slow_consumers, 0);
+    }
+    group.finish();
+}
 
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout");
@@ -155,6 +211,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = fanout
+    targets = fanout, history
 }
 criterion_main!(benches);

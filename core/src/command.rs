@@ -26,6 +26,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::history::{HistoryError, HistoryPage};
 use crate::{AuthDecision, ConnId, Hub, Identity, Message, Rejection, Stats, UsageError};
 
 /// One application command to a hub.
@@ -79,6 +80,15 @@ pub enum Command {
     SubscriberCount(String),
     /// [`Hub::channels`]; replies [`Reply::Channels`].
     Channels,
+    /// [`Hub::history`]; replies [`Reply::History`].
+    History {
+        /// The channel.
+        channel: String,
+        /// Publications after this offset; `None`: the newest `limit`.
+        since: Option<u64>,
+        /// At most this many (1..=max_replay).
+        limit: usize,
+    },
 }
 
 impl Command {
@@ -105,6 +115,8 @@ pub enum Reply {
     Stats(Stats),
     /// Channels with their subscriber counts.
     Channels(Vec<(String, usize)>),
+    /// A history read.
+    History(Result<HistoryPage, HistoryError>),
     /// The command named a closed connection or did not fit its state.
     Refused(UsageError),
 }
@@ -164,6 +176,11 @@ impl Hub {
             Command::Stats => Reply::Stats(self.stats()),
             Command::SubscriberCount(channel) => Reply::Count(self.subscriber_count(&channel)),
             Command::Channels => Reply::Channels(self.channels()),
+            Command::History {
+                channel,
+                since,
+                limit,
+            } => Reply::History(self.history(now, &channel, since, limit)),
         }
     }
 }
@@ -400,6 +417,25 @@ macro_rules! hub_command_methods {
             match self.command($crate::command::Command::Channels)$($wait)*? {
                 $crate::command::Reply::Channels(channels) => ::core::result::Result::Ok(channels),
                 _ => ::core::unreachable!("Channels answers Channels"),
+            }
+        }
+
+        /// A channel's stored publications after `since` (or the newest
+        /// `limit` when `None`), at most `limit`, with its position.
+        $($head)* fn history(
+            &self,
+            channel: &str,
+            since: ::core::option::Option<u64>,
+            limit: usize,
+        ) -> ::core::result::Result<
+            ::core::result::Result<$crate::history::HistoryPage, $crate::history::HistoryError>,
+            $crate::command::Stopped,
+        > {
+            let channel = ::std::borrow::ToOwned::to_owned(channel);
+            let command = $crate::command::Command::History { channel, since, limit };
+            match self.command(command)$($wait)*? {
+                $crate::command::Reply::History(page) => ::core::result::Result::Ok(page),
+                _ => ::core::unreachable!("History answers History"),
             }
         }
     };

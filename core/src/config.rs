@@ -5,6 +5,7 @@ use core::time::Duration;
 use std::sync::Arc;
 
 use crate::auth::{AllowAll, Authenticator};
+use crate::history::HistoryConfig;
 use crate::request::Identity;
 
 /// Decides who may subscribe and publish to which channel.
@@ -163,6 +164,23 @@ pub struct HubConfig {
     /// last says `Connection: close` and ends it, so that no client holds
     /// one connection forever. 1 closes after every answer. Default 100.
     pub max_http_requests_per_connection: u32,
+    /// Which channels keep a history of recent publications, and the caps.
+    /// On by default (every channel, 100 publications, 5 minutes, 64 MiB in
+    /// all), so a reconnecting client loses nothing with no setting;
+    /// [`HistoryConfig::off`] turns it off.
+    pub history: HistoryConfig,
+    /// Randomness for channel epochs. Drivers fill it from the OS; the hub
+    /// also mixes in the `unix_now` given to [`crate::Hub::new`], so two hubs
+    /// started at different times never share an epoch even with seed 0.
+    pub seed: u64,
+    /// Positions and history come from an external store (a broker shared
+    /// by several hubs) instead of the in-memory one: publications with
+    /// their positions arrive through [`crate::Hub::publish_positioned`],
+    /// and a subscribe with `recover` / `history` / `positions` asks the
+    /// driver with [`crate::Event::HistoryRead`]. `Hub::publish` then reaches
+    /// plain subscribers only, and `Hub::history` answers `NoHistory` (read
+    /// the store). Off by default.
+    pub external_history: bool,
 }
 
 impl Default for HubConfig {
@@ -195,6 +213,9 @@ impl Default for HubConfig {
             http_fallback: false,
             max_http_body: 64 * 1024,
             max_http_requests_per_connection: 100,
+            history: HistoryConfig::default(),
+            seed: 0,
+            external_history: false,
         }
     }
 }
@@ -255,6 +276,20 @@ impl HubConfig {
                 return err(field, "must be positive");
             }
         }
+        if self.history.max_replay == 0 {
+            return err("history.max_replay", "must be positive");
+        }
+        if self
+            .history
+            .rules
+            .iter()
+            .any(|r| r.size > 0 && r.ttl.is_zero())
+        {
+            return err(
+                "history.rules",
+                "a rule that keeps history needs a positive ttl",
+            );
+        }
         if self.pong_timeout <= self.ping_interval {
             return err("pong_timeout", "must be longer than ping_interval");
         }
@@ -292,6 +327,8 @@ impl fmt::Debug for HubConfig {
                 "max_http_requests_per_connection",
                 &self.max_http_requests_per_connection,
             )
+            .field("history", &self.history)
+            .field("external_history", &self.external_history)
             .finish_non_exhaustive()
     }
 }

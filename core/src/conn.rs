@@ -5,6 +5,7 @@ use std::time::Instant;
 use crate::event::CloseReason;
 use crate::frame::FrameDecoder;
 use crate::handshake::{HttpHead, RequestReader, Upgrade};
+use crate::history::store::Replay;
 use crate::outbound::Outbound;
 use crate::request::{Identity, PeerInfo};
 use crate::router::Subscriptions;
@@ -52,6 +53,10 @@ pub(crate) struct Conn {
     pub phase: Phase,
     pub out: Outbound,
     pub subs: Subscriptions,
+    /// Replays still being paced to this connection's subscriptions.
+    pub replays: Vec<Replay>,
+    /// Reads out and acked epochs with an external history store.
+    pub external: Option<Box<crate::hub::ExternalSubs>>,
     pub identity: Option<Box<Identity>>,
     pub peer: PeerInfo,
     /// When the current request began: the open, or the last kept-alive
@@ -90,6 +95,8 @@ impl Conn {
             phase: Phase::Handshake(Box::new(RequestReader::new())),
             out: Outbound::default(),
             subs: Subscriptions::default(),
+            replays: Vec::new(),
+            external: None,
             identity: None,
             peer,
             request_started: now,

@@ -161,6 +161,33 @@ pub enum Event {
         /// How many events were dropped.
         count: u64,
     },
+    /// Only with [`crate::HubConfig::external_history`]: a subscribe needs
+    /// a channel's history from the external store. Answer with
+    /// [`crate::Hub::answer_history_read`], with the channel's position and
+    /// its publications with offset > `since` (the newest `limit` when
+    /// `since` is `None`), at most `limit` of them (0: the position only).
+    /// Meanwhile the subscription is held back from the live stream and the
+    /// hub buffers what [`crate::Hub::publish_positioned`] brings for it.
+    HistoryRead {
+        /// Names this read in the answer.
+        read: HistoryReadId,
+        /// The channel.
+        channel: String,
+        /// Publications after this offset; `None`: the newest `limit`.
+        since: Option<u64>,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// Names one [`Event::HistoryRead`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HistoryReadId(pub(crate) u64);
+
+impl fmt::Display for HistoryReadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "read#{}", self.0)
+    }
 }
 
 /// A call the hub cannot carry out; the caller's mistake, never the peer's.
@@ -213,4 +240,15 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Connections cut as slow consumers.
     pub slow_consumers: u64,
+    /// Publications held in the history store.
+    pub history_messages: usize,
+    /// Bytes of those publications (their positioned frames).
+    pub history_bytes: usize,
+    /// Publications dropped to keep the store under
+    /// [`crate::history::HistoryConfig::max_bytes`].
+    pub history_evictions: u64,
+    /// Subscribes with `recover` that got `recovered: true`.
+    pub recoveries: u64,
+    /// Subscribes with `recover` that got `recovered: false`.
+    pub recoveries_failed: u64,
 }

@@ -187,6 +187,7 @@ pub mod conn_map;
 pub mod event;
 pub mod frame;
 pub mod handshake;
+pub mod history;
 mod hub;
 pub mod message;
 mod outbound;
@@ -201,7 +202,10 @@ pub use auth::{AuthDecision, AuthFailure, Authenticator, Rejection};
 pub use command::{HubCommands, Stopped};
 pub use config::{ChannelPolicy, HubConfig, Mode};
 pub use conn_map::ConnMap;
-pub use event::{CloseReason, ConnId, Event, Stats, UsageError};
+pub use event::{CloseReason, ConnId, Event, HistoryReadId, Stats, UsageError};
+pub use history::{
+    HistoryConfig, HistoryError, HistoryPage, HistoryRule, Publication, StreamPosition,
+};
 pub use hub::Hub;
 pub use message::{Message, Timestamp};
 pub use output::Output;

@@ -6,6 +6,8 @@ use core::time::Duration;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
+use crate::history::{valid_epoch, StreamPosition};
+
 /// `process_output`: one line of a process's output.
 pub const TYPE_PROCESS_OUTPUT: &str = "process_output";
 /// `process_status`: a process's state change.
@@ -191,6 +193,88 @@ impl Serialize for WireMessage<'_> {
     }
 }
 
+/// `json` (a serialized object) with `,"offset":N` appended as its last
+/// field, and `,"epoch":"e"` after it when given: the positioned variant of
+/// a publication. `None` when `json` is not an object.
+pub fn positioned_json(json: &[u8], offset: u64, epoch: Option<&str>) -> Option<Vec<u8>> {
+    let end = json.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if json.first() != Some(&b'{') || json[end] != b'}' {
+        return None;
+    }
+    let mut out = Vec::with_capacity(end + 32 + epoch.map_or(0, str::len));
+    out.extend_from_slice(&json[..end]);
+    if end > 1 {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"offset\":");
+    out.extend_from_slice(offset.to_string().as_bytes());
+    if let Some(e) = epoch {
+        out.extend_from_slice(b",\"epoch\":\"");
+        out.extend_from_slice(e.as_bytes()); // epochs need no escaping
+        out.push(b'"');
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+/// The outcome of a subscribe that asked for positions, as its ack carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscribeAck {
+    /// Whether everything after the requested position follows (true for
+    /// `history` and `positions`, which have nothing to recover).
+    pub recovered: bool,
+    /// The channel's position the subscription starts from.
+    pub position: StreamPosition,
+    /// Messages replayed before the live ones.
+    pub replayed: u64,
+}
+
+impl SubscribeAck {
+    /// The ack: `{"type":"ack","id":..,"data":{"recovered":..,"offset":..,
+    /// "epoch":..,"replayed":..},"timestamp":..}`, keys in that order, `id`
+    /// only when given.
+    pub fn ack_json(&self, id: Option<&Value>, stamp: Timestamp) -> Vec<u8> {
+        serde_json::to_vec(&AckWire {
+            id,
+            outcome: self,
+            stamp,
+        })
+        .unwrap_or_default()
+    }
+}
+
+struct AckWire<'a> {
+    id: Option<&'a Value>,
+    outcome: &'a SubscribeAck,
+    stamp: Timestamp,
+}
+
+struct AckData<'a>(&'a SubscribeAck);
+
+impl Serialize for AckData<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("recovered", &self.0.recovered)?;
+        map.serialize_entry("offset", &self.0.position.offset)?;
+        map.serialize_entry("epoch", &self.0.position.epoch)?;
+        map.serialize_entry("replayed", &self.0.replayed)?;
+        map.end()
+    }
+}
+
+impl Serialize for AckWire<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("type", TYPE_ACK)?;
+        if let Some(id) = self.id {
+            map.serialize_entry("id", id)?;
+        }
+        map.serialize_entry("data", &AckData(self.outcome))?;
+        map.serialize_entry("timestamp", &self.stamp)?;
+        map.end()
+    }
+}
+
 /// Level-1 error codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -224,6 +308,13 @@ impl ErrorCode {
 pub enum ClientMessage {
     /// `subscribe` with the channel from `channel` or (level 0) `data`.
     Subscribe(String),
+    /// `subscribe` with `recover`, `history` or `positions`.
+    SubscribeFrom {
+        /// The channel.
+        channel: String,
+        /// Where the subscription starts.
+        from: Resume,
+    },
     /// `unsubscribe`.
     Unsubscribe(String),
     /// `ping`.
@@ -244,6 +335,17 @@ pub enum ClientMessage {
     },
 }
 
+/// Where a positioned subscription starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// `"recover":{"offset":N,"epoch":"e"}`: after that position.
+    Recover(StreamPosition),
+    /// `"history":N`: the newest N stored publications (N >= 1).
+    History(u64),
+    /// `"positions":true`: live only, with offsets.
+    Positions,
+}
+
 /// Why a client message could not be understood.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
@@ -253,6 +355,8 @@ pub enum ParseError {
     NoType,
     /// A known type with a missing or non-string channel.
     BadChannel,
+    /// A field of a known type is malformed; the text says which.
+    BadField(&'static str),
 }
 
 /// A parsed client message plus its level-1 request id.
@@ -295,7 +399,13 @@ pub fn parse_client(text: &str) -> Request {
         _ => Err(ParseError::BadChannel),
     };
     let body = match kind.as_str() {
-        "subscribe" => channel_or_data().map(ClientMessage::Subscribe),
+        "subscribe" => match parse_resume(&mut obj) {
+            Ok(None) => channel_or_data().map(ClientMessage::Subscribe),
+            Ok(Some(from)) => {
+                channel_or_data().map(|channel| ClientMessage::SubscribeFrom { channel, from })
+            }
+            Err(e) => Err(e),
+        },
         "unsubscribe" => channel_or_data().map(ClientMessage::Unsubscribe),
         "ping" => Ok(ClientMessage::Ping),
         "publish" => match channel {
@@ -307,10 +417,135 @@ pub fn parse_client(text: &str) -> Request {
     Request { id, body }
 }
 
+/// The `recover` / `history` / `positions` fields of a subscribe.
+fn parse_resume(obj: &mut serde_json::Map<String, Value>) -> Result<Option<Resume>, ParseError> {
+    let present = |v: Option<Value>| v.filter(|v| !v.is_null());
+    let recover = present(obj.remove("recover"));
+    let history = present(obj.remove("history"));
+    let positions = present(obj.remove("positions"));
+    let positions = match positions {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(ParseError::BadField("positions must be a boolean")),
+    };
+    match (recover, history) {
+        (Some(_), Some(_)) => Err(ParseError::BadField(
+            "recover and history cannot be combined",
+        )),
+        (Some(r), None) => {
+            let Value::Object(r) = r else {
+                return Err(ParseError::BadField("recover must be an object"));
+            };
+            let Some(offset) = r.get("offset").and_then(Value::as_u64) else {
+                return Err(ParseError::BadField(
+                    "recover.offset must be an unsigned integer",
+                ));
+            };
+            let epoch = match r.get("epoch") {
+                Some(Value::String(e)) if valid_epoch(e) => e.clone(),
+                _ => {
+                    return Err(ParseError::BadField(
+                        "recover.epoch must be 1..=64 of [A-Za-z0-9_-]",
+                    ))
+                }
+            };
+            Ok(Some(Resume::Recover(StreamPosition { offset, epoch })))
+        }
+        (None, Some(h)) => match h.as_u64() {
+            Some(n) if n > 0 => Ok(Some(Resume::History(n))),
+            _ => Err(ParseError::BadField("history must be a positive integer")),
+        },
+        (None, None) if positions => Ok(Some(Resume::Positions)),
+        (None, None) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn positioned_json_appends_the_offset_last() {
+        let j = br#"{"type":"event","timestamp":"t"}"#;
+        assert_eq!(
+            positioned_json(j, 7, None).unwrap(),
+            br#"{"type":"event","timestamp":"t","offset":7}"#
+        );
+        assert_eq!(
+            positioned_json(j, 7, Some("e2")).unwrap(),
+            br#"{"type":"event","timestamp":"t","offset":7,"epoch":"e2"}"#
+        );
+        assert_eq!(positioned_json(b"{}", 1, None).unwrap(), br#"{"offset":1}"#);
+        assert_eq!(positioned_json(b"[1]", 1, None), None);
+    }
+
+    #[test]
+    fn the_subscribe_ack_has_its_keys_in_order() {
+        let o = SubscribeAck {
+            recovered: true,
+            position: StreamPosition {
+                offset: 57,
+                epoch: "e1".into(),
+            },
+            replayed: 16,
+        };
+        let stamp = Timestamp::from_unix(Duration::ZERO);
+        assert_eq!(
+            String::from_utf8(o.ack_json(Some(&json!(1)), stamp)).unwrap(),
+            r#"{"type":"ack","id":1,"data":{"recovered":true,"offset":57,"epoch":"e1","replayed":16},"timestamp":"1970-01-01T00:00:00Z"}"#
+        );
+        assert!(!String::from_utf8(o.ack_json(None, stamp))
+            .unwrap()
+            .contains("\"id\""));
+    }
+
+    #[test]
+    fn parses_recover_history_and_positions() {
+        let from = |s: &str| match parse_client(s).body {
+            Ok(ClientMessage::SubscribeFrom { from, .. }) => Ok(from),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            from(r#"{"type":"subscribe","channel":"c","recover":{"offset":41,"epoch":"e1"}}"#),
+            Ok(Resume::Recover(StreamPosition {
+                offset: 41,
+                epoch: "e1".into()
+            }))
+        );
+        assert_eq!(
+            from(r#"{"type":"subscribe","channel":"c","history":20}"#),
+            Ok(Resume::History(20))
+        );
+        assert_eq!(
+            from(r#"{"type":"subscribe","channel":"c","positions":true}"#),
+            Ok(Resume::Positions)
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"subscribe","channel":"c","positions":false}"#).body,
+            Ok(ClientMessage::Subscribe("c".into()))
+        );
+        for bad in [
+            r#"{"type":"subscribe","channel":"c","recover":5}"#,
+            r#"{"type":"subscribe","channel":"c","recover":{"offset":-1,"epoch":"e"}}"#,
+            r#"{"type":"subscribe","channel":"c","recover":{"offset":1.5,"epoch":"e"}}"#,
+            r#"{"type":"subscribe","channel":"c","recover":{"offset":1}}"#,
+            r#"{"type":"subscribe","channel":"c","recover":{"offset":1,"epoch":""}}"#,
+            r#"{"type":"subscribe","channel":"c","recover":{"offset":1,"epoch":"a b"}}"#,
+            r#"{"type":"subscribe","channel":"c","history":0}"#,
+            r#"{"type":"subscribe","channel":"c","history":"5"}"#,
+            r#"{"type":"subscribe","channel":"c","positions":1}"#,
+            r#"{"type":"subscribe","channel":"c","history":1,"recover":{"offset":1,"epoch":"e"}}"#,
+        ] {
+            assert!(matches!(from(bad), Err(ParseError::BadField(_))), "{bad}");
+        }
+        let long = "e".repeat(65);
+        let s = format!(
+            r#"{{"type":"subscribe","channel":"c","recover":{{"offset":1,"epoch":"{long}"}}}}"#
+        );
+        assert!(matches!(from(&s), Err(ParseError::BadField(_))));
+    }
 
     #[test]
     fn timestamps_match_go_rfc3339nano() {

@@ -325,6 +325,7 @@ fn every_option_takes_a_value_of_its_kind() {
             ("log-level", _) => Some("info"),
             (n, _) if n.ends_with("-env") => Some("WSHUB_TEST_ENV_VALUE"),
             (_, Some("KEY=USER")) => Some("k=u"),
+            (_, Some(history::RULE)) => Some("a*=5,1m"),
             (_, Some("SIZE")) => Some("1KiB"),
             (_, Some("DURATION")) => Some(if name == "pong-timeout" { "60s" } else { "5s" }),
             _ => Some("7"),
@@ -404,4 +405,73 @@ fn debug_never_shows_keys_or_secrets() {
         assert!(!shown.contains(secret), "{shown}");
     }
     assert!(shown.contains("alice"), "{shown}");
+}
+
+#[test]
+fn history_flags_and_keys() {
+    let Command::Serve(o) = parse(&args("serve")).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        o.history,
+        HistoryFlags::default(),
+        "nothing given: the core's default"
+    );
+    let Command::Serve(o) = parse(&args(
+        "serve --history process:*=5000,1h --history *=0 --history-max-bytes 8MiB \
+         --history-meta-ttl 2h --history-max-replay 50",
+    ))
+    .unwrap() else {
+        panic!()
+    };
+    let rules: Vec<(&str, usize, Option<Duration>)> = o
+        .history
+        .rules
+        .iter()
+        .map(|r| (r.pattern.as_str(), r.size, r.ttl))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("process:*", 5000, Some(Duration::from_secs(3600))),
+            ("*", 0, None)
+        ],
+        "in the order given"
+    );
+    assert_eq!(o.history.history_max_bytes, Some(8 << 20));
+    assert_eq!(o.history.history_meta_ttl, Some(Duration::from_secs(7200)));
+    assert_eq!(o.history.history_max_replay, Some(50));
+
+    let file = "history = [\"a:*=10,30s\", \"b=0\"]\nhistory-max-bytes = 4096\n\
+                history-meta-ttl = \"10m\"\nhistory-max-replay = 20\n";
+    let o = with_file("history.toml", file, "").unwrap();
+    assert_eq!(o.history.rules.len(), 2);
+    assert_eq!(o.history.rules[1].pattern, "b");
+    assert_eq!(o.history.history_max_bytes, Some(4096));
+    assert_eq!(o.history.history_meta_ttl, Some(Duration::from_secs(600)));
+    // The command line's list replaces the file's.
+    let o = with_file("history.toml", file, "--history c=1 --history-max-replay 7").unwrap();
+    assert_eq!(o.history.rules.len(), 1);
+    assert_eq!(o.history.rules[0].pattern, "c");
+    assert_eq!(o.history.history_max_replay, Some(7));
+    assert_eq!(o.history.history_max_bytes, Some(4096));
+
+    for (line, flag) in [
+        ("serve --history process", "--history: "),
+        ("serve --history *=lots", "--history: "),
+        ("serve --history *=5,soon", "--history: "),
+        ("serve --history-max-bytes 0", "--history-max-bytes: "),
+        ("serve --history-meta-ttl never", "--history-meta-ttl: "),
+        ("serve --history-max-replay 0", "--history-max-replay: "),
+    ] {
+        let e = parse(&args(line)).unwrap_err();
+        assert!(e.0.starts_with(flag), "{line}: {e}");
+    }
+    let e = with_file("badhistory.toml", "history = [\"x\"]", "").unwrap_err();
+    assert!(e.0.contains("badhistory.toml: key `history`: "), "{e}");
+    let e = with_file("badhistory2.toml", "history = \"x=1\"", "").unwrap_err();
+    assert!(
+        e.0.contains("key `history`: expected an array of strings (a history rule"),
+        "{e}"
+    );
 }

@@ -13,6 +13,7 @@
 
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import net from "node:net";
 import assert from "node:assert/strict";
 
 const env = (name) => {
@@ -67,12 +68,12 @@ async function snapshot(page) {
 }
 
 /** Waits until `fn(arg)` is truthy in the page; fails with what the page shows. */
-async function waitDom(page, what, fn, arg) {
+async function waitDom(page, what, fn, arg, timeout = WAIT_MS) {
   try {
-    await page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: "raf" });
+    await page.waitForFunction(fn, arg, { timeout, polling: "raf" });
   } catch (e) {
     throw new Error(
-      `timed out after ${WAIT_MS} ms waiting for ${what}; the page shows ${JSON.stringify(await snapshot(page))}` +
+      `timed out after ${timeout} ms waiting for ${what}; the page shows ${JSON.stringify(await snapshot(page))}` +
         ` (${e.message.split("\n")[0]})`,
     );
   }
@@ -109,8 +110,8 @@ const logLines = (page, channel) =>
     channel,
   );
 
-async function publish(body) {
-  const r = await fetch(`${BASE}/api/publish`, {
+async function publish(body, base = BASE) {
+  const r = await fetch(`${base}/api/publish`, {
     method: "POST",
     headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
     body: JSON.stringify(body),
@@ -316,6 +317,169 @@ async function longLogKeepsTheNewestLines(page) {
   assert.deepEqual(lines, expected, "the newest 20 lines, in order");
 }
 
+/**
+ * A TCP proxy in front of the server whose connections the test can cut:
+ * `cut()` destroys every connection through it and refuses new ones until
+ * `restore(target)`, as a network drop would (to another server, if given).
+ */
+function startProxy(target) {
+  let { hostname, port } = new URL(target);
+  const open = new Set();
+  let up = true;
+  const server = net.createServer((client) => {
+    if (!up) return client.destroy();
+    const upstream = net.connect(Number(port), hostname);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(drop);
+    };
+    open.add(drop);
+    for (const s of [client, upstream]) {
+      s.on("error", drop);
+      s.on("close", drop);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        cut() {
+          up = false;
+          for (const drop of [...open]) drop();
+        },
+        restore(other) {
+          if (other) ({ hostname, port } = new URL(other));
+          up = true;
+        },
+        close() {
+          this.cut();
+          server.close();
+        },
+      }),
+    ),
+  );
+}
+
+async function resumesAfterADrop(page) {
+  const proxy = await startProxy(BASE);
+  try {
+    await page.goto(`${proxy.url}/?token=${encodeURIComponent(TOKEN)}`);
+    await waitConnected(page);
+    const channel = `process:resume-${process.pid}`;
+    await subscribeViaUi(page, channel);
+    const hasLines = (n) =>
+      waitDom(
+        page,
+        `${n} line(s) in the ${channel} log`,
+        ([c, n]) => document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`).length >= n,
+        [channel, n],
+        // A reconnect after the drop waits out the page's backoff (up to 8 s).
+        3 * WAIT_MS,
+      );
+    const all = Array.from({ length: 24 }, (_, i) => `line ${i}`);
+    const send = async (from, to) => {
+      for (const line of all.slice(from, to)) await publish({ type: "process_output", channel, data: line });
+    };
+    await send(0, 8);
+    await hasLines(8);
+    proxy.cut();
+    await waitDom(page, "the page to see the drop", () => document.getElementById("state").dataset.state !== "connected");
+    // Published while the page is away: the hub keeps them for its resume.
+    await send(8, 16);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    proxy.restore();
+    // Maybe before the page is back, maybe after: either way once each.
+    await send(16, 24);
+    await hasLines(24);
+    await waitConnected(page);
+    const section = page.locator(`.channel[data-channel="${channel}"]`);
+    assert.equal(await section.getAttribute("data-recovered"), "true", "the page resumed where it was");
+    assert.equal(await section.locator("li.note").count(), 0, "no missing-output notice");
+    // A late duplicate would come before this one on the socket.
+    await publish({ type: "process_output", channel, data: "last" });
+    await hasLines(25);
+    assert.deepEqual(await logLines(page, channel), [...all, "last"], "every line exactly once, in order");
+    assert.equal(await section.getAttribute("data-offset"), "25", "the page tracked every offset");
+  } finally {
+    proxy.close();
+  }
+}
+
+/** Another `wshub serve` with the same keys: its base URL and process. */
+async function startOtherHub() {
+  const child = spawn(
+    BIN,
+    ["serve", "--listen", "127.0.0.1:0", "--api-key", `${TOKEN}=alice`, "--admin-key", ADMIN_KEY, "--log-level", "info"],
+    // --log-level: RUST_LOG from the environment must not hide the listening line.
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let log = "";
+  const addr = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listening line from the other hub: ${log}`)), WAIT_MS);
+    child.stderr.on("data", (d) => {
+      log += d;
+      const m = /listening on ws:\/\/(\S+)\/ws/.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`the other hub exited (${code}): ${log}`)));
+  });
+  return { base: `http://${addr}`, child };
+}
+
+async function aResumeOnAnotherHubSaysSo(page) {
+  const proxy = await startProxy(BASE);
+  let other = null;
+  try {
+    await page.goto(`${proxy.url}/?token=${encodeURIComponent(TOKEN)}`);
+    await waitConnected(page);
+    const channel = `process:moved-${process.pid}`;
+    await subscribeViaUi(page, channel);
+    for (const data of ["before 1", "before 2"]) await publish({ type: "process_output", channel, data });
+    await waitDom(
+      page,
+      `2 lines in the ${channel} log`,
+      (c) => document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`).length === 2,
+      channel,
+    );
+    // The page comes back to another hub (a restart, a failover): another
+    // epoch, so what was missed cannot be replayed, and the page says so.
+    other = await startOtherHub();
+    proxy.cut();
+    await waitDom(page, "the page to see the drop", () => document.getElementById("state").dataset.state !== "connected");
+    proxy.restore(other.base);
+    await waitDom(
+      page,
+      "the failed resume to show",
+      (c) => {
+        const el = document.querySelector(`.channel[data-channel="${CSS.escape(c)}"]`);
+        return el.dataset.recovered === "false" && el.querySelector("li.note");
+      },
+      channel,
+      3 * WAIT_MS,
+    );
+    const note = page.locator(`.channel[data-channel="${channel}"] li.note`);
+    assert.match(await note.innerText(), /some output may be missing/);
+    assert.ok(await note.isVisible(), "the notice is visible");
+    await publish({ type: "process_output", channel, data: "after" }, other.base);
+    await waitDom(
+      page,
+      `the live line from the other hub`,
+      (c) => document.querySelectorAll(`.channel[data-channel="${CSS.escape(c)}"] pre.log .line`).length === 3,
+      channel,
+    );
+    assert.deepEqual(await logLines(page, channel), ["before 1", "before 2", "after"], "then live from there");
+  } finally {
+    proxy.close();
+    other?.child.kill();
+  }
+}
+
 // --- runner ------------------------------------------------------------------
 
 const scenarios = [
@@ -323,6 +487,17 @@ const scenarios = [
   ["wrong token: the page says authentication failed and never connected", wrongTokenShowsAuthFailure],
   ["wshub exec: output lines appear one by one in order, badge shows exited (3)", execStreamsLineByLine],
   ["a long log keeps only the newest lines (?lines=20), in order", longLogKeepsTheNewestLines],
+  [
+    "a page whose socket drops for 3 s shows every output line exactly once, in order (it resumes with recover)",
+    resumesAfterADrop,
+    // What Chromium logs while the proxy refuses it.
+    /net::ERR_|WebSocket connection to .* failed/,
+  ],
+  [
+    "a page that comes back to another hub (new epoch) says output may be missing, then goes on live",
+    aResumeOnAnotherHubSaysSo,
+    /net::ERR_|WebSocket connection to .* failed/,
+  ],
 ];
 
 const started = Date.now();
@@ -335,7 +510,7 @@ const browser = await chromium.launch({
 console.log(`# Chromium ${browser.version()} via playwright-core, against ${BASE}`);
 let failed = 0;
 try {
-  for (const [i, [name, run]] of scenarios.entries()) {
+  for (const [i, [name, run, alsoExpected]] of scenarios.entries()) {
     const context = await browser.newContext();
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT_MS);
@@ -351,7 +526,7 @@ try {
       // wrong-token scenario's /api/whoami answers 401. Anything else is a
       // bug in the page.
       const expected = /status of (404 .*\/favicon\.ico|401 .*\/api\/whoami\?)/;
-      const unexpected = problems.filter((p) => !expected.test(p));
+      const unexpected = problems.filter((p) => !expected.test(p) && !alsoExpected?.test(p));
       assert.deepEqual(unexpected, [], "no script errors in the page");
       console.log(`ok ${i + 1} - ${name} (${Date.now() - t} ms)`);
     } catch (e) {

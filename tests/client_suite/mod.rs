@@ -327,6 +327,62 @@ pub async fn reconnects_and_restores_subscriptions_after_the_server_drops_it<D: 
     restarted.hub().shutdown(WAIT).await;
 }
 
+pub async fn a_client_closed_mid_stream_reconnects_and_recovers_everything<D: Driver>() {
+    let (mut server, addr) = server::<D>(HubConfig::default()).await;
+    let hub = server.hub();
+    let (client, mut events) = D::spawn_subscribed(config(vec![endpoint(addr)]), "c").unwrap();
+    let first = connected_conn(&mut server).await;
+    wait_for(&mut events, "first restore", |e| {
+        matches!(e, ClientEvent::SubscriptionsRestored { .. }).then_some(())
+    })
+    .await;
+    // The server closes the connection in the middle of the stream: what
+    // comes after the close is published while the client is away.
+    for n in 1..=20 {
+        if n == 11 {
+            hub.close(first, 4000, "go away").await;
+        }
+        hub.publish("c", Message::new("event", json!({"n": n})))
+            .await;
+    }
+    let (_, seen) = wait_for(&mut events, "the 20th message", |e| match e {
+        ClientEvent::Message(m) if m.data == json!({"n": 20}) => Some(()),
+        _ => None,
+    })
+    .await;
+    let mut got: Vec<u64> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Message(m) if m.channel.as_deref() == Some("c") => m.data["n"].as_u64(),
+            _ => None,
+        })
+        .collect();
+    got.push(20);
+    assert_eq!(
+        got,
+        (1..=20).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    let outcomes: Vec<&ClientEvent> = seen
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ClientEvent::Recovered { .. } | ClientEvent::RecoveryFailed { .. }
+            )
+        })
+        .collect();
+    assert!(
+        matches!(outcomes.as_slice(), [ClientEvent::Recovered { channel, .. }] if channel == "c"),
+        "{outcomes:?}"
+    );
+    let stats = hub.stats().await;
+    assert_eq!((stats.recoveries, stats.recoveries_failed), (1, 0));
+    client.close();
+    closed(&mut events).await;
+    hub.shutdown(WAIT).await;
+}
+
 pub async fn unreachable_first_endpoint_fails_over_to_the_second<D: Driver>() {
     let (mut server, addr) = server::<D>(HubConfig::default()).await;
     let dead = dead_port();
@@ -440,6 +496,7 @@ macro_rules! client_suite {
         client_suite!(@tests $driver;
             subscribe_receive_send_and_close_with_1000,
             reconnects_and_restores_subscriptions_after_the_server_drops_it,
+            a_client_closed_mid_stream_reconnects_and_recovers_everything,
             unreachable_first_endpoint_fails_over_to_the_second,
             auth_failure_stops_the_walk_and_the_second_server_never_sees_a_connection,
             wss_endpoints_are_refused_with_a_clear_error,

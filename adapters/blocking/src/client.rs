@@ -8,7 +8,7 @@
 //! (writes the client's output in order, then shuts the socket down when the
 //! client asks for it to be dropped), and each connection attempt a short-lived
 //! **connect thread**. The driver makes no protocol decisions: the handshake,
-//! backoff, failover, resubscription and timeouts are the core's.
+//! backoff, failover, resubscription, recovery and timeouts are the core's.
 //!
 //! ```no_run
 //! use wshub_blocking::client::{self, ClientConfig, ClientEvent, Endpoint};
@@ -44,7 +44,7 @@ use serde_json::Value;
 use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
-    TokenPlacement,
+    StreamPosition, TokenPlacement,
 };
 
 /// Commands and socket input queued to the driver before senders wait: a

@@ -7,7 +7,7 @@
 //! task (`TcpStream::connect`, cancelled if the client gives up on it: the
 //! connect timeout is the core's), and each connection has a **reader task**
 //! and a **writer task**. The driver makes no protocol decisions: the
-//! handshake, backoff, failover, resubscription and timeouts are the core's.
+//! handshake, backoff, failover, resubscription, recovery and timeouts are the core's.
 //!
 //! ```no_run
 //! use wshub_smol::client::{self, ClientConfig, ClientEvent, Endpoint};
@@ -50,7 +50,7 @@ use smol::{Task, Timer};
 use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
-    TokenPlacement,
+    StreamPosition, TokenPlacement,
 };
 
 /// Socket input queued to the driver before readers wait: a server that

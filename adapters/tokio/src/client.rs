@@ -7,7 +7,7 @@
 //! aborted if the client gives up on it: the connect timeout is the core's),
 //! and each connection has a **reader task** and a **writer task**. The
 //! driver makes no protocol decisions: the handshake, backoff, failover,
-//! resubscription and timeouts are the core's.
+//! resubscription, recovery and timeouts are the core's.
 //!
 //! ```no_run
 //! use wshub_tokio::client::{self, ClientConfig, ClientEvent, Endpoint};
@@ -46,7 +46,7 @@ use tokio::task::AbortHandle;
 use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
-    TokenPlacement,
+    StreamPosition, TokenPlacement,
 };
 
 /// Socket input queued to the driver before readers wait: a server that

@@ -64,6 +64,14 @@ pub struct ClientConfig {
     /// [`SendError::NotConnected`] as go-ws does; more keeps that many,
     /// sent in order after the next connect.
     pub offline_queue: usize,
+    /// Resume subscriptions where they left off (on by default): the first
+    /// subscribe of a channel asks for stream positions
+    /// (`"positions":true`), every resubscribe after a reconnect or a
+    /// failover asks to `recover` from the last position, and live gaps and
+    /// duplicates are repaired (see [`ClientEvent::Recovered`] and
+    /// [`ClientEvent::RecoveryFailed`]). Off, subscribes are exactly the
+    /// plain level-1 ones and messages are handed on as they come.
+    pub recovery: bool,
 }
 
 impl ClientConfig {
@@ -83,6 +91,7 @@ impl ClientConfig {
             max_message_size: 64 * 1024,
             max_response_bytes: 16 * 1024,
             offline_queue: 0,
+            recovery: true,
         }
     }
 
@@ -193,6 +202,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_message_size", &self.max_message_size)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("offline_queue", &self.offline_queue)
+            .field("recovery", &self.recovery)
             .finish()
     }
 }

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::Endpoint;
+use super::recovery::Stamp;
 #[cfg(doc)]
 use super::{Client, ClientConfig};
+use super::{Endpoint, StreamPosition};
 use crate::frame::Violation;
 
 /// Where the client is, readable at any time ([`Client::state`]).
@@ -128,6 +129,12 @@ pub struct ServerMessage {
 /// separated by whitespace (go-ws batches with `\n`). `None` unless every
 /// value is an object with a string `type`.
 pub fn parse_server_messages(text: &str) -> Option<Vec<ServerMessage>> {
+    parse_stamped(text).map(|v| v.into_iter().map(|(m, _)| m).collect())
+}
+
+/// [`parse_server_messages`], keeping each message's `offset` and `epoch`
+/// (the stream position fields) for the client's own tracking.
+pub(super) fn parse_stamped(text: &str) -> Option<Vec<(ServerMessage, Stamp)>> {
     let mut out = Vec::new();
     for value in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
         let Ok(Value::Object(mut obj)) = value else {
@@ -140,14 +147,19 @@ pub fn parse_server_messages(text: &str) -> Option<Vec<ServerMessage>> {
             Some(Value::String(s)) => Some(s),
             _ => None,
         };
-        out.push(ServerMessage {
+        let stamp = Stamp {
+            offset: obj.get("offset").and_then(Value::as_u64),
+            epoch: string(obj.remove("epoch")),
+        };
+        let message = ServerMessage {
             kind,
             channel: string(obj.remove("channel")),
             process_id: string(obj.remove("processId")),
             data: obj.remove("data").unwrap_or(Value::Null),
             timestamp: string(obj.remove("timestamp")),
             id: obj.remove("id"),
-        });
+        };
+        out.push((message, stamp));
     }
     if out.is_empty() {
         None
@@ -219,6 +231,35 @@ pub enum ClientEvent {
         /// No reply within `ack_timeout` (a level-0 server never replies);
         /// still remembered, sorted.
         unconfirmed: Vec<String>,
+    },
+    /// A resumed subscription got everything it missed: the ack said
+    /// `recovered: true` and the `replayed` missed messages follow as
+    /// [`ClientEvent::Message`]s, in order, before the live ones. After
+    /// every reconnect or failover (and every live re-sync) that resumed
+    /// from a known position.
+    Recovered {
+        /// The channel.
+        channel: String,
+        /// How many missed messages the server is replaying.
+        replayed: u64,
+    },
+    /// Continuity of a subscription is lost: the server could not replay
+    /// what was missed (another epoch, e.g. a restarted hub or another
+    /// endpoint; history trimmed or expired past the position; too much to
+    /// replay), or the stream's epoch changed under a live subscription,
+    /// or live gaps went past [`RESYNC_LIMIT`](super::RESYNC_LIMIT) re-syncs
+    /// on one connection. The application reloads its state; the messages
+    /// that follow continue from `position`. Two cases leave the channel
+    /// untracked: a resume answered by a server that keeps no positions
+    /// for it (`position` has an empty epoch, offset 0), and a refused live
+    /// re-sync (`position` is the last one known; tracked again from the
+    /// next connection).
+    RecoveryFailed {
+        /// The channel.
+        channel: String,
+        /// Where the stream continues from: the next message has a higher
+        /// offset.
+        position: StreamPosition,
     },
     /// The server refused a subscription made while connected; it is
     /// forgotten.

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{
-    parse_server_messages, Client, ClientEvent, DisconnectReason, Phase, Purpose, ServerMessage,
-};
+use super::event::parse_stamped;
+use super::recovery::Stamp;
+use super::{Client, ClientEvent, DisconnectReason, Pending, Phase, Purpose, ServerMessage};
 use crate::backoff::{BackoffPolicy, Jitter};
 use crate::frame::{self, Decoded, OpCode};
 
@@ -41,10 +41,10 @@ impl Client {
 
     pub(super) fn on_frame(&mut self, now: Instant, decoded: Decoded) {
         match decoded {
-            Decoded::Text(text) => match parse_server_messages(&text) {
+            Decoded::Text(text) => match parse_stamped(&text) {
                 Some(messages) => {
-                    for m in messages {
-                        self.on_message(m);
+                    for (m, stamp) in messages {
+                        self.on_message(m, stamp);
                     }
                 }
                 None => self.events.push_back(ClientEvent::Text(text)),
@@ -98,7 +98,7 @@ impl Client {
         spread.delay(0, random)
     }
 
-    pub(super) fn on_message(&mut self, m: ServerMessage) {
+    pub(super) fn on_message(&mut self, m: ServerMessage, stamp: Stamp) {
         if m.kind == "pong" {
             // Answers to our keepalive; the application did not ask.
             return;
@@ -110,8 +110,19 @@ impl Client {
             },
             _ => None,
         };
-        let Some((channel, purpose)) = reply_to else {
-            self.events.push_back(ClientEvent::Message(m));
+        let Some(Pending {
+            channel,
+            purpose,
+            ask,
+        }) = reply_to
+        else {
+            let deliver = match m.channel.as_deref() {
+                Some(channel) => self.admit(channel, stamp),
+                None => true,
+            };
+            if deliver {
+                self.events.push_back(ClientEvent::Message(m));
+            }
             return;
         };
         let refused = m.kind == "error";
@@ -121,11 +132,24 @@ impl Client {
             .and_then(Value::as_str)
             .unwrap_or("error")
             .to_owned();
+        let wanted = self.subs.contains(&channel);
+        if !refused && wanted && purpose != Purpose::Unsubscribe {
+            self.subscribe_outcome(channel.clone(), ask, &m.data);
+        }
         match purpose {
             Purpose::Unsubscribe => {}
+            Purpose::Resync => {
+                if let Phase::Open(open) = &mut self.phase {
+                    open.syncing.remove(&channel);
+                }
+                if refused && wanted {
+                    self.resync_refused(channel);
+                }
+            }
             Purpose::Live => {
                 if refused {
                     self.subs.remove(&channel);
+                    self.positions.remove(&channel);
                     self.events
                         .push_back(ClientEvent::SubscribeRefused { channel, code });
                 }
@@ -142,6 +166,7 @@ impl Client {
                 }
                 if refused {
                     self.subs.remove(&channel);
+                    self.positions.remove(&channel);
                     r.refused.push(channel);
                 } else {
                     r.restored.push(channel);
@@ -163,9 +188,9 @@ impl Client {
             return;
         };
         if timed_out {
-            for (channel, purpose) in open.pending.values_mut() {
-                if *purpose == Purpose::Restore && r.waiting.contains(channel) {
-                    *purpose = Purpose::Live;
+            for p in open.pending.values_mut() {
+                if p.purpose == Purpose::Restore && r.waiting.contains(&p.channel) {
+                    p.purpose = Purpose::Live;
                 }
             }
         }

@@ -75,7 +75,7 @@
 //!   [`Client::unsubscribe`], [`Client::send`] (and `send_text`,
 //!   `send_binary`), [`Client::close`], [`Client::set_token`].
 //! - **Queries**: [`Client::state`], [`Client::subscriptions`],
-//!   [`Client::queued`], [`Client::config`].
+//!   [`Client::position`], [`Client::queued`], [`Client::config`].
 //! - **For drivers** (what every driver does the same way, whatever its
 //!   runtime): [`Command`] and [`Client::apply`], [`SocketInput`] and
 //!   [`Client::handle_socket`], [`Client::poll_output`], [`Link`] (connection
@@ -129,6 +129,22 @@
 //! again). A server that does not answer ids (level 0, go-ws) leaves them
 //! `unconfirmed` after `ack_timeout`.
 //!
+//! # Recovery
+//!
+//! With [`ClientConfig::recovery`] (the default) each subscription also
+//! keeps its [`StreamPosition`] ([`Client::position`]): the first subscribe
+//! asks for positions, every resubscribe resumes from the last one, and the
+//! ack's outcome is reported as [`ClientEvent::Recovered`] or
+//! [`ClientEvent::RecoveryFailed`]. A live gap triggers a re-sync, and
+//! duplicates are dropped, so the application sees each publication once,
+//! in order, or is told it must reload. A channel whose server keeps no
+//! positions (an empty epoch, or a server that does not know them) is not
+//! tracked; when that answers a resume, continuity is lost and that is a
+//! `RecoveryFailed` too. A re-sync drops (never buffers) that channel's
+//! messages until its ack, since the replay brings them again, and at most
+//! [`RESYNC_LIMIT`] are sent per channel and connection; past that a gap is
+//! accepted and reported as `RecoveryFailed`.
+//!
 //! Messages sent while no connection is up are refused
 //! ([`SendError::NotConnected`], as go-ws does) unless `offline_queue` is
 //! set, in which case up to that many wait and are sent, in order, right after
@@ -149,7 +165,7 @@
 //! (RFC 6455 §10.3), and jitter only needs to differ between clients; the
 //! seed makes a whole run reproducible in tests and simulations.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -166,6 +182,7 @@ mod driver;
 mod endpoint;
 mod event;
 mod inbound;
+mod recovery;
 
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
@@ -174,6 +191,8 @@ pub use endpoint::{Endpoint, EndpointError};
 pub use event::{
     parse_server_messages, ClientEvent, ClientState, DisconnectReason, SendError, ServerMessage,
 };
+use recovery::Ask;
+pub use recovery::{StreamPosition, RESYNC_LIMIT};
 
 // ---------------------------------------------------------------------------
 // The state machine
@@ -193,6 +212,16 @@ enum Purpose {
     Live,
     /// An unsubscribe; its reply is swallowed.
     Unsubscribe,
+    /// A subscribe with `recover` on a channel already subscribed, after a
+    /// live gap; its reply ends the re-sync.
+    Resync,
+}
+
+/// A request waiting for its reply.
+struct Pending {
+    channel: String,
+    purpose: Purpose,
+    ask: Ask,
 }
 
 struct Restore {
@@ -207,9 +236,14 @@ struct Open {
     decoder: FrameDecoder,
     last_rx: Instant,
     next_ping: Option<Instant>,
-    /// Request id (`sub-N`, `unsub-N`) -> (channel, why it was sent).
-    pending: HashMap<String, (String, Purpose)>,
+    /// Request id (`sub-N`, `unsub-N`) -> what it was for.
+    pending: HashMap<String, Pending>,
     restore: Option<Restore>,
+    /// Channels with a re-sync in flight: their messages are dropped until
+    /// its ack (the replay brings them again).
+    syncing: HashSet<String>,
+    /// Re-syncs sent per channel on this connection (at most `RESYNC_LIMIT`).
+    resyncs: HashMap<String, u32>,
 }
 
 struct Handshake {
@@ -257,6 +291,8 @@ pub struct Client {
     /// Bytes for the current socket, handed out whole by `poll_transmit`.
     transmit: Vec<u8>,
     subs: BTreeSet<String>,
+    /// The last position of each subscription whose server keeps positions.
+    positions: HashMap<String, StreamPosition>,
     next_id: u64,
     offline: VecDeque<Outgoing>,
     ever_connected: bool,
@@ -316,6 +352,7 @@ impl Client {
             events: VecDeque::new(),
             transmit: Vec::new(),
             subs: BTreeSet::new(),
+            positions: HashMap::new(),
             next_id: 1,
             offline: VecDeque::new(),
             ever_connected: false,
@@ -370,7 +407,8 @@ impl Client {
             return false;
         }
         if matches!(self.phase, Phase::Open(_)) {
-            self.send_subscription(channel, Purpose::Live);
+            let ask = self.ask_for(channel);
+            self.send_subscription(channel, Purpose::Live, ask);
         }
         true
     }
@@ -382,9 +420,13 @@ impl Client {
         if !self.subs.remove(channel) {
             return false;
         }
+        // A later subscribe starts afresh (the application did not want
+        // what was published meanwhile).
+        self.positions.remove(channel);
         let Phase::Open(open) = &mut self.phase else {
             return true;
         };
+        open.syncing.remove(channel);
         // No longer wanted: it is neither restored nor refused.
         let restore_done = open
             .restore
@@ -393,7 +435,7 @@ impl Client {
         if restore_done {
             self.finish_restore(false);
         }
-        self.send_subscription(channel, Purpose::Unsubscribe);
+        self.send_subscription(channel, Purpose::Unsubscribe, Ask::Plain);
         true
     }
 
@@ -721,15 +763,16 @@ impl Client {
     }
 
     /// Sends `{"type":"subscribe","channel":c,"data":c,"id":"sub-N"}` (or the
-    /// unsubscribe with `"unsub-N"`) and remembers what the id was for. Only
-    /// while open. The channel goes in both `channel` (level 1) and `data`
-    /// (what a go-ws server reads), so the client works against either.
+    /// unsubscribe with `"unsub-N"`), with `ask`'s fields after the id, and
+    /// remembers what the id was for. Only while open. The channel goes in
+    /// both `channel` (level 1) and `data` (what a go-ws server reads), so the
+    /// client works against either (a go-ws server ignores the rest).
     ///
     /// The ids are prefixed strings rather than bare numbers because the hub
     /// answers every message that carries an id: an application numbering
     /// its own requests from 1 would otherwise have its replies taken for
     /// ours (and ours delivered to it).
-    fn send_subscription(&mut self, channel: &str, purpose: Purpose) {
+    fn send_subscription(&mut self, channel: &str, purpose: Purpose, ask: Ask) {
         let n = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         let (kind, id) = if purpose == Purpose::Unsubscribe {
@@ -739,10 +782,18 @@ impl Client {
         };
         // Serializing a &str cannot fail.
         let quoted = serde_json::to_string(channel).unwrap_or_default();
-        let text = format!(r#"{{"type":"{kind}","channel":{quoted},"data":{quoted},"id":"{id}"}}"#);
+        let fields = ask.fields();
+        let text = format!(
+            r#"{{"type":"{kind}","channel":{quoted},"data":{quoted},"id":"{id}"{fields}}}"#
+        );
         self.push_frame(OpCode::Text, text.as_bytes());
         if let Phase::Open(open) = &mut self.phase {
-            open.pending.insert(id, (channel.to_owned(), purpose));
+            let pending = Pending {
+                channel: channel.to_owned(),
+                purpose,
+                ask,
+            };
+            open.pending.insert(id, pending);
         }
     }
 
@@ -945,6 +996,8 @@ impl Client {
                 restored: Vec::new(),
                 refused: Vec::new(),
             }),
+            syncing: HashSet::new(),
+            resyncs: HashMap::new(),
         }));
         self.events.push_back(if self.ever_connected {
             ClientEvent::Reconnected {
@@ -962,7 +1015,8 @@ impl Client {
         // Subscriptions first, so that queued messages (a publish to a
         // channel, a request that expects its events) find them in place.
         for channel in &restoring {
-            self.send_subscription(channel, Purpose::Restore);
+            let ask = self.ask_for(channel);
+            self.send_subscription(channel, Purpose::Restore, ask);
         }
         while let Some(out) = self.offline.pop_front() {
             self.write_outgoing(&out);

@@ -21,7 +21,10 @@ impl Hub {
                     Router::set_position(&mut c.subs, key, pos);
                 }
             });
-        self.conns[slot as usize].subs = conn_subs;
+        let conn = &mut self.conns[slot as usize];
+        conn.subs = conn_subs;
+        conn.replays.retain(|r| &*r.channel != channel);
+        self.cancel_read(slot, channel);
         removed
     }
 
@@ -34,7 +37,10 @@ impl Hub {
                     Router::set_position(&mut c.subs, key, pos);
                 }
             });
-        self.conns[slot as usize].subs = conn_subs;
+        let conn = &mut self.conns[slot as usize];
+        conn.subs = conn_subs;
+        conn.replays = Vec::new();
+        self.cancel_reads(slot);
         if let Some(user) = self.conns[slot as usize].user_id().map(str::to_owned) {
             if let Some(list) = self.users.get_mut(&user) {
                 list.retain(|&s| s != slot);

@@ -135,6 +135,11 @@ impl Hub {
             Err(ParseError::NoType) => {
                 return self.invalid(now, slot, id, ErrorCode::BadRequest, "missing type")
             }
+            // Only positioned subscribes have such fields; their outcome is
+            // sent with or without an id, and so is this error.
+            Err(ParseError::BadField(text)) => {
+                return self.invalid_as(now, slot, id, ErrorCode::BadRequest, text, true)
+            }
             Err(ParseError::BadChannel) => {
                 return self.invalid(
                     now,
@@ -155,6 +160,9 @@ impl Hub {
             ClientMessage::Subscribe(channel) => {
                 let outcome = self.client_subscribe(slot, &channel);
                 self.reply(now, slot, id, outcome);
+            }
+            ClientMessage::SubscribeFrom { channel, from } => {
+                self.client_subscribe_from(now, slot, id, &channel, from);
             }
             ClientMessage::Unsubscribe(channel) => {
                 let outcome = if self.unsubscribe_slot(slot, &channel) {
@@ -192,21 +200,8 @@ impl Hub {
         slot: Slot,
         channel: &str,
     ) -> Result<(), (ErrorCode, &'static str)> {
-        if self.check_channel(channel).is_err() {
-            return Err((ErrorCode::BadRequest, "invalid channel name"));
-        }
+        self.may_subscribe(slot, channel)?;
         let conn = &mut self.conns[slot as usize];
-        let anonymous = Identity::default();
-        let who = conn.identity.as_deref().unwrap_or(&anonymous);
-        if !self.cfg.policy.can_subscribe(who, channel) {
-            return Err((ErrorCode::Forbidden, "subscribe not allowed"));
-        }
-        // Re-subscribing to a channel already held is not a new subscription.
-        if conn.subs.len() >= self.cfg.max_subscriptions
-            && !self.router.is_subscribed(&conn.subs, channel)
-        {
-            return Err((ErrorCode::Limit, "too many subscriptions"));
-        }
         self.router.subscribe(slot, &mut conn.subs, channel);
         Ok(())
     }
@@ -231,10 +226,8 @@ impl Hub {
         }
         let mut m = Message::new(TYPE_EVENT, data);
         m.channel = channel.to_owned();
-        let frame = self.frame_message(now, &m);
-        self.scratch.clear();
-        self.scratch.extend_from_slice(self.router.members(channel));
-        self.fan_out(now, frame);
+        let json = m.to_json(self.timestamp(now));
+        self.publish_json(now, channel, &json);
         Ok(())
     }
 
@@ -246,9 +239,21 @@ impl Hub {
         id: Option<Value>,
         outcome: Result<(), (ErrorCode, &'static str)>,
     ) {
-        let Some(id) = id else {
+        self.reply_as(now, slot, id, outcome, false);
+    }
+
+    /// A reply; with `always`, also to a message without an id.
+    fn reply_as(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        id: Option<Value>,
+        outcome: Result<(), (ErrorCode, &'static str)>,
+        always: bool,
+    ) {
+        if id.is_none() && !always {
             return;
-        };
+        }
         if self.conns.get(slot as usize).is_none_or(|c| !c.is_open()) {
             return;
         }
@@ -259,7 +264,7 @@ impl Hub {
                 json!({ "code": code.as_str(), "message": text }),
             ),
         };
-        m.id = Some(id);
+        m.id = id;
         let f = self.frame_message(now, &m);
         self.enqueue(now, slot, f);
     }
@@ -292,6 +297,19 @@ impl Hub {
         code: ErrorCode,
         text: &'static str,
     ) {
+        self.invalid_as(now, slot, id, code, text, false);
+    }
+
+    /// [`Hub::invalid`]; with `always`, the error goes out without an id too.
+    pub(super) fn invalid_as(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        id: Option<Value>,
+        code: ErrorCode,
+        text: &'static str,
+        always: bool,
+    ) {
         let conn = &mut self.conns[slot as usize];
         conn.invalid_messages += 1;
         if conn.invalid_messages > self.cfg.max_invalid_messages {
@@ -305,6 +323,6 @@ impl Hub {
             );
             return;
         }
-        self.reply(now, slot, id, Err((code, text)));
+        self.reply_as(now, slot, id, Err((code, text)), always);
     }
 }

@@ -21,17 +21,23 @@ use crate::conn::{Conn, Phase};
 use crate::event::{CloseReason, ConnId, Event, Stats, UsageError};
 use crate::frame::{self, OpCode};
 use crate::handshake::{self, HandshakeConfig, Refusal};
+use crate::history::store::Store;
+use crate::history::{HistoryError, HistoryPage, StreamPosition};
 use crate::message::{Message, Timestamp};
 use crate::request::{Identity, PeerInfo};
 use crate::router::{Router, Slot, SubscribeOutcome};
 use crate::timers::{TimerKey, TimerKind, Timers};
 
+mod external;
 mod fanout;
+mod history;
 mod inbound;
 mod lifecycle;
 #[cfg(any(test, feature = "testing"))]
 mod testing;
 mod upgrade;
+
+pub(crate) use external::ExternalSubs;
 
 /// The sans-IO WebSocket hub: every connection's handshake, frames,
 /// subscriptions, deadlines and output queue. Its methods come in four groups:
@@ -68,6 +74,11 @@ pub struct Hub {
     /// ([`crate::timers::next_generation`]).
     gens: Vec<u32>,
     router: Router,
+    /// Channel positions and recent publications.
+    store: Store,
+    /// External-store reads out: read id -> (slot, generation).
+    reads: HashMap<u64, (Slot, u32)>,
+    next_read: u64,
     users: HashMap<String, Vec<Slot>>,
     timers: Timers,
     ready: VecDeque<(Slot, u32)>,
@@ -100,7 +111,20 @@ impl Hub {
             subprotocols: config.subprotocols.clone(),
             http_fallback: config.http_fallback,
         };
+        // With an external store the in-memory one numbers and keeps nothing.
+        let history = if config.external_history {
+            crate::history::HistoryConfig {
+                rules: Vec::new(),
+                ..config.history.clone()
+            }
+        } else {
+            config.history.clone()
+        };
+        let store = Store::new(history, config.seed, unix_now);
         Ok(Hub {
+            store,
+            reads: HashMap::new(),
+            next_read: 0,
             cfg: config,
             hs_cfg,
             conns: Slab::new(),
@@ -231,6 +255,10 @@ impl Hub {
         if done > 0 {
             conn.last_progress = now;
         }
+        if !conn.replays.is_empty() {
+            self.pump_replays(now, slot);
+        }
+        let conn = &mut self.conns[slot as usize];
         if conn.out.is_empty() {
             conn.out.shrink_if_idle();
             if matches!(conn.phase, Phase::Draining) {
@@ -251,6 +279,7 @@ impl Hub {
     /// Fires every deadline due at `now`. Early or repeated calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.touch(now);
+        self.expire_history(now);
         while let Some((at, TimerKey { slot, gen, kind })) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(slot as usize) else {
                 continue;
@@ -401,19 +430,14 @@ impl Hub {
     pub fn publish(&mut self, now: Instant, channel: &str, mut message: Message) -> usize {
         self.touch(now);
         message.channel = channel.to_owned();
-        let frame = self.frame_message(now, &message);
-        self.scratch.clear();
-        self.scratch.extend_from_slice(self.router.members(channel));
-        self.fan_out(now, frame)
+        let json = message.to_json(self.timestamp(now));
+        self.publish_json(now, channel, &json)
     }
 
     /// Publishes an already serialized JSON text to every subscriber of `channel`.
     pub fn publish_text(&mut self, now: Instant, channel: &str, json_text: &str) -> usize {
         self.touch(now);
-        let frame = frame::server_frame(OpCode::Text, json_text.as_bytes());
-        self.scratch.clear();
-        self.scratch.extend_from_slice(self.router.members(channel));
-        self.fan_out(now, frame)
+        self.publish_json(now, channel, json_text.as_bytes())
     }
 
     /// Sends to every upgraded connection; returns how many got it.
@@ -613,22 +637,24 @@ impl Hub {
             connections: self.connected,
             pending: self.conns.len() - self.connected,
             channels: self.router.channel_count(),
+            history_messages: self.store.messages(),
+            history_bytes: self.store.bytes(),
+            history_evictions: self.store.evictions,
             ..self.stats
         }
     }
 
     /// Subscribers of a channel.
     pub fn subscriber_count(&self, channel: &str) -> usize {
-        self.router.members(channel).len()
+        self.router.subscriber_count(channel)
     }
 
     /// Distinct user ids subscribed to a channel, sorted.
     pub fn channel_users(&self, channel: &str) -> Vec<String> {
         let mut users: Vec<String> = self
             .router
-            .members(channel)
-            .iter()
-            .filter_map(|&s| self.conns[s as usize].user_id().map(str::to_owned))
+            .all_members(channel)
+            .filter_map(|s| self.conns[s as usize].user_id().map(str::to_owned))
             .collect();
         users.sort();
         users.dedup();
@@ -655,6 +681,28 @@ impl Hub {
     /// Whether the handle names a connection still in the hub.
     pub fn contains(&self, id: ConnId) -> bool {
         self.get(id).is_some()
+    }
+
+    /// A channel's stream position: `None` when it keeps no history or has
+    /// none yet (nothing published or subscribed with positions, or its
+    /// metadata expired).
+    pub fn position(&self, channel: &str) -> Option<StreamPosition> {
+        self.position_of(channel)
+    }
+
+    /// A channel's stored publications with offset > `since` (the newest
+    /// `limit` when `since` is `None`), at most `limit` (1..=max_replay), in
+    /// offset order, with its position: what the HTTP API and
+    /// [`crate::command::Command::History`] answer.
+    pub fn history(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, HistoryError> {
+        self.touch(now);
+        self.read_history(now, channel, since, limit)
     }
 
     /// Bytes and messages a connection still owes its socket.

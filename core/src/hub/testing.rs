@@ -27,6 +27,17 @@ impl Hub {
                 return Err(format!("slot {k} subscribed while not open"));
             }
         }
+        self.store.check()?;
+        for (k, c) in &self.conns {
+            for r in &c.replays {
+                if self.router.list_of(&c.subs, &r.channel) != Some(crate::router::List::Paused) {
+                    return Err(format!(
+                        "slot {k} replays {} outside the paused list",
+                        r.channel
+                    ));
+                }
+            }
+        }
         let users: usize = self.users.values().map(Vec::len).sum();
         let with_user = self
             .conns
@@ -43,6 +54,11 @@ impl Hub {
     /// accounting: heap bytes per connection come on top).
     pub fn connection_slot_bytes() -> usize {
         core::mem::size_of::<slab::Slab<Conn>>().max(core::mem::size_of::<Conn>() + 8)
+    }
+
+    /// Channels whose position the history store holds (memory tests).
+    pub fn history_streams(&self) -> usize {
+        self.store.stream_count()
     }
 
     /// Approximate heap bytes held for one connection (memory tests).
