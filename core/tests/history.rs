@@ -529,6 +529,22 @@ fn the_history_read_returns_pages_in_offset_order() {
 }
 
 #[test]
+fn a_channel_nobody_can_subscribe_to_keeps_nothing() {
+    let mut sim = sim_with(10);
+    let long = "x".repeat(300);
+    for ch in ["", long.as_str()] {
+        let now = sim.now;
+        sim.hub.publish(now, ch, Message::new("event", json!(1)));
+        assert_eq!(sim.hub.position(ch), None);
+        assert_eq!(
+            sim.hub.history(now, ch, None, 1),
+            Err(HistoryError::NoHistory)
+        );
+    }
+    assert_eq!(sim.hub.stats().history_messages, 0);
+}
+
+#[test]
 fn stats_count_stored_messages_bytes_and_evictions() {
     let mut sim = Sim::new(HubConfig {
         history: HistoryConfig {

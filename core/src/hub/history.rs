@@ -39,10 +39,12 @@ impl Hub {
     pub(super) fn publish_json(&mut self, now: Instant, channel: &str, json: &[u8]) -> usize {
         let mut delivered = 0;
         let t = self.store_time(now);
-        let positioned = self
-            .store
-            .next_offset(t, channel)
-            .and_then(|offset| positioned_json(json, offset, None));
+        // A name nobody can subscribe to (empty, too long) keeps nothing.
+        let positioned = match self.check_channel(channel) {
+            Ok(()) => self.store.next_offset(t, channel),
+            Err(_) => None,
+        }
+        .and_then(|offset| positioned_json(json, offset, None));
         let plain = frame::server_frame(OpCode::Text, json);
         let positioned_members = self.router.members_in(channel, List::Positioned);
         self.scratch.clear();
@@ -300,6 +302,9 @@ impl Hub {
     ) -> Result<HistoryPage, HistoryError> {
         if limit == 0 || limit > self.store.config().max_replay {
             return Err(HistoryError::TooMany);
+        }
+        if self.check_channel(channel).is_err() {
+            return Err(HistoryError::NoHistory);
         }
         let t = self.store_time(now);
         let head = self
