@@ -320,6 +320,19 @@ fn a_recover_on_a_forbidden_channel_is_forbidden() {
 }
 
 #[test]
+fn a_recover_counts_against_max_subscriptions() {
+    let mut sim = Sim::new(HubConfig {
+        max_subscriptions: 1,
+        ..HubConfig::default()
+    });
+    let a = sim.connect();
+    sim.send_text(a, r#"{"type":"subscribe","channel":"other"}"#);
+    let (reply, _) = subscribe(&mut sim, a, r#","positions":true"#);
+    assert_eq!(reply["data"]["code"], "limit");
+    assert_eq!(sim.hub.subscriptions(a), ["other"]);
+}
+
+#[test]
 fn history_n_replays_the_newest_n() {
     let mut sim = sim_with(100);
     publish(&mut sim, "c", 8);

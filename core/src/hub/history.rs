@@ -84,12 +84,12 @@ impl Hub {
     ) {
         let t = self.store_time(now);
         if let Err((code, text)) = self.may_subscribe(slot, channel) {
-            return self.invalid_always(now, slot, id, code, text);
+            return self.refuse_subscribe(now, slot, id, code, text);
         }
         let max_replay = self.store.config().max_replay as u64;
         if matches!(from, Resume::History(n) if n > max_replay) {
             let text = "history must be at most max_replay";
-            return self.invalid_always(now, slot, id, ErrorCode::BadRequest, text);
+            return self.refuse_subscribe(now, slot, id, ErrorCode::BadRequest, text);
         }
         if self.cfg.external_history {
             return self.external_subscribe(slot, id, channel, from);
@@ -115,7 +115,7 @@ impl Hub {
             Resume::History(n) => (true, (head + 1).saturating_sub(*n).max(front)),
             Resume::Recover(p) if p.epoch == position.epoch && p.offset > head => {
                 let text = "recover position is past the channel's newest offset";
-                return self.invalid_always(now, slot, id, ErrorCode::BadRequest, text);
+                return self.refuse_subscribe(now, slot, id, ErrorCode::BadRequest, text);
             }
             Resume::Recover(p) => {
                 let complete = p.epoch == position.epoch
@@ -217,8 +217,9 @@ impl Hub {
     }
 
     /// An error for a positioned subscribe: sent with or without an id, as
-    /// its ack would have been.
-    fn invalid_always(
+    /// its ack would have been. Not counted as an invalid message (the
+    /// request was well formed), as a plain subscribe's refusals are not.
+    pub(super) fn refuse_subscribe(
         &mut self,
         now: Instant,
         slot: Slot,
@@ -226,7 +227,7 @@ impl Hub {
         code: ErrorCode,
         text: &'static str,
     ) {
-        self.invalid_as(now, slot, id, code, text, true);
+        self.reply_as(now, slot, id, Err((code, text)), true);
     }
 
     /// Queues what the connection's replay cursors owe, within the replay
