@@ -95,8 +95,8 @@ pub enum Command {
     PublishPositioned {
         /// The channel.
         channel: String,
-        /// The message.
-        message: Message,
+        /// The message (boxed: `Command` stays the size it was).
+        message: Box<Message>,
         /// Its position, assigned by the store.
         position: StreamPosition,
     },
@@ -204,7 +204,7 @@ impl Hub {
                 channel,
                 message,
                 position,
-            } => Reply::Count(self.publish_positioned(now, &channel, message, position)),
+            } => Reply::Count(self.publish_positioned(now, &channel, *message, position)),
             Command::AnswerHistoryRead { read, result } => {
                 self.answer_history_read(now, read, result).into()
             }
@@ -456,6 +456,7 @@ macro_rules! hub_command_methods {
             position: $crate::history::StreamPosition,
         ) -> ::core::result::Result<usize, $crate::command::Stopped> {
             let channel = ::std::borrow::ToOwned::to_owned(channel);
+            let message = ::std::boxed::Box::new(message);
             let command = $crate::command::Command::PublishPositioned { channel, message, position };
             ::core::result::Result::Ok(self.command(command)$($wait)*?.count())
         }

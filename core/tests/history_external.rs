@@ -41,7 +41,7 @@ fn publish(sim: &mut Sim, n: u64, epoch: &str) {
     let now = sim.now;
     let command = Command::PublishPositioned {
         channel: "c".into(),
-        message: Message::new("event", json!(n)),
+        message: Box::new(Message::new("event", json!(n))),
         position: pos(n, epoch),
     };
     sim.hub.apply(now, command);
