@@ -26,7 +26,8 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::history::{HistoryError, HistoryPage};
+use crate::history::{HistoryError, HistoryPage, StreamPosition};
+use crate::HistoryReadId;
 use crate::{AuthDecision, ConnId, Hub, Identity, Message, Rejection, Stats, UsageError};
 
 /// One application command to a hub.
@@ -88,6 +89,24 @@ pub enum Command {
         since: Option<u64>,
         /// At most this many (1..=max_replay).
         limit: usize,
+    },
+    /// [`Hub::publish_positioned`] (an external history store); replies
+    /// [`Reply::Count`].
+    PublishPositioned {
+        /// The channel.
+        channel: String,
+        /// The message (boxed: `Command` stays the size it was).
+        message: Box<Message>,
+        /// Its position, assigned by the store.
+        position: StreamPosition,
+    },
+    /// [`Hub::answer_history_read`]: the answer to an
+    /// [`crate::Event::HistoryRead`].
+    AnswerHistoryRead {
+        /// The read answered.
+        read: HistoryReadId,
+        /// What the store returned.
+        result: Result<HistoryPage, HistoryError>,
     },
 }
 
@@ -181,6 +200,14 @@ impl Hub {
                 since,
                 limit,
             } => Reply::History(self.history(now, &channel, since, limit)),
+            Command::PublishPositioned {
+                channel,
+                message,
+                position,
+            } => Reply::Count(self.publish_positioned(now, &channel, *message, position)),
+            Command::AnswerHistoryRead { read, result } => {
+                self.answer_history_read(now, read, result).into()
+            }
         }
     }
 }
@@ -418,6 +445,33 @@ macro_rules! hub_command_methods {
                 $crate::command::Reply::Channels(channels) => ::core::result::Result::Ok(channels),
                 _ => ::core::unreachable!("Channels answers Channels"),
             }
+        }
+
+        /// Publishes with a position assigned by an external history store
+        /// (`HubConfig::external_history`); returns how many got it live.
+        $($head)* fn publish_positioned(
+            &self,
+            channel: &str,
+            message: $crate::Message,
+            position: $crate::history::StreamPosition,
+        ) -> ::core::result::Result<usize, $crate::command::Stopped> {
+            let channel = ::std::borrow::ToOwned::to_owned(channel);
+            let message = ::std::boxed::Box::new(message);
+            let command = $crate::command::Command::PublishPositioned { channel, message, position };
+            ::core::result::Result::Ok(self.command(command)$($wait)*?.count())
+        }
+
+        /// Answers an `Event::HistoryRead` with what the external store
+        /// returned.
+        $($head)* fn answer_history_read(
+            &self,
+            read: $crate::HistoryReadId,
+            result: ::core::result::Result<
+                $crate::history::HistoryPage,
+                $crate::history::HistoryError,
+            >,
+        ) -> ::core::result::Result<(), $crate::command::Stopped> {
+            self.tell($crate::command::Command::AnswerHistoryRead { read, result })$($wait)*
         }
 
         /// A channel's stored publications after `since` (or the newest

@@ -162,7 +162,12 @@
 //!   ([`Message::process_output`], [`Message::event`]...) to publish or
 //!   broadcast.
 //! - **Queries**: [`Hub::stats`], subscriber counts, users in a channel,
-//!   identities, subscriptions, queued output.
+//!   identities, subscriptions, queued output, a channel's stream position
+//!   and stored history ([`Hub::position`], [`Hub::history`]).
+//!
+//! Every channel publish is numbered and kept in a bounded history by
+//! default ([`history`]), so a client that reconnects resumes with
+//! `recover` and misses nothing, or is told `recovered: false`.
 //!
 //! Peer faults never return `Err`: they become HTTP refusals, close codes and
 //! events. `Err(UsageError)` means the caller named a closed connection or asked

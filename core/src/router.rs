@@ -251,17 +251,6 @@ impl Router {
         }
     }
 
-    /// A channel's plain and positioned subscribers: the live fan-out.
-    pub fn live(&self, name: &str) -> (&[Slot], &[Slot]) {
-        match self.by_name.get(name) {
-            Some(&k) => {
-                let [plain, positioned, _] = &self.channels[k as usize].lists;
-                (plain, positioned)
-            }
-            None => (&[], &[]),
-        }
-    }
-
     /// Every subscriber of a channel, whatever its list.
     pub fn all_members(&self, name: &str) -> impl Iterator<Item = Slot> + '_ {
         self.by_name

@@ -320,6 +320,19 @@ fn a_recover_on_a_forbidden_channel_is_forbidden() {
 }
 
 #[test]
+fn a_recover_counts_against_max_subscriptions() {
+    let mut sim = Sim::new(HubConfig {
+        max_subscriptions: 1,
+        ..HubConfig::default()
+    });
+    let a = sim.connect();
+    sim.send_text(a, r#"{"type":"subscribe","channel":"other"}"#);
+    let (reply, _) = subscribe(&mut sim, a, r#","positions":true"#);
+    assert_eq!(reply["data"]["code"], "limit");
+    assert_eq!(sim.hub.subscriptions(a), ["other"]);
+}
+
+#[test]
 fn history_n_replays_the_newest_n() {
     let mut sim = sim_with(100);
     publish(&mut sim, "c", 8);
@@ -526,6 +539,22 @@ fn the_history_read_returns_pages_in_offset_order() {
         panic!("{reply:?}")
     };
     assert_eq!(page.publications.len(), 1);
+}
+
+#[test]
+fn a_channel_nobody_can_subscribe_to_keeps_nothing() {
+    let mut sim = sim_with(10);
+    let long = "x".repeat(300);
+    for ch in ["", long.as_str()] {
+        let now = sim.now;
+        sim.hub.publish(now, ch, Message::new("event", json!(1)));
+        assert_eq!(sim.hub.position(ch), None);
+        assert_eq!(
+            sim.hub.history(now, ch, None, 1),
+            Err(HistoryError::NoHistory)
+        );
+    }
+    assert_eq!(sim.hub.stats().history_messages, 0);
 }
 
 #[test]

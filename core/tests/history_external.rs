@@ -7,6 +7,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use serde_json::{json, Value};
+use wshub_core::command::{Command, Reply};
 use wshub_core::{
     ConnId, Event, HistoryError, HistoryPage, HistoryReadId, HubConfig, Message, Publication,
     StreamPosition,
@@ -38,8 +39,12 @@ fn stored(n: u64) -> Publication {
 
 fn publish(sim: &mut Sim, n: u64, epoch: &str) {
     let now = sim.now;
-    sim.hub
-        .publish_positioned(now, "c", Message::new("event", json!(n)), pos(n, epoch));
+    let command = Command::PublishPositioned {
+        channel: "c".into(),
+        message: Box::new(Message::new("event", json!(n))),
+        position: pos(n, epoch),
+    };
+    sim.hub.apply(now, command);
     sim.pump();
 }
 
@@ -75,9 +80,13 @@ fn events_of(msgs: &[Value]) -> Vec<(u64, Option<String>)> {
         .collect()
 }
 
+/// Answered through the command surface, as a handle would.
 fn answer(sim: &mut Sim, read: HistoryReadId, result: Result<HistoryPage, HistoryError>) {
     let now = sim.now;
-    sim.hub.answer_history_read(now, read, result).unwrap();
+    let reply = sim
+        .hub
+        .apply(now, Command::AnswerHistoryRead { read, result });
+    assert_eq!(reply, Reply::Done);
     sim.pump();
 }
 

@@ -31,6 +31,25 @@
 //! - **One serialization per publication.** The stored entry is the framed
 //!   positioned message, shared with every positioned subscriber; plain
 //!   subscribers get today's bytes, framed once.
+//! - **Honest gaps.** If the history is trimmed past a replay that is still
+//!   waiting for the client to read, the replay continues from the oldest
+//!   publication still stored: the client sees the jump in offsets at the
+//!   next message, the one gap signal of the protocol, and resubscribes with
+//!   `recover` (which then answers `recovered: false`). There is no second
+//!   kind of error to handle, and nothing is claimed that was not sent.
+//! - **A seam for a shared store.** Sockudo and the Socket.IO adapters
+//!   recover only within one node. With [`crate::HubConfig::external_history`]
+//!   positions come from a broker ([`crate::Hub::publish_positioned`]) and
+//!   reads are answered later ([`crate::Event::HistoryRead`],
+//!   [`crate::Hub::answer_history_read`]); the live stream is buffered for the
+//!   subscription while its read is out and merged by offset, so a read that
+//!   races publications neither loses nor repeats one (Centrifuge's
+//!   `PubSubSync` lesson).
+//!
+//! Memory: every stored publication is its frame plus at most 64 bytes; a
+//! channel that keeps no history and has no subscribers holds nothing, and
+//! one whose history and `meta_ttl` both ran out is freed. Expiry is lazy and
+//! costs O(expired), never a scan of every channel.
 
 use core::fmt;
 use core::time::Duration;
@@ -60,7 +79,11 @@ pub struct HistoryRule {
     /// The newest this many publications are kept; 0 keeps none (and the
     /// channel has no positions).
     pub size: usize,
-    /// None older than this is kept.
+    /// None older than this is kept. Expired publications go when the
+    /// channel is next touched (a publish, a subscribe, a read) or at the
+    /// next [`crate::Hub::handle_timeout`] after they expired (the hub adds
+    /// no deadline of its own to [`crate::Hub::poll_timeout`]; an idle hub
+    /// keeps them, within [`HistoryConfig::max_bytes`], until then).
     pub ttl: Duration,
 }
 
@@ -70,7 +93,9 @@ pub struct HistoryConfig {
     /// The first rule whose pattern matches a channel decides; a channel no
     /// rule matches keeps no history.
     pub rules: Vec<HistoryRule>,
-    /// One cap over every channel's stored bytes; past it the oldest
+    /// One cap over every channel's stored bytes (their positioned frames;
+    /// each also costs at most 64 bytes of bookkeeping, about 43 when no
+    /// positioned subscriber shares its frame); past it the oldest
     /// publications go first, whatever their channel
     /// ([`crate::Stats::history_evictions`] counts them).
     pub max_bytes: usize,

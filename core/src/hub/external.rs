@@ -260,7 +260,7 @@ impl Hub {
             Err(_) => {
                 self.unsubscribe_slot(slot, &channel);
                 let text = "history read refused";
-                self.invalid_as(now, slot, pending.id, ErrorCode::BadRequest, text, true);
+                self.refuse_subscribe(now, slot, pending.id, ErrorCode::BadRequest, text);
                 self.arm(slot);
                 return Ok(());
             }
@@ -284,7 +284,7 @@ impl Hub {
                 self.unsubscribe_slot(slot, &pending.channel);
                 let text = "recover position is past the channel's newest offset";
                 let code = ErrorCode::BadRequest;
-                return self.invalid_as(now, slot, pending.id, code, text, true);
+                return self.refuse_subscribe(now, slot, pending.id, code, text);
             }
             Resume::Recover(p) => {
                 pubs.retain(|x| x.offset > p.offset);

@@ -39,10 +39,12 @@ impl Hub {
     pub(super) fn publish_json(&mut self, now: Instant, channel: &str, json: &[u8]) -> usize {
         let mut delivered = 0;
         let t = self.store_time(now);
-        let positioned = self
-            .store
-            .next_offset(t, channel)
-            .and_then(|offset| positioned_json(json, offset, None));
+        // A name nobody can subscribe to (empty, too long) keeps nothing.
+        let positioned = match self.check_channel(channel) {
+            Ok(()) => self.store.next_offset(t, channel),
+            Err(_) => None,
+        }
+        .and_then(|offset| positioned_json(json, offset, None));
         let plain = frame::server_frame(OpCode::Text, json);
         let positioned_members = self.router.members_in(channel, List::Positioned);
         self.scratch.clear();
@@ -82,12 +84,12 @@ impl Hub {
     ) {
         let t = self.store_time(now);
         if let Err((code, text)) = self.may_subscribe(slot, channel) {
-            return self.invalid_always(now, slot, id, code, text);
+            return self.refuse_subscribe(now, slot, id, code, text);
         }
         let max_replay = self.store.config().max_replay as u64;
         if matches!(from, Resume::History(n) if n > max_replay) {
             let text = "history must be at most max_replay";
-            return self.invalid_always(now, slot, id, ErrorCode::BadRequest, text);
+            return self.refuse_subscribe(now, slot, id, ErrorCode::BadRequest, text);
         }
         if self.cfg.external_history {
             return self.external_subscribe(slot, id, channel, from);
@@ -113,7 +115,7 @@ impl Hub {
             Resume::History(n) => (true, (head + 1).saturating_sub(*n).max(front)),
             Resume::Recover(p) if p.epoch == position.epoch && p.offset > head => {
                 let text = "recover position is past the channel's newest offset";
-                return self.invalid_always(now, slot, id, ErrorCode::BadRequest, text);
+                return self.refuse_subscribe(now, slot, id, ErrorCode::BadRequest, text);
             }
             Resume::Recover(p) => {
                 let complete = p.epoch == position.epoch
@@ -215,8 +217,9 @@ impl Hub {
     }
 
     /// An error for a positioned subscribe: sent with or without an id, as
-    /// its ack would have been.
-    fn invalid_always(
+    /// its ack would have been. Not counted as an invalid message (the
+    /// request was well formed), as a plain subscribe's refusals are not.
+    pub(super) fn refuse_subscribe(
         &mut self,
         now: Instant,
         slot: Slot,
@@ -224,7 +227,7 @@ impl Hub {
         code: ErrorCode,
         text: &'static str,
     ) {
-        self.invalid_as(now, slot, id, code, text, true);
+        self.reply_as(now, slot, id, Err((code, text)), true);
     }
 
     /// Queues what the connection's replay cursors owe, within the replay
@@ -300,6 +303,9 @@ impl Hub {
     ) -> Result<HistoryPage, HistoryError> {
         if limit == 0 || limit > self.store.config().max_replay {
             return Err(HistoryError::TooMany);
+        }
+        if self.check_channel(channel).is_err() {
+            return Err(HistoryError::NoHistory);
         }
         let t = self.store_time(now);
         let head = self

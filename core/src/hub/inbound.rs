@@ -243,7 +243,7 @@ impl Hub {
     }
 
     /// A reply; with `always`, also to a message without an id.
-    fn reply_as(
+    pub(super) fn reply_as(
         &mut self,
         now: Instant,
         slot: Slot,

@@ -5,6 +5,9 @@
 //! - `upgrade`: judging an upgrade request, the 101 or a refusal, plain HTTP;
 //! - `inbound`: frames and protocol messages from an upgraded peer;
 //! - `fanout`: channel membership, delivery and the queue caps;
+//! - `history`: offsets and the stored history on publish, subscribes with
+//!   `recover` / `history` / `positions`, replays paced through the caps;
+//! - `external`: the same against an external store (reads answered later);
 //! - `lifecycle`: closing, deadlines and removal.
 //!
 //! The crate docs show the driving loop.
@@ -53,7 +56,9 @@ pub(crate) use external::ExternalSubs;
 ///   [`send_to_user`](Hub::send_to_user), [`subscribe`](Hub::subscribe),
 ///   [`unsubscribe`](Hub::unsubscribe), [`close`](Hub::close), the answer to
 ///   a deferred authentication ([`accept`](Hub::accept),
-///   [`reject`](Hub::reject), [`answer`](Hub::answer)),
+///   [`reject`](Hub::reject), [`answer`](Hub::answer)), with an external
+///   history store [`publish_positioned`](Hub::publish_positioned) and
+///   [`answer_history_read`](Hub::answer_history_read),
 ///   [`http_respond`](Hub::http_respond) and [`shutdown`](Hub::shutdown).
 /// - **Outputs** are what the hub wants done. After any input or command,
 ///   drain them in this order: [`poll_event`](Hub::poll_event) until `None`,
@@ -63,7 +68,9 @@ pub(crate) use external::ExternalSubs;
 ///   sockets), a past instant meaning now.
 /// - **Queries** change nothing: [`stats`](Hub::stats),
 ///   [`subscriber_count`](Hub::subscriber_count), [`channels`](Hub::channels),
-///   [`identity`](Hub::identity), [`queued`](Hub::queued) and the like.
+///   [`identity`](Hub::identity), [`queued`](Hub::queued),
+///   [`position`](Hub::position) and the like ([`history`](Hub::history)
+///   reads the history store, trimming what expired).
 ///
 /// The crate docs show a complete driving loop over one socket.
 pub struct Hub {

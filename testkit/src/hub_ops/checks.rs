@@ -319,9 +319,59 @@ impl HubModel {
         }
     }
 
+    /// The history store against the publishes: per channel the stored
+    /// publications are contiguous offsets ending at the channel's position,
+    /// each the positioned JSON of a publish to that channel (its `offset`
+    /// last), in publish order with none twice. (History is on by default,
+    /// so every program exercises it.)
+    fn check_history(&mut self) {
+        let tag = self.tag;
+        // The newest 16 are as telling as all, at a fraction of a step.
+        let limit = self.cfg.history.max_replay.min(16);
+        for ch in super::CHANNELS {
+            let Some(position) = self.hub.position(ch) else {
+                continue;
+            };
+            let page = self
+                .hub
+                .history(self.now, ch, None, limit)
+                .expect("a channel with a position reads");
+            assert_eq!(page.position, position, "the read's position on {ch}");
+            let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+            if let Some(&last) = offsets.last() {
+                assert_eq!(last, position.offset, "the newest stored on {ch}");
+                let first = offsets[0];
+                assert_eq!(
+                    offsets,
+                    (first..=last).collect::<Vec<_>>(),
+                    "contiguous on {ch}"
+                );
+            }
+            let mut last_n = None;
+            for p in &page.publications {
+                let v: Value = serde_json::from_slice(&p.json).expect("stored JSON");
+                assert_eq!(v["channel"], ch, "stored on {ch}");
+                let text = std::str::from_utf8(&p.json).expect("UTF-8");
+                assert!(
+                    text.ends_with(&format!(",\"offset\":{}}}", p.offset)),
+                    "the offset is the last field: {text}"
+                );
+                if let Some([a, b]) = v["data"].as_array().map(Vec::as_slice) {
+                    if a.as_u64() == Some(tag) {
+                        let n = b.as_u64().expect("publish id");
+                        assert_eq!(self.published[n as usize].channel.as_deref(), Some(ch));
+                        assert!(last_n < Some(n), "publish {n} stored out of order on {ch}");
+                        last_n = Some(n);
+                    }
+                }
+            }
+        }
+    }
+
     /// The per-step invariants.
     pub(super) fn check(&mut self) {
         check_hub(&self.hub);
+        self.check_history();
         let max_msgs = self.cfg.max_queued_messages;
         let max_bytes = self.cfg.max_queued_bytes;
         let mut channels: BTreeMap<String, Vec<String>> = BTreeMap::new();
