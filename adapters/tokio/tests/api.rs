@@ -248,7 +248,10 @@ async fn plain_http_answered_through_the_handle() {
     let mut c = TcpStream::connect(server.local_addr().unwrap())
         .await
         .unwrap();
-    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    // `Connection: close`: the answer ends the connection (without it the
+    // hub keeps the connection for the next request; tests/cli_exec.rs
+    // checks that on every runtime), so the whole answer is read to EOF.
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let e = next_event(&mut server, |e| matches!(e, Event::HttpRequest { .. })).await;
@@ -266,5 +269,6 @@ async fn plain_http_answered_through_the_handle() {
         .unwrap();
     let response = String::from_utf8(response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
     assert!(response.ends_with("ok"), "{response}");
 }
