@@ -37,11 +37,13 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
+use wshub_core::client::{
+    Client, ClientSetup, Command, Generation, Link, Output, SharedState, SocketInput,
+};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
@@ -65,10 +67,13 @@ const STACK: usize = 128 * 1024;
 /// the connection attempt it belongs to, so that nothing is reported about a
 /// socket the client has already dropped.
 enum Cmd {
-    Client(Command<SyncSender<Result<(), SendError>>>),
+    Client(Command<Reply>),
     Connected(Generation, io::Result<TcpStream>),
     Input(Generation, SocketInput),
 }
+
+/// How the driver answers a send.
+type Reply = SyncSender<Result<(), SendError>>;
 
 /// Commands a running client from any thread. Cheap to clone.
 ///
@@ -80,7 +85,7 @@ pub struct ClientHandle {
 
 struct Inner {
     tx: SyncSender<Cmd>,
-    state: Arc<Mutex<ClientState>>,
+    state: SharedState,
 }
 
 impl Drop for Inner {
@@ -98,11 +103,13 @@ impl std::fmt::Debug for ClientHandle {
 }
 
 impl ClientHandle {
-    /// Sends a JSON message (one text frame). Waits for the driver's answer:
-    /// [`SendError::NotConnected`] while no connection is up (unless the
-    /// config has an `offline_queue`), [`SendError::Closed`] after
-    /// [`ClientHandle::close`], auth failure or giving up.
-    pub fn send(&self, message: Value) -> Result<(), SendError> {
+    wshub_core::client_command_methods!(sync);
+
+    fn tell(&self, command: Command<Reply>) {
+        let _ = self.inner.tx.send(Cmd::Client(command));
+    }
+
+    fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.inner
             .tx
@@ -111,38 +118,8 @@ impl ClientHandle {
         rx.recv().unwrap_or(Err(SendError::Closed))
     }
 
-    /// Subscribes to a channel, now if connected and again after every
-    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
-    /// [`ClientEvent::SubscriptionsRestored`]).
-    pub fn subscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .send(Cmd::Client(Command::Subscribe(channel.to_owned())));
-    }
-
-    /// Forgets a subscription (and unsubscribes now if connected).
-    pub fn unsubscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
-    }
-
-    /// The client's state as of the driver's last step.
-    pub fn state(&self) -> ClientState {
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Closes for good: a 1000 close to the server (waiting up to the
-    /// config's `close_timeout` for its reply), no more reconnects. The event
-    /// channel ends after [`ClientEvent::Closed`].
-    pub fn close(&self) {
-        let _ = self.inner.tx.send(Cmd::Client(Command::Close));
+    fn shared_state(&self) -> &SharedState {
+        &self.inner.state
     }
 }
 
@@ -167,45 +144,13 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client on `config.endpoints`.
-    pub fn new(config: ClientConfig) -> Self {
-        let setup = ClientSetup::new(config);
-        ClientBuilder { setup }
-    }
-
-    /// Subscribes before the first connect: the subscription goes out with
-    /// the first connection and is reported in its
-    /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(self, channel: impl Into<String>) -> Self {
-        let setup = self.setup.subscribe(channel);
-        ClientBuilder { setup }
-    }
-
-    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
-    /// in tests); by default the seed comes from the operating system
-    /// ([`os_seed`]).
-    pub fn seed(self, seed: u64) -> Self {
-        let setup = self.setup.seed(seed);
-        ClientBuilder { setup }
-    }
+    wshub_core::client_builder_methods!();
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
         let connect_timeout = self.setup.config().connect_timeout;
-        // Drawn only when no seed was given; a failure is returned, not hidden.
-        let mut seed_error = None;
-        let client = (self.setup)
-            .start_plain("wshub-blocking", Instant::now(), || {
-                os_seed().unwrap_or_else(|e| {
-                    seed_error = Some(e);
-                    0
-                })
-            })
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(e) = seed_error {
-            return Err(e);
-        }
-        let state = Arc::new(Mutex::new(client.state()));
+        let client = (self.setup).start_plain_io("wshub-blocking", Instant::now(), os_seed)?;
+        let state = SharedState::new(client.state());
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel();
         let mut driver = Driver {
@@ -239,7 +184,7 @@ struct Socket {
 struct Driver {
     client: Client,
     events: Sender<ClientEvent>,
-    state: Arc<Mutex<ClientState>>,
+    state: SharedState,
     /// For the connect, reader and writer threads.
     tx: SyncSender<Cmd>,
     connect_timeout: Duration,
@@ -329,7 +274,7 @@ impl Driver {
     /// before every event is handed out, so that an application that sees an
     /// event sees the state that goes with it.
     fn publish_state(&self) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
+        self.state.set(self.client.state());
     }
 
     fn on_event(&mut self, event: ClientEvent) {

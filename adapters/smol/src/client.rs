@@ -38,7 +38,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,7 +47,9 @@ use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::{Task, Timer};
-use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
+use wshub_core::client::{
+    Client, ClientSetup, Command, Generation, Link, Output, SharedState, SocketInput,
+};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
@@ -66,15 +68,20 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Application commands and connect outcomes.
 enum Cmd {
-    Client(Command<Sender<Result<(), SendError>>>),
+    Client(Command<Reply>),
     Connected(Generation, io::Result<TcpStream>),
 }
+
+/// How the driver answers a send.
+type Reply = Sender<Result<(), SendError>>;
 
 /// Socket input, numbered by connection attempt so that nothing is reported
 /// about a socket the client has already dropped.
 type Input = (Generation, SocketInput);
 
 /// Commands a running client from any task or thread. Cheap to clone.
+/// [`ClientHandle::send`] from a plain thread:
+/// `smol::block_on(handle.send(..))`.
 ///
 /// Dropping the last clone closes the client as [`ClientHandle::close`] does.
 #[derive(Clone)]
@@ -84,7 +91,7 @@ pub struct ClientHandle {
 
 struct Inner {
     tx: Sender<Cmd>,
-    state: Arc<Mutex<ClientState>>,
+    state: SharedState,
 }
 
 impl Drop for Inner {
@@ -102,12 +109,13 @@ impl std::fmt::Debug for ClientHandle {
 }
 
 impl ClientHandle {
-    /// Sends a JSON message (one text frame), answered by the driver:
-    /// [`SendError::NotConnected`] while no connection is up (unless the
-    /// config has an `offline_queue`), [`SendError::Closed`] after
-    /// [`ClientHandle::close`], auth failure or giving up. From a plain
-    /// thread: `smol::block_on(handle.send(..))`.
-    pub async fn send(&self, message: Value) -> Result<(), SendError> {
+    wshub_core::client_command_methods!(async);
+
+    fn tell(&self, command: Command<Reply>) {
+        let _ = self.inner.tx.try_send(Cmd::Client(command));
+    }
+
+    async fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = channel::bounded(1);
         self.inner
             .tx
@@ -116,38 +124,8 @@ impl ClientHandle {
         rx.recv().await.unwrap_or(Err(SendError::Closed))
     }
 
-    /// Subscribes to a channel, now if connected and again after every
-    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
-    /// [`ClientEvent::SubscriptionsRestored`]). Does not wait.
-    pub fn subscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .try_send(Cmd::Client(Command::Subscribe(channel.to_owned())));
-    }
-
-    /// Forgets a subscription (and unsubscribes now if connected).
-    pub fn unsubscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .try_send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
-    }
-
-    /// The client's state as of the driver's last step.
-    pub fn state(&self) -> ClientState {
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Closes for good: a 1000 close to the server (waiting up to the
-    /// config's `close_timeout` for its reply), no more reconnects. The event
-    /// channel ends after [`ClientEvent::Closed`].
-    pub fn close(&self) {
-        let _ = self.inner.tx.try_send(Cmd::Client(Command::Close));
+    fn shared_state(&self) -> &SharedState {
+        &self.inner.state
     }
 }
 
@@ -173,44 +151,12 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client on `config.endpoints`.
-    pub fn new(config: ClientConfig) -> Self {
-        let setup = ClientSetup::new(config);
-        ClientBuilder { setup }
-    }
-
-    /// Subscribes before the first connect: the subscription goes out with
-    /// the first connection and is reported in its
-    /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(self, channel: impl Into<String>) -> Self {
-        let setup = self.setup.subscribe(channel);
-        ClientBuilder { setup }
-    }
-
-    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
-    /// in tests); by default the seed comes from the operating system
-    /// ([`os_seed`]).
-    pub fn seed(self, seed: u64) -> Self {
-        let setup = self.setup.seed(seed);
-        ClientBuilder { setup }
-    }
+    wshub_core::client_builder_methods!();
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
-        // Drawn only when no seed was given; a failure is returned, not hidden.
-        let mut seed_error = None;
-        let client = (self.setup)
-            .start_plain("wshub-smol", Instant::now(), || {
-                os_seed().unwrap_or_else(|e| {
-                    seed_error = Some(e);
-                    0
-                })
-            })
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(e) = seed_error {
-            return Err(e);
-        }
-        let state = Arc::new(Mutex::new(client.state()));
+        let client = (self.setup).start_plain_io("wshub-smol", Instant::now(), os_seed)?;
+        let state = SharedState::new(client.state());
         let (tx, rx) = channel::unbounded();
         let (input_tx, input_rx) = channel::bounded(INPUT_QUEUE);
         let (event_tx, events) = channel::unbounded();
@@ -243,7 +189,7 @@ struct Socket {
 struct Driver {
     client: Client,
     events: Sender<ClientEvent>,
-    state: Arc<Mutex<ClientState>>,
+    state: SharedState,
     /// For connect tasks.
     tx: Sender<Cmd>,
     /// For reader and writer tasks.
@@ -365,7 +311,7 @@ impl Driver {
     /// before every event is handed out, so that an application that sees an
     /// event sees the state that goes with it.
     fn publish_state(&self) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
+        self.state.set(self.client.state());
     }
 
     fn on_event(&mut self, event: ClientEvent) {

@@ -35,7 +35,7 @@
 //! or drive the core client with a TLS stream of your own).
 
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -43,7 +43,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
+use wshub_core::client::{
+    Client, ClientSetup, Command, Generation, Link, Output, SharedState, SocketInput,
+};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
@@ -62,9 +64,12 @@ const READ_BUFFER: usize = 8 * 1024;
 
 /// Application commands and connect outcomes.
 enum Cmd {
-    Client(Command<oneshot::Sender<Result<(), SendError>>>),
+    Client(Command<Reply>),
     Connected(Generation, io::Result<TcpStream>),
 }
+
+/// How the driver answers a send.
+type Reply = oneshot::Sender<Result<(), SendError>>;
 
 /// Socket input, numbered by connection attempt so that nothing is reported
 /// about a socket the client has already dropped.
@@ -80,7 +85,7 @@ pub struct ClientHandle {
 
 struct Inner {
     tx: mpsc::UnboundedSender<Cmd>,
-    state: Arc<Mutex<ClientState>>,
+    state: SharedState,
 }
 
 impl Drop for Inner {
@@ -98,11 +103,13 @@ impl std::fmt::Debug for ClientHandle {
 }
 
 impl ClientHandle {
-    /// Sends a JSON message (one text frame), answered by the driver:
-    /// [`SendError::NotConnected`] while no connection is up (unless the
-    /// config has an `offline_queue`), [`SendError::Closed`] after
-    /// [`ClientHandle::close`], auth failure or giving up.
-    pub async fn send(&self, message: Value) -> Result<(), SendError> {
+    wshub_core::client_command_methods!(async);
+
+    fn tell(&self, command: Command<Reply>) {
+        let _ = self.inner.tx.send(Cmd::Client(command));
+    }
+
+    async fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .tx
@@ -111,38 +118,8 @@ impl ClientHandle {
         rx.await.unwrap_or(Err(SendError::Closed))
     }
 
-    /// Subscribes to a channel, now if connected and again after every
-    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
-    /// [`ClientEvent::SubscriptionsRestored`]). Does not wait.
-    pub fn subscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .send(Cmd::Client(Command::Subscribe(channel.to_owned())));
-    }
-
-    /// Forgets a subscription (and unsubscribes now if connected).
-    pub fn unsubscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
-    }
-
-    /// The client's state as of the driver's last step.
-    pub fn state(&self) -> ClientState {
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Closes for good: a 1000 close to the server (waiting up to the
-    /// config's `close_timeout` for its reply), no more reconnects. The event
-    /// channel ends after [`ClientEvent::Closed`].
-    pub fn close(&self) {
-        let _ = self.inner.tx.send(Cmd::Client(Command::Close));
+    fn shared_state(&self) -> &SharedState {
+        &self.inner.state
     }
 }
 
@@ -170,45 +147,13 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client on `config.endpoints`.
-    pub fn new(config: ClientConfig) -> Self {
-        let setup = ClientSetup::new(config);
-        ClientBuilder { setup }
-    }
-
-    /// Subscribes before the first connect: the subscription goes out with
-    /// the first connection and is reported in its
-    /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(self, channel: impl Into<String>) -> Self {
-        let setup = self.setup.subscribe(channel);
-        ClientBuilder { setup }
-    }
-
-    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
-    /// in tests); by default the seed comes from the operating system
-    /// ([`os_seed`]).
-    pub fn seed(self, seed: u64) -> Self {
-        let setup = self.setup.seed(seed);
-        ClientBuilder { setup }
-    }
+    wshub_core::client_builder_methods!();
 
     /// Starts the client: see [`spawn`]. Must be called inside a tokio runtime.
     pub fn spawn(self) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        // Drawn only when no seed was given; a failure is returned, not hidden.
-        let mut seed_error = None;
-        let client = (self.setup)
-            .start_plain("wshub-tokio", Instant::now(), || {
-                os_seed().unwrap_or_else(|e| {
-                    seed_error = Some(e);
-                    0
-                })
-            })
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(e) = seed_error {
-            return Err(e);
-        }
-        let state = Arc::new(Mutex::new(client.state()));
+        let client = (self.setup).start_plain_io("wshub-tokio", Instant::now(), os_seed)?;
+        let state = SharedState::new(client.state());
         let (tx, rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -240,7 +185,7 @@ struct Socket {
 struct Driver {
     client: Client,
     events: mpsc::UnboundedSender<ClientEvent>,
-    state: Arc<Mutex<ClientState>>,
+    state: SharedState,
     /// For connect tasks.
     tx: mpsc::UnboundedSender<Cmd>,
     /// For reader and writer tasks.
@@ -340,7 +285,7 @@ impl Driver {
     /// before every event is handed out, so that an application that sees an
     /// event sees the state that goes with it.
     fn publish_state(&self) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
+        self.state.set(self.client.state());
     }
 
     fn on_event(&mut self, event: ClientEvent) {

@@ -364,6 +364,31 @@ impl ClientSetup {
         }
         self.start(now, os_seed).map_err(StartError::Config)
     }
+
+    /// [`ClientSetup::start_plain`] with errors as a driver's `spawn` returns
+    /// them: a `wss://` endpoint or a config that cannot work is
+    /// `InvalidInput`, and a failing `os_seed` (drawn only when no seed was
+    /// given) is returned as it is, not hidden behind a made-up seed.
+    pub fn start_plain_io(
+        self,
+        driver: &'static str,
+        now: Instant,
+        os_seed: impl FnOnce() -> io::Result<u64>,
+    ) -> io::Result<Client> {
+        let mut seed_error = None;
+        let client = self
+            .start_plain(driver, now, || {
+                os_seed().unwrap_or_else(|e| {
+                    seed_error = Some(e);
+                    0
+                })
+            })
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        match seed_error {
+            Some(e) => Err(e),
+            None => Ok(client),
+        }
+    }
 }
 
 /// Why [`ClientSetup::start_plain`] did not start a client.
@@ -398,6 +423,13 @@ impl std::error::Error for StartError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Endpoint;
+
+    /// Tests need some instant; only differences between instants matter.
+    #[allow(clippy::disallowed_methods)]
+    fn anchor() -> Instant {
+        Instant::now()
+    }
 
     #[test]
     fn link_numbers_attempts_and_drops_stale_outcomes() {
@@ -466,6 +498,28 @@ mod tests {
         assert!(!SocketInput::Read(vec![1]).is_last());
         assert!(SocketInput::Eof.is_last());
         assert!(SocketInput::IoError.is_last());
+    }
+
+    #[test]
+    fn start_plain_io_returns_the_seed_error_and_refuses_tls() {
+        let ws = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+        let wss = Endpoint::parse("wss://127.0.0.1:8443/ws").unwrap();
+        let now = anchor();
+        let no_seed = || Err(io::Error::other("no random source"));
+        let e = ClientSetup::new(ClientConfig::new(vec![ws.clone()]))
+            .start_plain_io("my-driver", now, no_seed)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no random source");
+        // A given seed is used: the OS source is not asked.
+        let seeded = ClientSetup::new(ClientConfig::new(vec![ws]))
+            .seed(7)
+            .start_plain_io("my-driver", now, no_seed);
+        assert!(seeded.is_ok());
+        let e = ClientSetup::new(ClientConfig::new(vec![wss]))
+            .start_plain_io("my-driver", now, || Ok(1))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("my-driver"), "{e}");
     }
 
     #[test]

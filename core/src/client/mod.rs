@@ -161,12 +161,14 @@ use crate::frame::{self, Decoded, FrameDecoder, OpCode, Role};
 use crate::handshake::{accept_key, judge_response, Verdict};
 use crate::request::Secret;
 
+mod commands;
 mod config;
 mod driver;
 mod endpoint;
 mod event;
 mod inbound;
 
+pub use commands::SharedState;
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
 pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
