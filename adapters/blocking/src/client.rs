@@ -41,12 +41,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wshub_core::client::{
-    Client, ClientSetup, Command, Generation, Link, Output, SharedState, SocketInput,
-};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
+};
+use wshub_core::client::{
+    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedState, SocketInput,
 };
 
 /// Commands and socket input queued to the driver before senders wait: a
@@ -150,21 +150,18 @@ impl ClientBuilder {
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
         let connect_timeout = self.setup.config().connect_timeout;
         let client = (self.setup).start_plain_io("wshub-blocking", Instant::now(), os_seed)?;
-        let state = SharedState::new(client.state());
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel();
-        let mut driver = Driver {
-            client,
+        let threads = Threads {
             events: event_tx,
-            state: state.clone(),
             tx: tx.clone(),
             connect_timeout,
-            link: Link::new(),
-            closed: false,
         };
+        let mut driver = DriverCore::new(client, threads);
+        let state = driver.shared_state();
         std::thread::Builder::new()
             .name("wshub-client".into())
-            .spawn(move || driver.run(rx))?;
+            .spawn(move || run(&mut driver, rx))?;
         let handle = ClientHandle {
             inner: Arc::new(Inner { tx, state }),
         };
@@ -181,138 +178,83 @@ struct Socket {
     stream: TcpStream,
 }
 
-struct Driver {
-    client: Client,
+/// The driver thread's plumbing: its ways out to the application and back
+/// to itself, for the threads it starts.
+struct Threads {
     events: Sender<ClientEvent>,
-    state: SharedState,
     /// For the connect, reader and writer threads.
     tx: SyncSender<Cmd>,
     connect_timeout: Duration,
-    /// The connect in flight (its thread cannot be cancelled: its outcome
-    /// is ignored), and the connection's threads.
-    link: Link<(), Socket>,
-    closed: bool,
 }
 
-impl Driver {
-    fn run(&mut self, rx: Receiver<Cmd>) {
-        self.drain();
-        while !self.closed {
-            let cmd = match self.client.poll_timeout() {
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(cmd) => Some(cmd),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        // Unreachable: the driver holds a sender itself.
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-                None => match rx.recv() {
+fn run(driver: &mut DriverCore<Threads>, rx: Receiver<Cmd>) {
+    driver.drain(Instant::now());
+    while !driver.is_closed() {
+        let cmd = match driver.poll_timeout() {
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
                     Ok(cmd) => Some(cmd),
-                    Err(_) => return,
-                },
-            };
-            if let Some(cmd) = cmd {
-                self.apply(cmd);
-                // Take what else is queued before writing, so a burst of
-                // reads or sends goes out in few writes.
-                for _ in 0..64 {
-                    match rx.try_recv() {
-                        Ok(cmd) => self.apply(cmd),
-                        Err(_) => break,
-                    }
+                    Err(RecvTimeoutError::Timeout) => None,
+                    // Unreachable: the driver holds a sender itself.
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            self.client.handle_timeout(Instant::now());
-            self.drain();
-        }
-    }
-
-    fn apply(&mut self, cmd: Cmd) {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Client(command) => {
-                if let Some((reply, result)) = self.client.apply(now, command) {
-                    let _ = reply.send(result);
+            None => match rx.recv() {
+                Ok(cmd) => Some(cmd),
+                Err(_) => return,
+            },
+        };
+        if let Some(cmd) = cmd {
+            apply(driver, cmd);
+            // Take what else is queued before writing, so a burst of reads
+            // or sends goes out in few writes.
+            for _ in 0..64 {
+                match rx.try_recv() {
+                    Ok(cmd) => apply(driver, cmd),
+                    Err(_) => break,
                 }
-            }
-            Cmd::Connected(g, result) => {
-                if self.link.connected(g).is_none() {
-                    return; // cancelled meanwhile: dropping the stream closes it
-                }
-                match result.and_then(|stream| self.open(g, stream)) {
-                    Ok(socket) => {
-                        self.link.open(g, socket);
-                        self.client.handle_connected(now);
-                    }
-                    Err(_) => self.client.handle_connect_failed(now),
-                }
-            }
-            Cmd::Input(g, input) if self.link.is_live(g) => self.client.handle_socket(now, input),
-            Cmd::Input(..) => {}
-        }
-    }
-
-    /// Carries out the client's output until it has nothing more.
-    fn drain(&mut self) {
-        while let Some(output) = self.client.poll_output() {
-            match output {
-                Output::Transmit(bytes) => {
-                    if let Some(s) = self.link.socket() {
-                        // A writer that has gone reports the error itself.
-                        let _ = s.writer.send(bytes);
-                    }
-                }
-                Output::Event(event) => self.on_event(event),
             }
         }
-        self.publish_state();
+        driver.step(Instant::now());
     }
+}
 
-    /// Makes the client's state visible to [`ClientHandle::state`]; done
-    /// before every event is handed out, so that an application that sees an
-    /// event sees the state that goes with it.
-    fn publish_state(&self) {
-        self.state.set(self.client.state());
-    }
-
-    fn on_event(&mut self, event: ClientEvent) {
-        match event {
-            ClientEvent::Connect { endpoint, .. } => {
-                let g = self.link.dial(|_| ());
-                let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
-                let spawned = std::thread::Builder::new()
-                    .name("wshub-client-connect".into())
-                    .stack_size(STACK)
-                    .spawn(move || {
-                        let result = connect(&endpoint, timeout);
-                        let _ = tx.send(Cmd::Connected(g, result));
-                    });
-                if spawned.is_err() {
-                    self.link.close();
-                    self.client.handle_connect_failed(Instant::now());
-                }
-            }
-            ClientEvent::CloseSocket => {
-                if let (_, Some(s)) = self.link.close() {
-                    // The writer writes what it holds (a close frame), then
-                    // shuts both directions, which also ends the reader.
-                    drop(s.writer);
-                    let _ = s.stream.set_read_timeout(Some(Duration::from_secs(1)));
-                }
-            }
-            // Nobody listening is fine: events are then dropped.
-            other => {
-                self.closed |= other == ClientEvent::Closed;
-                self.publish_state();
-                let _ = self.events.send(other);
+fn apply(driver: &mut DriverCore<Threads>, cmd: Cmd) {
+    let now = Instant::now();
+    match cmd {
+        Cmd::Client(command) => {
+            if let Some((reply, result)) = driver.command(now, command) {
+                let _ = reply.send(result);
             }
         }
+        // A connect the client has given up on (its thread cannot be
+        // cancelled): dropping the stream closes it.
+        Cmd::Connected(g, result) => drop(driver.connected(now, g, result)),
+        Cmd::Input(g, input) => driver.input(now, g, input),
+    }
+}
+
+impl Plumbing for Threads {
+    type Connect = ();
+    type Stream = TcpStream;
+    type Socket = Socket;
+
+    fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<()> {
+        let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
+        std::thread::Builder::new()
+            .name("wshub-client-connect".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                let result = connect(&endpoint, timeout);
+                let _ = tx.send(Cmd::Connected(g, result));
+            })
+            .ok()
+            .map(drop)
     }
 
     /// Starts the reader and writer threads of a connected stream.
-    fn open(&self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
+    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let mut reader = stream.try_clone()?;
@@ -351,6 +293,23 @@ impl Driver {
             writer: writer_tx,
             stream,
         })
+    }
+
+    fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
+        let _ = socket.writer.send(bytes);
+    }
+
+    fn close(&mut self, _connect: Option<()>, socket: Option<Socket>) {
+        if let Some(s) = socket {
+            // The writer writes what it holds (a close frame), then shuts
+            // both directions, which also ends the reader.
+            drop(s.writer);
+            let _ = s.stream.set_read_timeout(Some(Duration::from_secs(1)));
+        }
+    }
+
+    fn deliver(&mut self, event: ClientEvent) {
+        let _ = self.events.send(event);
     }
 }
 

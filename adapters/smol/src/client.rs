@@ -47,12 +47,12 @@ use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::{Task, Timer};
-use wshub_core::client::{
-    Client, ClientSetup, Command, Generation, Link, Output, SharedState, SocketInput,
-};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
+};
+use wshub_core::client::{
+    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedState, SocketInput,
 };
 
 /// Socket input queued to the driver before readers wait: a server that
@@ -156,20 +156,17 @@ impl ClientBuilder {
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
         let client = (self.setup).start_plain_io("wshub-smol", Instant::now(), os_seed)?;
-        let state = SharedState::new(client.state());
         let (tx, rx) = channel::unbounded();
         let (input_tx, input_rx) = channel::bounded(INPUT_QUEUE);
         let (event_tx, events) = channel::unbounded();
-        let driver = Driver {
-            client,
+        let tasks = Tasks {
             events: event_tx,
-            state: state.clone(),
             tx: tx.clone(),
             input: input_tx,
-            link: Link::new(),
-            closed: false,
         };
-        smol::spawn(driver.run(rx, input_rx)).detach();
+        let driver = DriverCore::new(client, tasks);
+        let state = driver.shared_state();
+        smol::spawn(run(driver, rx, input_rx)).detach();
         let handle = ClientHandle {
             inner: Arc::new(Inner { tx, state }),
         };
@@ -186,18 +183,14 @@ struct Socket {
     _reader: Task<()>,
 }
 
-struct Driver {
-    client: Client,
+/// The driver task's plumbing: its ways out to the application and back to
+/// itself, for the tasks it starts.
+struct Tasks {
     events: Sender<ClientEvent>,
-    state: SharedState,
     /// For connect tasks.
     tx: Sender<Cmd>,
     /// For reader and writer tasks.
     input: Sender<Input>,
-    /// The connect task in flight (dropping it cancels the connect), and the
-    /// connection's tasks.
-    link: Link<Task<()>, Socket>,
-    closed: bool,
 }
 
 /// What woke the driver.
@@ -207,142 +200,90 @@ enum Wake {
     Timer,
 }
 
-impl Driver {
-    async fn run(mut self, rx: Receiver<Cmd>, input: Receiver<Input>) {
-        self.drain();
-        while !self.closed {
-            let timer = match self.client.poll_timeout() {
-                Some(at) => Timer::at(at),
-                None => Timer::never(),
-            };
-            // `or` polls left first: commands, then input, then the timer.
-            // The driver holds senders of both channels: neither ends first.
-            let wake = future::or(
+async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<Input>) {
+    driver.drain(Instant::now());
+    while !driver.is_closed() {
+        let timer = match driver.poll_timeout() {
+            Some(at) => Timer::at(at),
+            None => Timer::never(),
+        };
+        // `or` polls left first: commands, then input, then the timer.
+        // The driver holds senders of both channels: neither ends first.
+        let wake = future::or(
+            async {
+                match rx.recv().await {
+                    Ok(cmd) => Wake::Cmd(cmd),
+                    Err(_) => future::pending().await,
+                }
+            },
+            future::or(
                 async {
-                    match rx.recv().await {
-                        Ok(cmd) => Wake::Cmd(cmd),
+                    match input.recv().await {
+                        Ok(i) => Wake::Input(i),
                         Err(_) => future::pending().await,
                     }
                 },
-                future::or(
-                    async {
-                        match input.recv().await {
-                            Ok(i) => Wake::Input(i),
-                            Err(_) => future::pending().await,
-                        }
-                    },
-                    async {
-                        timer.await;
-                        Wake::Timer
-                    },
-                ),
-            )
-            .await;
-            match wake {
-                Wake::Cmd(cmd) => self.apply(cmd),
-                Wake::Input(i) => self.input(i),
-                Wake::Timer => {}
-            }
-            // Take what else is queued before writing, so a burst of reads or
-            // sends goes out in few writes.
-            for _ in 0..64 {
-                if let Ok(cmd) = rx.try_recv() {
-                    self.apply(cmd);
-                } else if let Ok(i) = input.try_recv() {
-                    self.input(i);
-                } else {
-                    break;
-                }
-            }
-            self.client.handle_timeout(Instant::now());
-            self.drain();
+                async {
+                    timer.await;
+                    Wake::Timer
+                },
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Cmd(cmd) => apply(&mut driver, cmd),
+            Wake::Input((g, i)) => driver.input(Instant::now(), g, i),
+            Wake::Timer => {}
         }
-    }
-
-    fn apply(&mut self, cmd: Cmd) {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Client(command) => {
-                if let Some((reply, result)) = self.client.apply(now, command) {
-                    let _ = reply.try_send(result);
-                }
+        // Take what else is queued before writing, so a burst of reads or
+        // sends goes out in few writes.
+        for _ in 0..64 {
+            if let Ok(cmd) = rx.try_recv() {
+                apply(&mut driver, cmd);
+            } else if let Ok((g, i)) = input.try_recv() {
+                driver.input(Instant::now(), g, i);
+            } else {
+                break;
             }
-            Cmd::Connected(g, result) => {
-                let Some(task) = self.link.connected(g) else {
-                    return; // cancelled meanwhile: dropping the stream closes it
-                };
+        }
+        driver.step(Instant::now());
+    }
+}
+
+fn apply(driver: &mut DriverCore<Tasks>, cmd: Cmd) {
+    let now = Instant::now();
+    match cmd {
+        Cmd::Client(command) => {
+            if let Some((reply, result)) = driver.command(now, command) {
+                let _ = reply.try_send(result);
+            }
+        }
+        Cmd::Connected(g, result) => {
+            // `None`: cancelled meanwhile, and dropping the stream closes it.
+            if let Some(task) = driver.connected(now, g, result) {
                 // The task has finished: detach rather than cancel it.
                 task.detach();
-                match result {
-                    Ok(stream) => {
-                        let socket = self.open(g, stream);
-                        self.link.open(g, socket);
-                        self.client.handle_connected(now);
-                    }
-                    Err(_) => self.client.handle_connect_failed(now),
-                }
             }
         }
     }
+}
 
-    fn input(&mut self, (g, input): Input) {
-        if self.link.is_live(g) {
-            self.client.handle_socket(Instant::now(), input);
-        }
-    }
+impl Plumbing for Tasks {
+    /// Dropping it cancels the connect.
+    type Connect = Task<()>;
+    type Stream = TcpStream;
+    type Socket = Socket;
 
-    /// Carries out the client's output until it has nothing more.
-    fn drain(&mut self) {
-        while let Some(output) = self.client.poll_output() {
-            match output {
-                Output::Transmit(bytes) => {
-                    if let Some(s) = self.link.socket() {
-                        // A writer that has gone reports the error itself.
-                        let _ = s.writer.try_send(bytes);
-                    }
-                }
-                Output::Event(event) => self.on_event(event),
-            }
-        }
-        self.publish_state();
-    }
-
-    /// Makes the client's state visible to [`ClientHandle::state`]; done
-    /// before every event is handed out, so that an application that sees an
-    /// event sees the state that goes with it.
-    fn publish_state(&self) {
-        self.state.set(self.client.state());
-    }
-
-    fn on_event(&mut self, event: ClientEvent) {
-        match event {
-            ClientEvent::Connect { endpoint, .. } => {
-                let tx = self.tx.clone();
-                self.link.dial(|g| {
-                    smol::spawn(async move {
-                        let result =
-                            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
-                        let _ = tx.try_send(Cmd::Connected(g, result));
-                    })
-                });
-            }
-            ClientEvent::CloseSocket => {
-                // Dropping a connect task cancels it. Dropping the socket: the
-                // writer writes what it holds (a close frame), then shuts the
-                // socket down; the reader is cancelled.
-                drop(self.link.close());
-            }
-            // Nobody listening is fine: events are then dropped.
-            other => {
-                self.closed |= other == ClientEvent::Closed;
-                self.publish_state();
-                let _ = self.events.try_send(other);
-            }
-        }
+    fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<Task<()>> {
+        let tx = self.tx.clone();
+        Some(smol::spawn(async move {
+            let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+            let _ = tx.try_send(Cmd::Connected(g, result));
+        }))
     }
 
     /// Starts the reader and writer tasks of a connected stream.
-    fn open(&self, g: Generation, stream: TcpStream) -> Socket {
+    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
         let mut rd = stream.clone();
         let mut wr = stream;
@@ -376,10 +317,25 @@ impl Driver {
                 }
             }
         });
-        Socket {
+        Ok(Socket {
             writer: writer_tx,
             _reader: reader,
-        }
+        })
+    }
+
+    fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
+        let _ = socket.writer.try_send(bytes);
+    }
+
+    fn close(&mut self, connect: Option<Task<()>>, socket: Option<Socket>) {
+        // Dropping a connect task cancels it. Dropping the socket: the writer
+        // writes what it holds (a close frame), then shuts the socket down;
+        // the reader is cancelled.
+        drop((connect, socket));
+    }
+
+    fn deliver(&mut self, event: ClientEvent) {
+        let _ = self.events.try_send(event);
     }
 }
 

@@ -43,12 +43,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use wshub_core::client::{
-    Client, ClientSetup, Command, Generation, Link, Output, SharedState, SocketInput,
-};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     TokenPlacement,
+};
+use wshub_core::client::{
+    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedState, SocketInput,
 };
 
 /// Socket input queued to the driver before readers wait: a server that
@@ -153,20 +153,17 @@ impl ClientBuilder {
     pub fn spawn(self) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let client = (self.setup).start_plain_io("wshub-tokio", Instant::now(), os_seed)?;
-        let state = SharedState::new(client.state());
         let (tx, rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
-        let driver = Driver {
-            client,
+        let tasks = Tasks {
             events: event_tx,
-            state: state.clone(),
             tx: tx.clone(),
             input: input_tx,
-            link: Link::new(),
-            closed: false,
         };
-        runtime.spawn(driver.run(rx, input_rx));
+        let driver = DriverCore::new(client, tasks);
+        let state = driver.shared_state();
+        runtime.spawn(run(driver, rx, input_rx));
         let handle = ClientHandle {
             inner: Arc::new(Inner { tx, state }),
         };
@@ -182,17 +179,14 @@ struct Socket {
     reader: AbortHandle,
 }
 
-struct Driver {
-    client: Client,
+/// The driver task's plumbing: its ways out to the application and back to
+/// itself, for the tasks it starts.
+struct Tasks {
     events: mpsc::UnboundedSender<ClientEvent>,
-    state: SharedState,
     /// For connect tasks.
     tx: mpsc::UnboundedSender<Cmd>,
     /// For reader and writer tasks.
     input: mpsc::Sender<Input>,
-    /// The connect task in flight, and the connection's tasks.
-    link: Link<AbortHandle, Socket>,
-    closed: bool,
 }
 
 /// What woke the driver.
@@ -202,128 +196,70 @@ enum Wake {
     Timer,
 }
 
-impl Driver {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut input: mpsc::Receiver<Input>) {
-        self.drain();
-        while !self.closed {
-            let deadline = self.client.poll_timeout();
-            let wake = tokio::select! {
-                biased;
-                // The driver holds senders of both: neither ends first.
-                Some(cmd) = rx.recv() => Wake::Cmd(cmd),
-                Some(i) = input.recv() => Wake::Input(i),
-                _ = sleep_until(deadline) => Wake::Timer,
-            };
-            match wake {
-                Wake::Cmd(cmd) => self.apply(cmd),
-                Wake::Input(i) => self.input(i),
-                Wake::Timer => {}
-            }
-            // Take what else is queued before writing, so a burst of reads or
-            // sends goes out in few writes.
-            for _ in 0..64 {
-                if let Ok(cmd) = rx.try_recv() {
-                    self.apply(cmd);
-                } else if let Ok(i) = input.try_recv() {
-                    self.input(i);
-                } else {
-                    break;
-                }
-            }
-            self.client.handle_timeout(Instant::now());
-            self.drain();
+async fn run(
+    mut driver: DriverCore<Tasks>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    mut input: mpsc::Receiver<Input>,
+) {
+    driver.drain(Instant::now());
+    while !driver.is_closed() {
+        let deadline = driver.poll_timeout();
+        let wake = tokio::select! {
+            biased;
+            // The driver holds senders of both: neither ends first.
+            Some(cmd) = rx.recv() => Wake::Cmd(cmd),
+            Some(i) = input.recv() => Wake::Input(i),
+            _ = sleep_until(deadline) => Wake::Timer,
+        };
+        match wake {
+            Wake::Cmd(cmd) => apply(&mut driver, cmd),
+            Wake::Input((g, i)) => driver.input(Instant::now(), g, i),
+            Wake::Timer => {}
         }
-    }
-
-    fn apply(&mut self, cmd: Cmd) {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Client(command) => {
-                if let Some((reply, result)) = self.client.apply(now, command) {
-                    let _ = reply.send(result);
-                }
-            }
-            Cmd::Connected(g, result) => {
-                if self.link.connected(g).is_none() {
-                    return; // cancelled meanwhile: dropping the stream closes it
-                }
-                match result {
-                    Ok(stream) => {
-                        let socket = self.open(g, stream);
-                        self.link.open(g, socket);
-                        self.client.handle_connected(now);
-                    }
-                    Err(_) => self.client.handle_connect_failed(now),
-                }
+        // Take what else is queued before writing, so a burst of reads or
+        // sends goes out in few writes.
+        for _ in 0..64 {
+            if let Ok(cmd) = rx.try_recv() {
+                apply(&mut driver, cmd);
+            } else if let Ok((g, i)) = input.try_recv() {
+                driver.input(Instant::now(), g, i);
+            } else {
+                break;
             }
         }
+        driver.step(Instant::now());
     }
+}
 
-    fn input(&mut self, (g, input): Input) {
-        if self.link.is_live(g) {
-            self.client.handle_socket(Instant::now(), input);
-        }
-    }
-
-    /// Carries out the client's output until it has nothing more.
-    fn drain(&mut self) {
-        while let Some(output) = self.client.poll_output() {
-            match output {
-                Output::Transmit(bytes) => {
-                    if let Some(s) = self.link.socket() {
-                        // A writer that has gone reports the error itself.
-                        let _ = s.writer.send(bytes);
-                    }
-                }
-                Output::Event(event) => self.on_event(event),
+fn apply(driver: &mut DriverCore<Tasks>, cmd: Cmd) {
+    let now = Instant::now();
+    match cmd {
+        Cmd::Client(command) => {
+            if let Some((reply, result)) = driver.command(now, command) {
+                let _ = reply.send(result);
             }
         }
-        self.publish_state();
+        // A connect the client has given up on: dropping the stream closes it.
+        Cmd::Connected(g, result) => drop(driver.connected(now, g, result)),
     }
+}
 
-    /// Makes the client's state visible to [`ClientHandle::state`]; done
-    /// before every event is handed out, so that an application that sees an
-    /// event sees the state that goes with it.
-    fn publish_state(&self) {
-        self.state.set(self.client.state());
-    }
+impl Plumbing for Tasks {
+    type Connect = AbortHandle;
+    type Stream = TcpStream;
+    type Socket = Socket;
 
-    fn on_event(&mut self, event: ClientEvent) {
-        match event {
-            ClientEvent::Connect { endpoint, .. } => {
-                let tx = self.tx.clone();
-                self.link.dial(|g| {
-                    let connect = async move {
-                        let result =
-                            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
-                        let _ = tx.send(Cmd::Connected(g, result));
-                    };
-                    tokio::spawn(connect).abort_handle()
-                });
-            }
-            ClientEvent::CloseSocket => {
-                let (connect, socket) = self.link.close();
-                if let Some(connect) = connect {
-                    connect.abort();
-                }
-                if let Some(s) = socket {
-                    // The writer writes what it holds (a close frame), then
-                    // shuts its side down; the socket closes with it.
-                    s.reader.abort();
-                    drop(s.writer);
-                }
-            }
-            // Nobody listening is fine: events are then dropped.
-            other => {
-                self.closed |= other == ClientEvent::Closed;
-                self.publish_state();
-                let _ = self.events.send(other);
-            }
-        }
+    fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<AbortHandle> {
+        let tx = self.tx.clone();
+        let connect = async move {
+            let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+            let _ = tx.send(Cmd::Connected(g, result));
+        };
+        Some(tokio::spawn(connect).abort_handle())
     }
 
     /// Starts the reader and writer tasks of a connected stream.
-    fn open(&self, g: Generation, stream: TcpStream) -> Socket {
+    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
@@ -351,10 +287,30 @@ impl Driver {
                 }
             }
         });
-        Socket {
+        Ok(Socket {
             writer: writer_tx,
             reader: reader.abort_handle(),
+        })
+    }
+
+    fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
+        let _ = socket.writer.send(bytes);
+    }
+
+    fn close(&mut self, connect: Option<AbortHandle>, socket: Option<Socket>) {
+        if let Some(connect) = connect {
+            connect.abort();
         }
+        if let Some(s) = socket {
+            // The writer writes what it holds (a close frame), then shuts its
+            // side down; the socket closes with it.
+            s.reader.abort();
+            drop(s.writer);
+        }
+    }
+
+    fn deliver(&mut self, event: ClientEvent) {
+        let _ = self.events.send(event);
     }
 }
 

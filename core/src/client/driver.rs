@@ -55,7 +55,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{Client, ClientConfig, ClientConfigError, ClientEvent, SendError};
+use super::{Client, ClientConfig, ClientConfigError, ClientEvent, SendError, SharedState};
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -235,6 +235,15 @@ impl<D, S> Link<D, S> {
         g
     }
 
+    /// [`Link::dial`] for a start that can fail: `None` (and no attempt in
+    /// flight) if `start` returns `None`.
+    pub fn try_dial(&mut self, start: impl FnOnce(Generation) -> Option<D>) -> Option<Generation> {
+        self.last.0 += 1;
+        let g = self.last;
+        self.dialing = start(g).map(|d| (g, d));
+        self.dialing.as_ref().map(|_| g)
+    }
+
     /// The outcome of attempt `g` arrived. If `g` is the attempt in flight,
     /// it is no longer in flight: returns what [`Link::dial`] kept, and the
     /// driver reports the outcome to the client. `None` if the client
@@ -285,6 +294,174 @@ impl<D, S> Link<D, S> {
             self.dialing.take().map(|(_, d)| d),
             self.socket.take().map(|(_, s)| s),
         )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The driver's loop body
+// ---------------------------------------------------------------------------
+
+/// A driver's runtime side: what [`DriverCore`] asks of it while it carries
+/// out the client's output. Everything here is plumbing (spawning, channels,
+/// sockets); the decisions are the client's.
+pub trait Plumbing {
+    /// What [`Plumbing::connect`] returns to cancel a connect in flight (a
+    /// task handle, or `()`).
+    type Connect;
+    /// A connected stream, as a connect's outcome carries it.
+    type Stream;
+    /// What the driver keeps of a live socket (its writer).
+    type Socket;
+
+    /// Starts connecting to `endpoint`; the outcome comes back to
+    /// [`DriverCore::connected`] numbered `g`. `None` if the attempt could
+    /// not even start: it fails at once.
+    fn connect(&mut self, g: Generation, endpoint: super::Endpoint) -> Option<Self::Connect>;
+
+    /// Starts reading and writing the stream of attempt `g`: input goes back
+    /// to [`DriverCore::input`] numbered `g`. An error fails the attempt.
+    fn open(&mut self, g: Generation, stream: Self::Stream) -> io::Result<Self::Socket>;
+
+    /// Hands bytes to the live socket's writer, all of them, in order. A
+    /// writer that has gone reports the error itself, as socket input.
+    fn transmit(&mut self, socket: &Self::Socket, bytes: Vec<u8>);
+
+    /// Cancels the connect in flight and closes the socket, whichever there
+    /// are; the socket's writer first writes what it holds (a close frame).
+    fn close(&mut self, connect: Option<Self::Connect>, socket: Option<Self::Socket>);
+
+    /// Hands an event to the application; dropped if nobody listens.
+    fn deliver(&mut self, event: ClientEvent);
+}
+
+/// What every driver's task or thread does with its [`Client`] between
+/// waits, whatever its runtime: it feeds the client what arrived (commands,
+/// connect outcomes, socket input), carries out the output through its
+/// [`Plumbing`], keeps the [`Link`] of attempts and socket, and publishes the
+/// state to the handles. The driver keeps only its wait: for the next
+/// command, input or [`DriverCore::poll_timeout`].
+#[derive(Debug)]
+pub struct DriverCore<P: Plumbing> {
+    client: Client,
+    link: Link<P::Connect, P::Socket>,
+    state: SharedState,
+    closed: bool,
+    plumbing: P,
+}
+
+impl<P: Plumbing> DriverCore<P> {
+    /// Drives `client` (as [`ClientSetup::start_plain`] returned it: its first
+    /// output asks for a connect) through `plumbing`.
+    pub fn new(client: Client, plumbing: P) -> Self {
+        DriverCore {
+            state: SharedState::new(client.state()),
+            client,
+            link: Link::new(),
+            closed: false,
+            plumbing,
+        }
+    }
+
+    /// The state the handles read; the driver publishes to it.
+    pub fn shared_state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// When to wake for [`DriverCore::step`] with nothing else arriving
+    /// ([`Client::poll_timeout`]).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.client.poll_timeout()
+    }
+
+    /// Whether the client has closed for good ([`ClientEvent::Closed`] has
+    /// been delivered): the driver stops.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Applies an application command ([`Client::apply`]): for a send,
+    /// returns its reply handle with the result for the driver to answer.
+    pub fn command<R>(
+        &mut self,
+        now: Instant,
+        command: Command<R>,
+    ) -> Option<(R, Result<(), SendError>)> {
+        self.client.apply(now, command)
+    }
+
+    /// The outcome of connection attempt `g`. If it is the attempt in
+    /// flight, opens its stream ([`Plumbing::open`]) and tells the client
+    /// whether it connected; returns what [`Plumbing::connect`] gave (the
+    /// finished connect). `None`, and the outcome dropped (closing any
+    /// stream), if the client has given up on the attempt meanwhile.
+    pub fn connected(
+        &mut self,
+        now: Instant,
+        g: Generation,
+        outcome: io::Result<P::Stream>,
+    ) -> Option<P::Connect> {
+        let connect = self.link.connected(g)?;
+        match outcome.and_then(|stream| self.plumbing.open(g, stream)) {
+            Ok(socket) => {
+                self.link.open(g, socket);
+                self.client.handle_connected(now);
+            }
+            Err(_) => self.client.handle_connect_failed(now),
+        }
+        Some(connect)
+    }
+
+    /// Input read from the socket of attempt `g`; dropped unless that is the
+    /// live socket.
+    pub fn input(&mut self, now: Instant, g: Generation, input: SocketInput) {
+        if self.link.is_live(g) {
+            self.client.handle_socket(now, input);
+        }
+    }
+
+    /// Ends a round of input: the client's timers ([`Client::handle_timeout`]),
+    /// then its output ([`DriverCore::drain`]).
+    pub fn step(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+        self.drain(now);
+    }
+
+    /// Carries out the client's output until it has nothing more: bytes to
+    /// the live socket, `Connect` and `CloseSocket` through the plumbing,
+    /// every other event to the application. The state is published before
+    /// each event is handed out, so that an application that sees an event
+    /// sees the state that goes with it, and again at the end. `now` is
+    /// when a connect that could not start failed.
+    pub fn drain(&mut self, now: Instant) {
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                Output::Transmit(bytes) => {
+                    if let Some(socket) = self.link.socket() {
+                        self.plumbing.transmit(socket, bytes);
+                    }
+                }
+                Output::Event(ClientEvent::Connect { endpoint, .. }) => {
+                    let plumbing = &mut self.plumbing;
+                    if self
+                        .link
+                        .try_dial(|g| plumbing.connect(g, endpoint))
+                        .is_none()
+                    {
+                        self.client.handle_connect_failed(now);
+                    }
+                }
+                Output::Event(ClientEvent::CloseSocket) => {
+                    let (connect, socket) = self.link.close();
+                    self.plumbing.close(connect, socket);
+                }
+                Output::Event(event) => {
+                    self.closed |= event == ClientEvent::Closed;
+                    self.state.set(self.client.state());
+                    self.plumbing.deliver(event);
+                }
+            }
+        }
+        self.state.set(self.client.state());
     }
 }
 
@@ -423,7 +600,7 @@ impl std::error::Error for StartError {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Endpoint;
+    use crate::client::{ClientState, Endpoint};
 
     /// Tests need some instant; only differences between instants matter.
     #[allow(clippy::disallowed_methods)]
@@ -498,6 +675,112 @@ mod tests {
         assert!(!SocketInput::Read(vec![1]).is_last());
         assert!(SocketInput::Eof.is_last());
         assert!(SocketInput::IoError.is_last());
+    }
+
+    /// Plumbing that records what it was asked to do; the socket is the
+    /// number of its attempt.
+    #[derive(Debug, Default)]
+    struct Fake {
+        cannot_start: bool,
+        connects: Vec<Generation>,
+        written: Vec<u8>,
+        closed: Vec<(Option<Generation>, Option<Generation>)>,
+        events: Vec<ClientEvent>,
+    }
+
+    impl Plumbing for Fake {
+        type Connect = Generation;
+        type Stream = ();
+        type Socket = Generation;
+
+        fn connect(&mut self, g: Generation, _: Endpoint) -> Option<Generation> {
+            self.connects.push(g);
+            (!self.cannot_start).then_some(g)
+        }
+        fn open(&mut self, g: Generation, (): ()) -> io::Result<Generation> {
+            Ok(g)
+        }
+        fn transmit(&mut self, _: &Generation, bytes: Vec<u8>) {
+            self.written.extend(bytes);
+        }
+        fn close(&mut self, connect: Option<Generation>, socket: Option<Generation>) {
+            self.closed.push((connect, socket));
+        }
+        fn deliver(&mut self, event: ClientEvent) {
+            self.events.push(event);
+        }
+    }
+
+    fn driven(plumbing: Fake, now: Instant) -> DriverCore<Fake> {
+        let ws = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+        let client = ClientSetup::new(ClientConfig::new(vec![ws]))
+            .seed(7)
+            .start(now, || unreachable!("seeded"))
+            .unwrap();
+        DriverCore::new(client, plumbing)
+    }
+
+    #[test]
+    fn driver_core_connects_writes_and_drops_stale_input() {
+        let now = anchor();
+        let mut core = driven(Fake::default(), now);
+        let state = core.shared_state();
+        core.drain(now);
+        let g = core.link.generation();
+        assert_eq!(core.plumbing.connects, [g]);
+        assert!(matches!(state.get(), ClientState::Connecting { .. }));
+        // An outcome or input of another attempt changes nothing.
+        let stale = Generation(g.0 + 1);
+        assert_eq!(core.connected(now, stale, Ok(())), None);
+        core.input(now, g, SocketInput::Eof); // not open yet
+        core.drain(now);
+        assert!(core.plumbing.written.is_empty() && core.plumbing.closed.is_empty());
+
+        assert_eq!(core.connected(now, g, Ok(())), Some(g));
+        core.drain(now);
+        assert!(core.plumbing.written.starts_with(b"GET /ws HTTP/1.1\r\n"));
+        core.input(now, stale, SocketInput::Eof);
+        core.drain(now);
+        assert!(core.plumbing.closed.is_empty());
+        // The live socket's EOF: the client drops it (and reports it).
+        core.input(now, g, SocketInput::Eof);
+        core.drain(now);
+        assert_eq!(core.plumbing.closed, [(None, Some(g))]);
+        assert!(!core.plumbing.events.is_empty());
+        assert_eq!(state.get(), core.client.state());
+
+        assert_eq!(core.command(now, Command::<()>::Close), None);
+        core.step(now);
+        assert!(core.is_closed());
+        assert_eq!(core.plumbing.events.last(), Some(&ClientEvent::Closed));
+        assert_eq!(state.get(), core.client.state());
+    }
+
+    #[test]
+    fn driver_core_fails_a_connect_that_cannot_start() {
+        let now = anchor();
+        let fake = Fake {
+            cannot_start: true,
+            ..Fake::default()
+        };
+        let mut core = driven(fake, now);
+        core.drain(now);
+        let g = core.link.generation();
+        assert_eq!(core.plumbing.connects, [g]);
+        // Nothing in flight: the client heard of the failure at once.
+        assert_eq!(core.link.connected(g), None);
+        assert!(
+            core.plumbing
+                .events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::ConnectFailed { .. })),
+            "{:?}",
+            core.plumbing.events
+        );
+        assert!(!matches!(
+            core.shared_state().get(),
+            ClientState::Connecting { .. }
+        ));
     }
 
     #[test]
