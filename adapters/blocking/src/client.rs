@@ -46,7 +46,7 @@ pub use wshub_core::client::{
     TokenPlacement,
 };
 use wshub_core::client::{
-    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedState, SocketInput,
+    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Commands and socket input queued to the driver before senders wait: a
@@ -80,46 +80,28 @@ type Reply = SyncSender<Result<(), SendError>>;
 /// Dropping the last clone closes the client as [`ClientHandle::close`] does.
 #[derive(Clone)]
 pub struct ClientHandle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: SyncSender<Cmd>,
-    state: SharedState,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Client(Command::Close));
-    }
+    shared: Arc<SharedHandle<Reply>>,
 }
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("state", &self.state())
-            .finish()
+        self.shared.fmt(f)
     }
 }
 
 impl ClientHandle {
     wshub_core::client_command_methods!(sync);
 
-    fn tell(&self, command: Command<Reply>) {
-        let _ = self.inner.tx.send(Cmd::Client(command));
+    fn shared(&self) -> &SharedHandle<Reply> {
+        &self.shared
     }
 
     fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.inner
-            .tx
-            .send(Cmd::Client(Command::Send(message, tx)))
-            .map_err(|_| SendError::Closed)?;
+        if !self.shared.tell(Command::Send(message, tx)) {
+            return Err(SendError::Closed);
+        }
         rx.recv().unwrap_or(Err(SendError::Closed))
-    }
-
-    fn shared_state(&self) -> &SharedState {
-        &self.inner.state
     }
 }
 
@@ -162,8 +144,9 @@ impl ClientBuilder {
         std::thread::Builder::new()
             .name("wshub-client".into())
             .spawn(move || run(&mut driver, rx))?;
+        let tell = move |command| tx.send(Cmd::Client(command)).is_ok();
         let handle = ClientHandle {
-            inner: Arc::new(Inner { tx, state }),
+            shared: Arc::new(SharedHandle::new(state, tell)),
         };
         Ok((handle, events))
     }

@@ -52,7 +52,7 @@ pub use wshub_core::client::{
     TokenPlacement,
 };
 use wshub_core::client::{
-    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedState, SocketInput,
+    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Socket input queued to the driver before readers wait: a server that
@@ -86,46 +86,28 @@ type Input = (Generation, SocketInput);
 /// Dropping the last clone closes the client as [`ClientHandle::close`] does.
 #[derive(Clone)]
 pub struct ClientHandle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: Sender<Cmd>,
-    state: SharedState,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.tx.try_send(Cmd::Client(Command::Close));
-    }
+    shared: Arc<SharedHandle<Reply>>,
 }
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("state", &self.state())
-            .finish()
+        self.shared.fmt(f)
     }
 }
 
 impl ClientHandle {
     wshub_core::client_command_methods!(async);
 
-    fn tell(&self, command: Command<Reply>) {
-        let _ = self.inner.tx.try_send(Cmd::Client(command));
+    fn shared(&self) -> &SharedHandle<Reply> {
+        &self.shared
     }
 
     async fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = channel::bounded(1);
-        self.inner
-            .tx
-            .try_send(Cmd::Client(Command::Send(message, tx)))
-            .map_err(|_| SendError::Closed)?;
+        if !self.shared.tell(Command::Send(message, tx)) {
+            return Err(SendError::Closed);
+        }
         rx.recv().await.unwrap_or(Err(SendError::Closed))
-    }
-
-    fn shared_state(&self) -> &SharedState {
-        &self.inner.state
     }
 }
 
@@ -167,8 +149,9 @@ impl ClientBuilder {
         let driver = DriverCore::new(client, tasks);
         let state = driver.shared_state();
         smol::spawn(run(driver, rx, input_rx)).detach();
+        let tell = move |command| tx.try_send(Cmd::Client(command)).is_ok();
         let handle = ClientHandle {
-            inner: Arc::new(Inner { tx, state }),
+            shared: Arc::new(SharedHandle::new(state, tell)),
         };
         Ok((handle, events))
     }

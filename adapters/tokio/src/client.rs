@@ -48,7 +48,7 @@ pub use wshub_core::client::{
     TokenPlacement,
 };
 use wshub_core::client::{
-    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedState, SocketInput,
+    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Socket input queued to the driver before readers wait: a server that
@@ -80,46 +80,28 @@ type Input = (Generation, SocketInput);
 /// Dropping the last clone closes the client as [`ClientHandle::close`] does.
 #[derive(Clone)]
 pub struct ClientHandle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: mpsc::UnboundedSender<Cmd>,
-    state: SharedState,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Client(Command::Close));
-    }
+    shared: Arc<SharedHandle<Reply>>,
 }
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("state", &self.state())
-            .finish()
+        self.shared.fmt(f)
     }
 }
 
 impl ClientHandle {
     wshub_core::client_command_methods!(async);
 
-    fn tell(&self, command: Command<Reply>) {
-        let _ = self.inner.tx.send(Cmd::Client(command));
+    fn shared(&self) -> &SharedHandle<Reply> {
+        &self.shared
     }
 
     async fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Cmd::Client(Command::Send(message, tx)))
-            .map_err(|_| SendError::Closed)?;
+        if !self.shared.tell(Command::Send(message, tx)) {
+            return Err(SendError::Closed);
+        }
         rx.await.unwrap_or(Err(SendError::Closed))
-    }
-
-    fn shared_state(&self) -> &SharedState {
-        &self.inner.state
     }
 }
 
@@ -164,8 +146,9 @@ impl ClientBuilder {
         let driver = DriverCore::new(client, tasks);
         let state = driver.shared_state();
         runtime.spawn(run(driver, rx, input_rx));
+        let tell = move |command| tx.send(Cmd::Client(command)).is_ok();
         let handle = ClientHandle {
-            inner: Arc::new(Inner { tx, state }),
+            shared: Arc::new(SharedHandle::new(state, tell)),
         };
         Ok((handle, events))
     }

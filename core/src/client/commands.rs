@@ -12,12 +12,12 @@
 //! send's answer comes back.
 //!
 //! [`Client`]: super::Client
-//! [`Command`]: super::Command
 //! [`ClientSetup`]: super::ClientSetup
 
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::ClientState;
+use super::{ClientState, Command};
 
 /// The client's state as its driver last published it, shared between the
 /// driver (which [sets](SharedState::set) it before it hands out each event,
@@ -44,41 +44,90 @@ impl SharedState {
     }
 }
 
+/// What the clones of a driver's `ClientHandle` share: the way to the
+/// driver and the [`SharedState`] it publishes. Dropping it (with the last
+/// clone) closes the client, as `ClientHandle::close` does.
+///
+/// `R` is the driver's reply sender for a send ([`Command::Send`]).
+///
+/// [`Command::Send`]: super::Command::Send
+pub struct SharedHandle<R> {
+    tell: Box<dyn Fn(Command<R>) -> bool + Send + Sync>,
+    state: SharedState,
+}
+
+impl<R> SharedHandle<R> {
+    /// Commands go through `tell`, which queues one for the driver and
+    /// returns false if the driver has gone.
+    pub fn new(
+        state: SharedState,
+        tell: impl Fn(Command<R>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        SharedHandle {
+            tell: Box::new(tell),
+            state,
+        }
+    }
+
+    /// Queues `command` for the driver; false if the driver has gone.
+    pub fn tell(&self, command: Command<R>) -> bool {
+        (self.tell)(command)
+    }
+
+    /// The state the driver publishes.
+    pub fn state(&self) -> &SharedState {
+        &self.state
+    }
+}
+
+impl<R> Drop for SharedHandle<R> {
+    fn drop(&mut self) {
+        (self.tell)(Command::Close);
+    }
+}
+
+/// Shown as the handle it belongs to: its state.
+impl<R> fmt::Debug for SharedHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientHandle")
+            .field("state", &self.state.get())
+            .finish()
+    }
+}
+
 /// Writes a driver's `ClientHandle` methods (`send`, `subscribe`,
 /// `unsubscribe`, `state`, `close`) inside its `impl` block: `(sync)` for a
 /// handle whose `send` blocks, `(async)` for one whose `send` is an
 /// `async fn`. The handle supplies, in the same block:
 ///
-/// - `fn tell(&self, command: Command<R>)`: queues a command for the driver
-///   (`R` is the driver's reply sender); one the driver can no longer take
-///   is dropped.
+/// - `fn shared(&self) -> &SharedHandle<R>`: what its clones share (`R` is
+///   the driver's reply sender).
 /// - `fn ask(&self, message: serde_json::Value) -> Result<(), SendError>`
 ///   (an `async fn` with `(async)`): queues a
-///   [`Command::Send`](crate::client::Command::Send) and waits for
-///   the driver's answer, [`SendError::Closed`](crate::client::SendError) if
-///   the driver has gone.
-/// - `fn shared_state(&self) -> &SharedState`: the state its driver
-///   publishes.
+///   [`Command::Send`](crate::client::Command::Send) with a reply sender and
+///   waits for the driver's answer,
+///   [`SendError::Closed`](crate::client::SendError) if the driver has gone.
 ///
 /// The handle's crate depends on `serde_json` (the message type).
 ///
 /// ```
-/// use wshub_core::client::{ClientState, Command, SendError, SharedState};
+/// use wshub_core::client::{ClientState, Command, SendError, SharedHandle, SharedState};
 ///
-/// struct Handle(SharedState);
+/// struct Handle(SharedHandle<()>);
 ///
 /// impl Handle {
-///     fn tell(&self, _: Command<()>) {} // a real handle sends it to the driver
-///     fn ask(&self, _: serde_json::Value) -> Result<(), SendError> {
-///         Err(SendError::Closed) // ... and waits for the reply
-///     }
-///     fn shared_state(&self) -> &SharedState {
+///     fn shared(&self) -> &SharedHandle<()> {
 ///         &self.0
+///     }
+///     fn ask(&self, message: serde_json::Value) -> Result<(), SendError> {
+///         // A real handle waits for the reply it sent along.
+///         if self.0.tell(Command::Send(message, ())) { Ok(()) } else { Err(SendError::Closed) }
 ///     }
 ///     wshub_core::client_command_methods!(sync);
 /// }
 ///
-/// let handle = Handle(SharedState::new(ClientState::GivenUp));
+/// // A "driver" that is already gone.
+/// let handle = Handle(SharedHandle::new(SharedState::new(ClientState::GivenUp), |_| false));
 /// handle.subscribe("process:7");
 /// assert_eq!(handle.send(serde_json::json!({"hi": 1})), Err(SendError::Closed));
 /// assert_eq!(handle.state(), ClientState::GivenUp);
@@ -126,25 +175,25 @@ macro_rules! client_command_methods {
         /// (or in [`ClientEvent::SubscriptionsRestored`]). Does not wait.
         pub fn subscribe(&self, channel: &str) {
             let channel = ::std::borrow::ToOwned::to_owned(channel);
-            self.tell($crate::client::Command::Subscribe(channel));
+            self.shared().tell($crate::client::Command::Subscribe(channel));
         }
 
         /// Forgets a subscription (and unsubscribes now if connected).
         pub fn unsubscribe(&self, channel: &str) {
             let channel = ::std::borrow::ToOwned::to_owned(channel);
-            self.tell($crate::client::Command::Unsubscribe(channel));
+            self.shared().tell($crate::client::Command::Unsubscribe(channel));
         }
 
         /// The client's state as of the driver's last step.
         pub fn state(&self) -> $crate::client::ClientState {
-            self.shared_state().get()
+            self.shared().state().get()
         }
 
         /// Closes for good: a 1000 close to the server (waiting up to the
         /// config's `close_timeout` for its reply), no more reconnects. The
         /// event channel ends after [`ClientEvent::Closed`].
         pub fn close(&self) {
-            self.tell($crate::client::Command::Close);
+            self.shared().tell($crate::client::Command::Close);
         }
     };
 }
@@ -200,6 +249,20 @@ macro_rules! client_builder_methods {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropping_the_shared_handle_closes_the_client() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let log = told.clone();
+        let shared = SharedHandle::<()>::new(SharedState::new(ClientState::GivenUp), move |c| {
+            log.lock().unwrap().push(format!("{c:?}"));
+            true
+        });
+        assert!(shared.tell(Command::Subscribe("a".into())));
+        assert_eq!(format!("{shared:?}"), "ClientHandle { state: GivenUp }");
+        drop(shared);
+        assert_eq!(*told.lock().unwrap(), ["Subscribe(\"a\")", "Close"]);
+    }
 
     #[test]
     fn clones_share_the_state() {

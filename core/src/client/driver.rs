@@ -9,6 +9,15 @@
 //! left to the driver is its runtime's idiom: channels, spawning, reading,
 //! writing and sleeping.
 //!
+//! [`DriverCore`] does that carrying for a driver: the driver implements
+//! [`Plumbing`] (start a connect, start a socket's reader and writer, hand
+//! bytes to the writer, close, deliver an event), waits for the next
+//! command, input or deadline, and passes what woke it to the core. The
+//! example below does by hand what [`DriverCore`] does, with [`Link`]. The
+//! application's side (the handle's and builder's methods) is written once
+//! too, in [`client_command_methods!`](crate::client_command_methods) and
+//! [`client_builder_methods!`](crate::client_builder_methods).
+//!
 //! ```
 //! use std::time::Instant;
 //! use wshub_core::client::{

@@ -168,7 +168,7 @@ mod endpoint;
 mod event;
 mod inbound;
 
-pub use commands::SharedState;
+pub use commands::{SharedHandle, SharedState};
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
 pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
