@@ -46,7 +46,7 @@ pub use wshub_core::client::{
     TokenPlacement,
 };
 use wshub_core::client::{
-    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedHandle, SocketInput,
+    ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Commands and socket input queued to the driver before senders wait: a
@@ -63,14 +63,8 @@ const READ_BUFFER: usize = 8 * 1024;
 /// Stack size of the reader, writer and connect threads.
 const STACK: usize = 128 * 1024;
 
-/// Everything the driver thread is told. Socket input carries the number of
-/// the connection attempt it belongs to, so that nothing is reported about a
-/// socket the client has already dropped.
-enum Cmd {
-    Client(Command<Reply>),
-    Connected(Generation, io::Result<TcpStream>),
-    Input(Generation, SocketInput),
-}
+/// Everything the driver thread is told, on one channel.
+type Cmd = DriverInput<Reply, TcpStream>;
 
 /// How the driver answers a send.
 type Reply = SyncSender<Result<(), SendError>>;
@@ -144,7 +138,7 @@ impl ClientBuilder {
         std::thread::Builder::new()
             .name("wshub-client".into())
             .spawn(move || run(&mut driver, rx))?;
-        let tell = move |command| tx.send(Cmd::Client(command)).is_ok();
+        let tell = move |command| tx.send(Cmd::Command(command)).is_ok();
         let handle = ClientHandle {
             shared: Arc::new(SharedHandle::new(state, tell)),
         };
@@ -189,12 +183,10 @@ fn run(driver: &mut DriverCore<Threads>, rx: Receiver<Cmd>) {
             },
         };
         if let Some(cmd) = cmd {
-            apply(driver, cmd);
-            // Take what else is queued before writing, so a burst of reads
-            // or sends goes out in few writes.
-            for _ in 0..64 {
+            driver.handle(Instant::now(), cmd);
+            for _ in 0..DriverCore::<Threads>::BURST {
                 match rx.try_recv() {
-                    Ok(cmd) => apply(driver, cmd),
+                    Ok(cmd) => driver.handle(Instant::now(), cmd),
                     Err(_) => break,
                 }
             }
@@ -203,22 +195,10 @@ fn run(driver: &mut DriverCore<Threads>, rx: Receiver<Cmd>) {
     }
 }
 
-fn apply(driver: &mut DriverCore<Threads>, cmd: Cmd) {
-    let now = Instant::now();
-    match cmd {
-        Cmd::Client(command) => {
-            if let Some((reply, result)) = driver.command(now, command) {
-                let _ = reply.send(result);
-            }
-        }
-        // A connect the client has given up on (its thread cannot be
-        // cancelled): dropping the stream closes it.
-        Cmd::Connected(g, result) => drop(driver.connected(now, g, result)),
-        Cmd::Input(g, input) => driver.input(now, g, input),
-    }
-}
-
 impl Plumbing for Threads {
+    type Reply = Reply;
+    /// Its thread cannot be cancelled: the outcome of an attempt the client
+    /// has given up on is dropped, and with it the stream.
     type Connect = ();
     type Stream = TcpStream;
     type Socket = Socket;
@@ -250,7 +230,7 @@ impl Plumbing for Threads {
             .spawn(move || {
                 for bytes in writer_rx {
                     if writer.write_all(&bytes).is_err() {
-                        let _ = tx.send(Cmd::Input(g, SocketInput::IoError));
+                        let _ = tx.send(Cmd::Socket(g, SocketInput::IoError));
                         break;
                     }
                 }
@@ -267,7 +247,7 @@ impl Plumbing for Threads {
                         continue; // interrupted
                     };
                     let last = read.is_last();
-                    if tx.send(Cmd::Input(g, read)).is_err() || last {
+                    if tx.send(Cmd::Socket(g, read)).is_err() || last {
                         return;
                     }
                 }
@@ -293,6 +273,10 @@ impl Plumbing for Threads {
 
     fn deliver(&mut self, event: ClientEvent) {
         let _ = self.events.send(event);
+    }
+
+    fn answer(&mut self, reply: Reply, result: Result<(), SendError>) {
+        let _ = reply.send(result);
     }
 }
 

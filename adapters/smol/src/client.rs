@@ -52,7 +52,7 @@ pub use wshub_core::client::{
     TokenPlacement,
 };
 use wshub_core::client::{
-    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedHandle, SocketInput,
+    ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Socket input queued to the driver before readers wait: a server that
@@ -66,18 +66,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per connection.
 const READ_BUFFER: usize = 8 * 1024;
 
-/// Application commands and connect outcomes.
-enum Cmd {
-    Client(Command<Reply>),
-    Connected(Generation, io::Result<TcpStream>),
-}
+/// What the driver task is told: application commands and connect outcomes
+/// on one channel, socket input on another (bounded: see [`INPUT_QUEUE`]).
+type Cmd = DriverInput<Reply, TcpStream>;
 
 /// How the driver answers a send.
 type Reply = Sender<Result<(), SendError>>;
-
-/// Socket input, numbered by connection attempt so that nothing is reported
-/// about a socket the client has already dropped.
-type Input = (Generation, SocketInput);
 
 /// Commands a running client from any task or thread. Cheap to clone.
 /// [`ClientHandle::send`] from a plain thread:
@@ -149,7 +143,7 @@ impl ClientBuilder {
         let driver = DriverCore::new(client, tasks);
         let state = driver.shared_state();
         smol::spawn(run(driver, rx, input_rx)).detach();
-        let tell = move |command| tx.try_send(Cmd::Client(command)).is_ok();
+        let tell = move |command| tx.try_send(Cmd::Command(command)).is_ok();
         let handle = ClientHandle {
             shared: Arc::new(SharedHandle::new(state, tell)),
         };
@@ -173,17 +167,10 @@ struct Tasks {
     /// For connect tasks.
     tx: Sender<Cmd>,
     /// For reader and writer tasks.
-    input: Sender<Input>,
+    input: Sender<Cmd>,
 }
 
-/// What woke the driver.
-enum Wake {
-    Cmd(Cmd),
-    Input(Input),
-    Timer,
-}
-
-async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<Input>) {
+async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<Cmd>) {
     driver.drain(Instant::now());
     while !driver.is_closed() {
         let timer = match driver.poll_timeout() {
@@ -192,67 +179,43 @@ async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<I
         };
         // `or` polls left first: commands, then input, then the timer.
         // The driver holds senders of both channels: neither ends first.
-        let wake = future::or(
+        let woken = future::or(
             async {
                 match rx.recv().await {
-                    Ok(cmd) => Wake::Cmd(cmd),
+                    Ok(cmd) => Some(cmd),
                     Err(_) => future::pending().await,
                 }
             },
             future::or(
                 async {
                     match input.recv().await {
-                        Ok(i) => Wake::Input(i),
+                        Ok(cmd) => Some(cmd),
                         Err(_) => future::pending().await,
                     }
                 },
                 async {
                     timer.await;
-                    Wake::Timer
+                    None
                 },
             ),
         )
         .await;
-        match wake {
-            Wake::Cmd(cmd) => apply(&mut driver, cmd),
-            Wake::Input((g, i)) => driver.input(Instant::now(), g, i),
-            Wake::Timer => {}
+        if let Some(cmd) = woken {
+            driver.handle(Instant::now(), cmd);
         }
-        // Take what else is queued before writing, so a burst of reads or
-        // sends goes out in few writes.
-        for _ in 0..64 {
-            if let Ok(cmd) = rx.try_recv() {
-                apply(&mut driver, cmd);
-            } else if let Ok((g, i)) = input.try_recv() {
-                driver.input(Instant::now(), g, i);
-            } else {
-                break;
+        for _ in 0..DriverCore::<Tasks>::BURST {
+            match rx.try_recv().or_else(|_| input.try_recv()) {
+                Ok(cmd) => driver.handle(Instant::now(), cmd),
+                Err(_) => break,
             }
         }
         driver.step(Instant::now());
     }
 }
 
-fn apply(driver: &mut DriverCore<Tasks>, cmd: Cmd) {
-    let now = Instant::now();
-    match cmd {
-        Cmd::Client(command) => {
-            if let Some((reply, result)) = driver.command(now, command) {
-                let _ = reply.try_send(result);
-            }
-        }
-        Cmd::Connected(g, result) => {
-            // `None`: cancelled meanwhile, and dropping the stream closes it.
-            if let Some(task) = driver.connected(now, g, result) {
-                // The task has finished: detach rather than cancel it.
-                task.detach();
-            }
-        }
-    }
-}
-
 impl Plumbing for Tasks {
     /// Dropping it cancels the connect.
+    type Reply = Reply;
     type Connect = Task<()>;
     type Stream = TcpStream;
     type Socket = Socket;
@@ -280,7 +243,7 @@ impl Plumbing for Tasks {
                 })
                 .await;
                 if !written {
-                    let _ = input.send((g, SocketInput::IoError)).await;
+                    let _ = input.send(Cmd::Socket(g, SocketInput::IoError)).await;
                     break;
                 }
             }
@@ -295,7 +258,7 @@ impl Plumbing for Tasks {
                     continue; // interrupted
                 };
                 let last = read.is_last();
-                if input.send((g, read)).await.is_err() || last {
+                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
                     return;
                 }
             }
@@ -319,6 +282,15 @@ impl Plumbing for Tasks {
 
     fn deliver(&mut self, event: ClientEvent) {
         let _ = self.events.try_send(event);
+    }
+
+    fn answer(&mut self, reply: Reply, result: Result<(), SendError>) {
+        let _ = reply.try_send(result);
+    }
+
+    fn connect_done(&mut self, connect: Task<()>) {
+        // It has finished: detach rather than cancel it.
+        connect.detach();
     }
 }
 

@@ -48,7 +48,7 @@ pub use wshub_core::client::{
     TokenPlacement,
 };
 use wshub_core::client::{
-    ClientSetup, Command, DriverCore, Generation, Plumbing, SharedHandle, SocketInput,
+    ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Socket input queued to the driver before readers wait: a server that
@@ -62,18 +62,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer per connection.
 const READ_BUFFER: usize = 8 * 1024;
 
-/// Application commands and connect outcomes.
-enum Cmd {
-    Client(Command<Reply>),
-    Connected(Generation, io::Result<TcpStream>),
-}
+/// What the driver task is told: application commands and connect outcomes
+/// on one channel, socket input on another (bounded: see [`INPUT_QUEUE`]).
+type Cmd = DriverInput<Reply, TcpStream>;
 
 /// How the driver answers a send.
 type Reply = oneshot::Sender<Result<(), SendError>>;
-
-/// Socket input, numbered by connection attempt so that nothing is reported
-/// about a socket the client has already dropped.
-type Input = (Generation, SocketInput);
 
 /// Commands a running client from any task or thread. Cheap to clone.
 ///
@@ -146,7 +140,7 @@ impl ClientBuilder {
         let driver = DriverCore::new(client, tasks);
         let state = driver.shared_state();
         runtime.spawn(run(driver, rx, input_rx));
-        let tell = move |command| tx.send(Cmd::Client(command)).is_ok();
+        let tell = move |command| tx.send(Cmd::Command(command)).is_ok();
         let handle = ClientHandle {
             shared: Arc::new(SharedHandle::new(state, tell)),
         };
@@ -169,65 +163,39 @@ struct Tasks {
     /// For connect tasks.
     tx: mpsc::UnboundedSender<Cmd>,
     /// For reader and writer tasks.
-    input: mpsc::Sender<Input>,
-}
-
-/// What woke the driver.
-enum Wake {
-    Cmd(Cmd),
-    Input(Input),
-    Timer,
+    input: mpsc::Sender<Cmd>,
 }
 
 async fn run(
     mut driver: DriverCore<Tasks>,
     mut rx: mpsc::UnboundedReceiver<Cmd>,
-    mut input: mpsc::Receiver<Input>,
+    mut input: mpsc::Receiver<Cmd>,
 ) {
     driver.drain(Instant::now());
     while !driver.is_closed() {
         let deadline = driver.poll_timeout();
-        let wake = tokio::select! {
+        let woken = tokio::select! {
             biased;
             // The driver holds senders of both: neither ends first.
-            Some(cmd) = rx.recv() => Wake::Cmd(cmd),
-            Some(i) = input.recv() => Wake::Input(i),
-            _ = sleep_until(deadline) => Wake::Timer,
+            Some(cmd) = rx.recv() => Some(cmd),
+            Some(cmd) = input.recv() => Some(cmd),
+            _ = sleep_until(deadline) => None,
         };
-        match wake {
-            Wake::Cmd(cmd) => apply(&mut driver, cmd),
-            Wake::Input((g, i)) => driver.input(Instant::now(), g, i),
-            Wake::Timer => {}
+        if let Some(cmd) = woken {
+            driver.handle(Instant::now(), cmd);
         }
-        // Take what else is queued before writing, so a burst of reads or
-        // sends goes out in few writes.
-        for _ in 0..64 {
-            if let Ok(cmd) = rx.try_recv() {
-                apply(&mut driver, cmd);
-            } else if let Ok((g, i)) = input.try_recv() {
-                driver.input(Instant::now(), g, i);
-            } else {
-                break;
+        for _ in 0..DriverCore::<Tasks>::BURST {
+            match rx.try_recv().or_else(|_| input.try_recv()) {
+                Ok(cmd) => driver.handle(Instant::now(), cmd),
+                Err(_) => break,
             }
         }
         driver.step(Instant::now());
     }
 }
 
-fn apply(driver: &mut DriverCore<Tasks>, cmd: Cmd) {
-    let now = Instant::now();
-    match cmd {
-        Cmd::Client(command) => {
-            if let Some((reply, result)) = driver.command(now, command) {
-                let _ = reply.send(result);
-            }
-        }
-        // A connect the client has given up on: dropping the stream closes it.
-        Cmd::Connected(g, result) => drop(driver.connected(now, g, result)),
-    }
-}
-
 impl Plumbing for Tasks {
+    type Reply = Reply;
     type Connect = AbortHandle;
     type Stream = TcpStream;
     type Socket = Socket;
@@ -251,7 +219,7 @@ impl Plumbing for Tasks {
             while let Some(bytes) = writer_rx.recv().await {
                 let written = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await;
                 if !matches!(written, Ok(Ok(()))) {
-                    let _ = input.send((g, SocketInput::IoError)).await;
+                    let _ = input.send(Cmd::Socket(g, SocketInput::IoError)).await;
                     return;
                 }
             }
@@ -265,7 +233,7 @@ impl Plumbing for Tasks {
                     continue; // interrupted
                 };
                 let last = read.is_last();
-                if input.send((g, read)).await.is_err() || last {
+                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
                     return;
                 }
             }
@@ -294,6 +262,10 @@ impl Plumbing for Tasks {
 
     fn deliver(&mut self, event: ClientEvent) {
         let _ = self.events.send(event);
+    }
+
+    fn answer(&mut self, reply: Reply, result: Result<(), SendError>) {
+        let _ = reply.send(result);
     }
 }
 

@@ -314,6 +314,9 @@ impl<D, S> Link<D, S> {
 /// out the client's output. Everything here is plumbing (spawning, channels,
 /// sockets); the decisions are the client's.
 pub trait Plumbing {
+    /// What a send's answer goes back through (the reply sender of a
+    /// [`Command::Send`]).
+    type Reply;
     /// What [`Plumbing::connect`] returns to cancel a connect in flight (a
     /// task handle, or `()`).
     type Connect;
@@ -322,13 +325,19 @@ pub trait Plumbing {
     /// What the driver keeps of a live socket (its writer).
     type Socket;
 
-    /// Starts connecting to `endpoint`; the outcome comes back to
-    /// [`DriverCore::connected`] numbered `g`. `None` if the attempt could
+    /// Starts connecting to `endpoint`; the outcome comes back as
+    /// [`DriverInput::Connected`] numbered `g`. `None` if the attempt could
     /// not even start: it fails at once.
     fn connect(&mut self, g: Generation, endpoint: super::Endpoint) -> Option<Self::Connect>;
 
+    /// The connect of the attempt whose outcome has just arrived: it has
+    /// finished, so by default it is simply dropped.
+    fn connect_done(&mut self, connect: Self::Connect) {
+        drop(connect);
+    }
+
     /// Starts reading and writing the stream of attempt `g`: input goes back
-    /// to [`DriverCore::input`] numbered `g`. An error fails the attempt.
+    /// as [`DriverInput::Socket`] numbered `g`. An error fails the attempt.
     fn open(&mut self, g: Generation, stream: Self::Stream) -> io::Result<Self::Socket>;
 
     /// Hands bytes to the live socket's writer, all of them, in order. A
@@ -341,6 +350,26 @@ pub trait Plumbing {
 
     /// Hands an event to the application; dropped if nobody listens.
     fn deliver(&mut self, event: ClientEvent);
+
+    /// Answers a send: `reply` is the one its [`Command::Send`] carried.
+    fn answer(&mut self, reply: Self::Reply, result: Result<(), SendError>);
+}
+
+/// What arrives at a driver's task or thread, as one value: what its
+/// channels carry to [`DriverCore::handle`].
+///
+/// `R` is the driver's reply sender for a send, `T` a connected stream.
+/// Connect outcomes and socket input carry the [`Generation`] of their
+/// attempt, so that nothing late about a dropped socket reaches the client.
+#[derive(Debug)]
+pub enum DriverInput<R, T> {
+    /// An application command.
+    Command(Command<R>),
+    /// The outcome of connection attempt `g` ([`Plumbing::connect`]).
+    Connected(Generation, io::Result<T>),
+    /// What the reader or writer of attempt `g`'s socket saw
+    /// ([`Plumbing::open`]).
+    Socket(Generation, SocketInput),
 }
 
 /// What every driver's task or thread does with its [`Client`] between
@@ -348,7 +377,12 @@ pub trait Plumbing {
 /// connect outcomes, socket input), carries out the output through its
 /// [`Plumbing`], keeps the [`Link`] of attempts and socket, and publishes the
 /// state to the handles. The driver keeps only its wait: for the next
-/// command, input or [`DriverCore::poll_timeout`].
+/// [`DriverInput`] or [`DriverCore::poll_timeout`].
+///
+/// A driver's loop: [`DriverCore::drain`] once; then, until
+/// [`DriverCore::is_closed`], wait, [`DriverCore::handle`] what woke it and
+/// up to [`DriverCore::BURST`] more that are already queued, and
+/// [`DriverCore::step`].
 #[derive(Debug)]
 pub struct DriverCore<P: Plumbing> {
     client: Client,
@@ -359,6 +393,12 @@ pub struct DriverCore<P: Plumbing> {
 }
 
 impl<P: Plumbing> DriverCore<P> {
+    /// How many already queued inputs a driver takes after the one that
+    /// woke it, before it [steps](DriverCore::step): a burst of reads or
+    /// sends then goes out in few writes, and a flood cannot hold off the
+    /// timers.
+    pub const BURST: usize = 64;
+
     /// Drives `client` (as [`ClientSetup::start_plain`] returned it: its first
     /// output asks for a connect) through `plumbing`.
     pub fn new(client: Client, plumbing: P) -> Self {
@@ -388,43 +428,39 @@ impl<P: Plumbing> DriverCore<P> {
         self.closed
     }
 
-    /// Applies an application command ([`Client::apply`]): for a send,
-    /// returns its reply handle with the result for the driver to answer.
-    pub fn command<R>(
-        &mut self,
-        now: Instant,
-        command: Command<R>,
-    ) -> Option<(R, Result<(), SendError>)> {
-        self.client.apply(now, command)
-    }
-
-    /// The outcome of connection attempt `g`. If it is the attempt in
-    /// flight, opens its stream ([`Plumbing::open`]) and tells the client
-    /// whether it connected; returns what [`Plumbing::connect`] gave (the
-    /// finished connect). `None`, and the outcome dropped (closing any
-    /// stream), if the client has given up on the attempt meanwhile.
-    pub fn connected(
-        &mut self,
-        now: Instant,
-        g: Generation,
-        outcome: io::Result<P::Stream>,
-    ) -> Option<P::Connect> {
-        let connect = self.link.connected(g)?;
-        match outcome.and_then(|stream| self.plumbing.open(g, stream)) {
-            Ok(socket) => {
-                self.link.open(g, socket);
-                self.client.handle_connected(now);
+    /// Feeds the client one thing that arrived ([`Client::apply`],
+    /// [`Client::handle_connected`] or [`Client::handle_connect_failed`],
+    /// [`Client::handle_socket`]). A send is answered through
+    /// [`Plumbing::answer`]. A connect outcome counts only if it is for the
+    /// attempt in flight (then its stream is opened with [`Plumbing::open`]
+    /// and its connect handed to [`Plumbing::connect_done`]), socket input
+    /// only if it is from the live socket; anything else is dropped (and
+    /// with it any stream).
+    pub fn handle(&mut self, now: Instant, input: DriverInput<P::Reply, P::Stream>) {
+        match input {
+            DriverInput::Command(command) => {
+                if let Some((reply, result)) = self.client.apply(now, command) {
+                    self.plumbing.answer(reply, result);
+                }
             }
-            Err(_) => self.client.handle_connect_failed(now),
-        }
-        Some(connect)
-    }
-
-    /// Input read from the socket of attempt `g`; dropped unless that is the
-    /// live socket.
-    pub fn input(&mut self, now: Instant, g: Generation, input: SocketInput) {
-        if self.link.is_live(g) {
-            self.client.handle_socket(now, input);
+            DriverInput::Connected(g, outcome) => {
+                let Some(connect) = self.link.connected(g) else {
+                    return;
+                };
+                self.plumbing.connect_done(connect);
+                match outcome.and_then(|stream| self.plumbing.open(g, stream)) {
+                    Ok(socket) => {
+                        self.link.open(g, socket);
+                        self.client.handle_connected(now);
+                    }
+                    Err(_) => self.client.handle_connect_failed(now),
+                }
+            }
+            DriverInput::Socket(g, input) => {
+                if self.link.is_live(g) {
+                    self.client.handle_socket(now, input);
+                }
+            }
         }
     }
 
@@ -695,9 +731,11 @@ mod tests {
         written: Vec<u8>,
         closed: Vec<(Option<Generation>, Option<Generation>)>,
         events: Vec<ClientEvent>,
+        answers: Vec<(&'static str, Result<(), SendError>)>,
     }
 
     impl Plumbing for Fake {
+        type Reply = &'static str;
         type Connect = Generation;
         type Stream = ();
         type Socket = Generation;
@@ -717,6 +755,9 @@ mod tests {
         }
         fn deliver(&mut self, event: ClientEvent) {
             self.events.push(event);
+        }
+        fn answer(&mut self, reply: &'static str, result: Result<(), SendError>) {
+            self.answers.push((reply, result));
         }
     }
 
@@ -740,25 +781,32 @@ mod tests {
         assert!(matches!(state.get(), ClientState::Connecting { .. }));
         // An outcome or input of another attempt changes nothing.
         let stale = Generation(g.0 + 1);
-        assert_eq!(core.connected(now, stale, Ok(())), None);
-        core.input(now, g, SocketInput::Eof); // not open yet
+        core.handle(now, DriverInput::Connected(stale, Ok(())));
+        core.handle(now, DriverInput::Socket(g, SocketInput::Eof)); // not open yet
         core.drain(now);
         assert!(core.plumbing.written.is_empty() && core.plumbing.closed.is_empty());
 
-        assert_eq!(core.connected(now, g, Ok(())), Some(g));
+        core.handle(now, DriverInput::Connected(g, Ok(())));
+        assert_eq!(core.link.socket(), Some(&g));
         core.drain(now);
         assert!(core.plumbing.written.starts_with(b"GET /ws HTTP/1.1\r\n"));
-        core.input(now, stale, SocketInput::Eof);
+        core.handle(now, DriverInput::Socket(stale, SocketInput::Eof));
         core.drain(now);
         assert!(core.plumbing.closed.is_empty());
         // The live socket's EOF: the client drops it (and reports it).
-        core.input(now, g, SocketInput::Eof);
+        core.handle(now, DriverInput::Socket(g, SocketInput::Eof));
         core.drain(now);
         assert_eq!(core.plumbing.closed, [(None, Some(g))]);
         assert!(!core.plumbing.events.is_empty());
         assert_eq!(state.get(), core.client.state());
 
-        assert_eq!(core.command(now, Command::<()>::Close), None);
+        let hello = serde_json::json!({"hi": 1});
+        core.handle(now, DriverInput::Command(Command::Send(hello, "reply-1")));
+        assert_eq!(
+            core.plumbing.answers,
+            [("reply-1", Err(SendError::NotConnected))]
+        );
+        core.handle(now, DriverInput::Command(Command::Close));
         core.step(now);
         assert!(core.is_closed());
         assert_eq!(core.plumbing.events.last(), Some(&ClientEvent::Closed));

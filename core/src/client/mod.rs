@@ -172,7 +172,7 @@ pub use commands::{SharedHandle, SharedState};
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
 pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
-pub use driver::{DriverCore, Plumbing};
+pub use driver::{DriverCore, DriverInput, Plumbing};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{
     parse_server_messages, ClientEvent, ClientState, DisconnectReason, SendError, ServerMessage,
