@@ -53,13 +53,6 @@ use wshub_core::client::{
 /// server that floods meets TCP backpressure instead of growing memory.
 const COMMAND_QUEUE: usize = 1024;
 
-/// A write that makes no progress for this long fails the connection (the
-/// core then reconnects), so a stalled server cannot pin a writer thread.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Read buffer per connection.
-const READ_BUFFER: usize = 8 * 1024;
-
 /// Stack size of the reader, writer and connect threads.
 const STACK: usize = 128 * 1024;
 
@@ -184,7 +177,7 @@ fn run(driver: &mut DriverCore<Threads>, rx: Receiver<Cmd>) {
         };
         if let Some(cmd) = cmd {
             driver.handle(Instant::now(), cmd);
-            for _ in 0..DriverCore::<Threads>::BURST {
+            for _ in 0..Threads::BURST {
                 match rx.try_recv() {
                     Ok(cmd) => driver.handle(Instant::now(), cmd),
                     Err(_) => break,
@@ -219,7 +212,7 @@ impl Plumbing for Threads {
     /// Starts the reader and writer threads of a connected stream.
     fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        stream.set_write_timeout(Some(Self::WRITE_TIMEOUT))?;
         let mut reader = stream.try_clone()?;
         let mut writer = stream.try_clone()?;
         let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>();
@@ -241,7 +234,7 @@ impl Plumbing for Threads {
             .name("wshub-client-r".into())
             .stack_size(STACK)
             .spawn(move || {
-                let mut buf = vec![0u8; READ_BUFFER];
+                let mut buf = vec![0u8; Self::READ_BUFFER];
                 loop {
                     let Some(read) = SocketInput::from_read(reader.read(&mut buf), &buf) else {
                         continue; // interrupted

@@ -39,7 +39,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use smol::channel::{self, Receiver, Sender};
@@ -55,19 +55,8 @@ use wshub_core::client::{
     ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
-/// Socket input queued to the driver before readers wait: a server that
-/// floods meets TCP backpressure instead of growing memory.
-const INPUT_QUEUE: usize = 256;
-
-/// A write that makes no progress for this long fails the connection (the
-/// core then reconnects), so a stalled server cannot pin a writer task.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Read buffer per connection.
-const READ_BUFFER: usize = 8 * 1024;
-
 /// What the driver task is told: application commands and connect outcomes
-/// on one channel, socket input on another (bounded: see [`INPUT_QUEUE`]).
+/// on one channel, socket input on another (bounded: see [`Plumbing::INPUT_QUEUE`]).
 type Cmd = DriverInput<Reply, TcpStream>;
 
 /// How the driver answers a send.
@@ -133,7 +122,7 @@ impl ClientBuilder {
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
         let client = (self.setup).start_plain_io("wshub-smol", Instant::now(), os_seed)?;
         let (tx, rx) = channel::unbounded();
-        let (input_tx, input_rx) = channel::bounded(INPUT_QUEUE);
+        let (input_tx, input_rx) = channel::bounded(Tasks::INPUT_QUEUE);
         let (event_tx, events) = channel::unbounded();
         let tasks = Tasks {
             events: event_tx,
@@ -203,7 +192,7 @@ async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<C
         if let Some(cmd) = woken {
             driver.handle(Instant::now(), cmd);
         }
-        for _ in 0..DriverCore::<Tasks>::BURST {
+        for _ in 0..Tasks::BURST {
             match rx.try_recv().or_else(|_| input.try_recv()) {
                 Ok(cmd) => driver.handle(Instant::now(), cmd),
                 Err(_) => break,
@@ -238,7 +227,7 @@ impl Plumbing for Tasks {
         smol::spawn(async move {
             while let Ok(bytes) = writer_rx.recv().await {
                 let written = future::or(async { wr.write_all(&bytes).await.is_ok() }, async {
-                    Timer::after(WRITE_TIMEOUT).await;
+                    Timer::after(Self::WRITE_TIMEOUT).await;
                     false
                 })
                 .await;
@@ -252,7 +241,7 @@ impl Plumbing for Tasks {
         .detach();
         let input = self.input.clone();
         let reader = smol::spawn(async move {
-            let mut buf = vec![0u8; READ_BUFFER];
+            let mut buf = vec![0u8; Self::READ_BUFFER];
             loop {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted

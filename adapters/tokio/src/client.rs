@@ -51,19 +51,8 @@ use wshub_core::client::{
     ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
-/// Socket input queued to the driver before readers wait: a server that
-/// floods meets TCP backpressure instead of growing memory.
-const INPUT_QUEUE: usize = 256;
-
-/// A write that makes no progress for this long fails the connection (the
-/// core then reconnects), so a stalled server cannot pin a writer task.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Read buffer per connection.
-const READ_BUFFER: usize = 8 * 1024;
-
 /// What the driver task is told: application commands and connect outcomes
-/// on one channel, socket input on another (bounded: see [`INPUT_QUEUE`]).
+/// on one channel, socket input on another (bounded: see [`Plumbing::INPUT_QUEUE`]).
 type Cmd = DriverInput<Reply, TcpStream>;
 
 /// How the driver answers a send.
@@ -130,7 +119,7 @@ impl ClientBuilder {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         let client = (self.setup).start_plain_io("wshub-tokio", Instant::now(), os_seed)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (input_tx, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (input_tx, input_rx) = mpsc::channel(Tasks::INPUT_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
         let tasks = Tasks {
             events: event_tx,
@@ -184,7 +173,7 @@ async fn run(
         if let Some(cmd) = woken {
             driver.handle(Instant::now(), cmd);
         }
-        for _ in 0..DriverCore::<Tasks>::BURST {
+        for _ in 0..Tasks::BURST {
             match rx.try_recv().or_else(|_| input.try_recv()) {
                 Ok(cmd) => driver.handle(Instant::now(), cmd),
                 Err(_) => break,
@@ -217,7 +206,7 @@ impl Plumbing for Tasks {
         let input = self.input.clone();
         tokio::spawn(async move {
             while let Some(bytes) = writer_rx.recv().await {
-                let written = tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await;
+                let written = tokio::time::timeout(Self::WRITE_TIMEOUT, wr.write_all(&bytes)).await;
                 if !matches!(written, Ok(Ok(()))) {
                     let _ = input.send(Cmd::Socket(g, SocketInput::IoError)).await;
                     return;
@@ -227,7 +216,7 @@ impl Plumbing for Tasks {
         });
         let input = self.input.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; READ_BUFFER];
+            let mut buf = vec![0u8; Self::READ_BUFFER];
             loop {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted

@@ -60,7 +60,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -314,6 +314,24 @@ impl<D, S> Link<D, S> {
 /// out the client's output. Everything here is plumbing (spawning, channels,
 /// sockets); the decisions are the client's.
 pub trait Plumbing {
+    /// How many already queued inputs the driver takes after the one that
+    /// woke it, before it [steps](DriverCore::step): a burst of reads or
+    /// sends then goes out in few writes, and a flood cannot hold off the
+    /// timers.
+    const BURST: usize = 64;
+
+    /// Socket input queued to the driver before readers wait: a server that
+    /// floods meets TCP backpressure instead of growing memory.
+    const INPUT_QUEUE: usize = 256;
+
+    /// A write that makes no progress for this long fails the connection
+    /// (the client then reconnects), so a stalled server cannot pin a
+    /// writer.
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Read buffer per connection.
+    const READ_BUFFER: usize = 8 * 1024;
+
     /// What a send's answer goes back through (the reply sender of a
     /// [`Command::Send`]).
     type Reply;
@@ -381,7 +399,7 @@ pub enum DriverInput<R, T> {
 ///
 /// A driver's loop: [`DriverCore::drain`] once; then, until
 /// [`DriverCore::is_closed`], wait, [`DriverCore::handle`] what woke it and
-/// up to [`DriverCore::BURST`] more that are already queued, and
+/// up to [`Plumbing::BURST`] more that are already queued, and
 /// [`DriverCore::step`].
 #[derive(Debug)]
 pub struct DriverCore<P: Plumbing> {
@@ -393,12 +411,6 @@ pub struct DriverCore<P: Plumbing> {
 }
 
 impl<P: Plumbing> DriverCore<P> {
-    /// How many already queued inputs a driver takes after the one that
-    /// woke it, before it [steps](DriverCore::step): a burst of reads or
-    /// sends then goes out in few writes, and a flood cannot hold off the
-    /// timers.
-    pub const BURST: usize = 64;
-
     /// Drives `client` (as [`ClientSetup::start_plain`] returned it: its first
     /// output asks for a connect) through `plumbing`.
     pub fn new(client: Client, plumbing: P) -> Self {
