@@ -9,6 +9,9 @@
 //! client asks for it to be dropped), and each connection attempt a short-lived
 //! **connect thread**. The driver makes no protocol decisions: the handshake,
 //! backoff, failover, resubscription and timeouts are the core's.
+//! What the driver does with what arrives is the core's too
+//! ([`DriverCore`]), as are the handle's and
+//! builder's methods: this module is the runtime's plumbing.
 //!
 //! ```no_run
 //! use wshub_blocking::client::{self, ClientConfig, ClientEvent, Endpoint};

@@ -8,6 +8,9 @@
 //! and each connection has a **reader task** and a **writer task**. The
 //! driver makes no protocol decisions: the handshake, backoff, failover,
 //! resubscription and timeouts are the core's.
+//! What the driver does with what arrives is the core's too
+//! ([`DriverCore`]), as are the handle's and
+//! builder's methods: this module is the runtime's plumbing.
 //!
 //! ```no_run
 //! use wshub_tokio::client::{self, ClientConfig, ClientEvent, Endpoint};
