@@ -9,6 +9,9 @@
 //! client asks for it to be dropped), and each connection attempt a short-lived
 //! **connect thread**. The driver makes no protocol decisions: the handshake,
 //! backoff, failover, resubscription, recovery and timeouts are the core's.
+//! What the driver does with what arrives is the core's too
+//! ([`DriverCore`]), as are the handle's and
+//! builder's methods: this module is the runtime's plumbing.
 //!
 //! ```no_run
 //! use wshub_blocking::client::{self, ClientConfig, ClientEvent, Endpoint};
@@ -37,112 +40,58 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     StreamPosition, TokenPlacement,
+};
+use wshub_core::client::{
+    ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
 
 /// Commands and socket input queued to the driver before senders wait: a
 /// server that floods meets TCP backpressure instead of growing memory.
 const COMMAND_QUEUE: usize = 1024;
 
-/// A write that makes no progress for this long fails the connection (the
-/// core then reconnects), so a stalled server cannot pin a writer thread.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Read buffer per connection.
-const READ_BUFFER: usize = 8 * 1024;
-
 /// Stack size of the reader, writer and connect threads.
 const STACK: usize = 128 * 1024;
 
-/// Everything the driver thread is told. Socket input carries the number of
-/// the connection attempt it belongs to, so that nothing is reported about a
-/// socket the client has already dropped.
-enum Cmd {
-    Client(Command<SyncSender<Result<(), SendError>>>),
-    Connected(Generation, io::Result<TcpStream>),
-    Input(Generation, SocketInput),
-}
+/// Everything the driver thread is told, on one channel.
+type Cmd = DriverInput<Reply, TcpStream>;
+
+/// How the driver answers a send.
+type Reply = SyncSender<Result<(), SendError>>;
 
 /// Commands a running client from any thread. Cheap to clone.
 ///
 /// Dropping the last clone closes the client as [`ClientHandle::close`] does.
 #[derive(Clone)]
 pub struct ClientHandle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: SyncSender<Cmd>,
-    state: Arc<Mutex<ClientState>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Cmd::Client(Command::Close));
-    }
+    shared: Arc<SharedHandle<Reply>>,
 }
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("state", &self.state())
-            .finish()
+        self.shared.fmt(f)
     }
 }
 
 impl ClientHandle {
-    /// Sends a JSON message (one text frame). Waits for the driver's answer:
-    /// [`SendError::NotConnected`] while no connection is up (unless the
-    /// config has an `offline_queue`), [`SendError::Closed`] after
-    /// [`ClientHandle::close`], auth failure or giving up.
-    pub fn send(&self, message: Value) -> Result<(), SendError> {
+    wshub_core::client_command_methods!(sync);
+
+    fn shared(&self) -> &SharedHandle<Reply> {
+        &self.shared
+    }
+
+    fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.inner
-            .tx
-            .send(Cmd::Client(Command::Send(message, tx)))
-            .map_err(|_| SendError::Closed)?;
+        if !self.shared.tell(Command::Send(message, tx)) {
+            return Err(SendError::Closed);
+        }
         rx.recv().unwrap_or(Err(SendError::Closed))
-    }
-
-    /// Subscribes to a channel, now if connected and again after every
-    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
-    /// [`ClientEvent::SubscriptionsRestored`]).
-    pub fn subscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .send(Cmd::Client(Command::Subscribe(channel.to_owned())));
-    }
-
-    /// Forgets a subscription (and unsubscribes now if connected).
-    pub fn unsubscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
-    }
-
-    /// The client's state as of the driver's last step.
-    pub fn state(&self) -> ClientState {
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Closes for good: a 1000 close to the server (waiting up to the
-    /// config's `close_timeout` for its reply), no more reconnects. The event
-    /// channel ends after [`ClientEvent::Closed`].
-    pub fn close(&self) {
-        let _ = self.inner.tx.send(Cmd::Client(Command::Close));
     }
 }
 
@@ -167,61 +116,27 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client on `config.endpoints`.
-    pub fn new(config: ClientConfig) -> Self {
-        let setup = ClientSetup::new(config);
-        ClientBuilder { setup }
-    }
-
-    /// Subscribes before the first connect: the subscription goes out with
-    /// the first connection and is reported in its
-    /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(self, channel: impl Into<String>) -> Self {
-        let setup = self.setup.subscribe(channel);
-        ClientBuilder { setup }
-    }
-
-    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
-    /// in tests); by default the seed comes from the operating system
-    /// ([`os_seed`]).
-    pub fn seed(self, seed: u64) -> Self {
-        let setup = self.setup.seed(seed);
-        ClientBuilder { setup }
-    }
+    wshub_core::client_builder_methods!();
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
         let connect_timeout = self.setup.config().connect_timeout;
-        // Drawn only when no seed was given; a failure is returned, not hidden.
-        let mut seed_error = None;
-        let client = (self.setup)
-            .start_plain("wshub-blocking", Instant::now(), || {
-                os_seed().unwrap_or_else(|e| {
-                    seed_error = Some(e);
-                    0
-                })
-            })
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(e) = seed_error {
-            return Err(e);
-        }
-        let state = Arc::new(Mutex::new(client.state()));
+        let client = (self.setup).start_plain_io("wshub-blocking", Instant::now(), os_seed)?;
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel();
-        let mut driver = Driver {
-            client,
+        let threads = Threads {
             events: event_tx,
-            state: state.clone(),
             tx: tx.clone(),
             connect_timeout,
-            link: Link::new(),
-            closed: false,
         };
+        let mut driver = DriverCore::new(client, threads);
+        let state = driver.shared_state();
         std::thread::Builder::new()
             .name("wshub-client".into())
-            .spawn(move || driver.run(rx))?;
+            .spawn(move || run(&mut driver, rx))?;
+        let tell = move |command| tx.send(Cmd::Command(command)).is_ok();
         let handle = ClientHandle {
-            inner: Arc::new(Inner { tx, state }),
+            shared: Arc::new(SharedHandle::new(state, tell)),
         };
         Ok((handle, events))
     }
@@ -236,140 +151,71 @@ struct Socket {
     stream: TcpStream,
 }
 
-struct Driver {
-    client: Client,
+/// The driver thread's plumbing: its ways out to the application and back
+/// to itself, for the threads it starts.
+struct Threads {
     events: Sender<ClientEvent>,
-    state: Arc<Mutex<ClientState>>,
     /// For the connect, reader and writer threads.
     tx: SyncSender<Cmd>,
     connect_timeout: Duration,
-    /// The connect in flight (its thread cannot be cancelled: its outcome
-    /// is ignored), and the connection's threads.
-    link: Link<(), Socket>,
-    closed: bool,
 }
 
-impl Driver {
-    fn run(&mut self, rx: Receiver<Cmd>) {
-        self.drain();
-        while !self.closed {
-            let cmd = match self.client.poll_timeout() {
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(cmd) => Some(cmd),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        // Unreachable: the driver holds a sender itself.
-                        Err(RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-                None => match rx.recv() {
+fn run(driver: &mut DriverCore<Threads>, rx: Receiver<Cmd>) {
+    driver.drain(Instant::now());
+    while !driver.is_closed() {
+        let cmd = match driver.poll_timeout() {
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
                     Ok(cmd) => Some(cmd),
-                    Err(_) => return,
-                },
-            };
-            if let Some(cmd) = cmd {
-                self.apply(cmd);
-                // Take what else is queued before writing, so a burst of
-                // reads or sends goes out in few writes.
-                for _ in 0..64 {
-                    match rx.try_recv() {
-                        Ok(cmd) => self.apply(cmd),
-                        Err(_) => break,
-                    }
+                    Err(RecvTimeoutError::Timeout) => None,
+                    // Unreachable: the driver holds a sender itself.
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
-            self.client.handle_timeout(Instant::now());
-            self.drain();
-        }
-    }
-
-    fn apply(&mut self, cmd: Cmd) {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Client(command) => {
-                if let Some((reply, result)) = self.client.apply(now, command) {
-                    let _ = reply.send(result);
+            None => match rx.recv() {
+                Ok(cmd) => Some(cmd),
+                Err(_) => return,
+            },
+        };
+        if let Some(cmd) = cmd {
+            driver.handle(Instant::now(), cmd);
+            for _ in 0..Threads::BURST {
+                match rx.try_recv() {
+                    Ok(cmd) => driver.handle(Instant::now(), cmd),
+                    Err(_) => break,
                 }
-            }
-            Cmd::Connected(g, result) => {
-                if self.link.connected(g).is_none() {
-                    return; // cancelled meanwhile: dropping the stream closes it
-                }
-                match result.and_then(|stream| self.open(g, stream)) {
-                    Ok(socket) => {
-                        self.link.open(g, socket);
-                        self.client.handle_connected(now);
-                    }
-                    Err(_) => self.client.handle_connect_failed(now),
-                }
-            }
-            Cmd::Input(g, input) if self.link.is_live(g) => self.client.handle_socket(now, input),
-            Cmd::Input(..) => {}
-        }
-    }
-
-    /// Carries out the client's output until it has nothing more.
-    fn drain(&mut self) {
-        while let Some(output) = self.client.poll_output() {
-            match output {
-                Output::Transmit(bytes) => {
-                    if let Some(s) = self.link.socket() {
-                        // A writer that has gone reports the error itself.
-                        let _ = s.writer.send(bytes);
-                    }
-                }
-                Output::Event(event) => self.on_event(event),
             }
         }
-        self.publish_state();
+        driver.step(Instant::now());
     }
+}
 
-    /// Makes the client's state visible to [`ClientHandle::state`]; done
-    /// before every event is handed out, so that an application that sees an
-    /// event sees the state that goes with it.
-    fn publish_state(&self) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
-    }
+impl Plumbing for Threads {
+    type Reply = Reply;
+    /// Its thread cannot be cancelled: the outcome of an attempt the client
+    /// has given up on is dropped, and with it the stream.
+    type Connect = ();
+    type Stream = TcpStream;
+    type Socket = Socket;
 
-    fn on_event(&mut self, event: ClientEvent) {
-        match event {
-            ClientEvent::Connect { endpoint, .. } => {
-                let g = self.link.dial(|_| ());
-                let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
-                let spawned = std::thread::Builder::new()
-                    .name("wshub-client-connect".into())
-                    .stack_size(STACK)
-                    .spawn(move || {
-                        let result = connect(&endpoint, timeout);
-                        let _ = tx.send(Cmd::Connected(g, result));
-                    });
-                if spawned.is_err() {
-                    self.link.close();
-                    self.client.handle_connect_failed(Instant::now());
-                }
-            }
-            ClientEvent::CloseSocket => {
-                if let (_, Some(s)) = self.link.close() {
-                    // The writer writes what it holds (a close frame), then
-                    // shuts both directions, which also ends the reader.
-                    drop(s.writer);
-                    let _ = s.stream.set_read_timeout(Some(Duration::from_secs(1)));
-                }
-            }
-            // Nobody listening is fine: events are then dropped.
-            other => {
-                self.closed |= other == ClientEvent::Closed;
-                self.publish_state();
-                let _ = self.events.send(other);
-            }
-        }
+    fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<()> {
+        let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
+        std::thread::Builder::new()
+            .name("wshub-client-connect".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                let result = connect(&endpoint, timeout);
+                let _ = tx.send(Cmd::Connected(g, result));
+            })
+            .ok()
+            .map(drop)
     }
 
     /// Starts the reader and writer threads of a connected stream.
-    fn open(&self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
+    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        stream.set_write_timeout(Some(Self::WRITE_TIMEOUT))?;
         let mut reader = stream.try_clone()?;
         let mut writer = stream.try_clone()?;
         let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>();
@@ -380,7 +226,7 @@ impl Driver {
             .spawn(move || {
                 for bytes in writer_rx {
                     if writer.write_all(&bytes).is_err() {
-                        let _ = tx.send(Cmd::Input(g, SocketInput::IoError));
+                        let _ = tx.send(Cmd::Socket(g, SocketInput::IoError));
                         break;
                     }
                 }
@@ -391,13 +237,13 @@ impl Driver {
             .name("wshub-client-r".into())
             .stack_size(STACK)
             .spawn(move || {
-                let mut buf = vec![0u8; READ_BUFFER];
+                let mut buf = vec![0u8; Self::READ_BUFFER];
                 loop {
                     let Some(read) = SocketInput::from_read(reader.read(&mut buf), &buf) else {
                         continue; // interrupted
                     };
                     let last = read.is_last();
-                    if tx.send(Cmd::Input(g, read)).is_err() || last {
+                    if tx.send(Cmd::Socket(g, read)).is_err() || last {
                         return;
                     }
                 }
@@ -406,6 +252,27 @@ impl Driver {
             writer: writer_tx,
             stream,
         })
+    }
+
+    fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
+        let _ = socket.writer.send(bytes);
+    }
+
+    fn close(&mut self, _connect: Option<()>, socket: Option<Socket>) {
+        if let Some(s) = socket {
+            // The writer writes what it holds (a close frame), then shuts
+            // both directions, which also ends the reader.
+            drop(s.writer);
+            let _ = s.stream.set_read_timeout(Some(Duration::from_secs(1)));
+        }
+    }
+
+    fn deliver(&mut self, event: ClientEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn answer(&mut self, reply: Reply, result: Result<(), SendError>) {
+        let _ = reply.send(result);
     }
 }
 

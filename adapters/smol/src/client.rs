@@ -8,6 +8,9 @@
 //! connect timeout is the core's), and each connection has a **reader task**
 //! and a **writer task**. The driver makes no protocol decisions: the
 //! handshake, backoff, failover, resubscription, recovery and timeouts are the core's.
+//! What the driver does with what arrives is the core's too
+//! ([`DriverCore`]), as are the handle's and
+//! builder's methods: this module is the runtime's plumbing.
 //!
 //! ```no_run
 //! use wshub_smol::client::{self, ClientConfig, ClientEvent, Endpoint};
@@ -38,8 +41,8 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
 use smol::channel::{self, Receiver, Sender};
@@ -47,107 +50,50 @@ use smol::future;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 use smol::{Task, Timer};
-use wshub_core::client::{Client, ClientSetup, Command, Generation, Link, Output, SocketInput};
 pub use wshub_core::client::{
     ClientConfig, ClientEvent, ClientState, DisconnectReason, Endpoint, SendError, ServerMessage,
     StreamPosition, TokenPlacement,
 };
+use wshub_core::client::{
+    ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
+};
 
-/// Socket input queued to the driver before readers wait: a server that
-/// floods meets TCP backpressure instead of growing memory.
-const INPUT_QUEUE: usize = 256;
+/// What the driver task is told: application commands and connect outcomes
+/// on one channel, socket input on another (bounded: see [`Plumbing::INPUT_QUEUE`]).
+type Cmd = DriverInput<Reply, TcpStream>;
 
-/// A write that makes no progress for this long fails the connection (the
-/// core then reconnects), so a stalled server cannot pin a writer task.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Read buffer per connection.
-const READ_BUFFER: usize = 8 * 1024;
-
-/// Application commands and connect outcomes.
-enum Cmd {
-    Client(Command<Sender<Result<(), SendError>>>),
-    Connected(Generation, io::Result<TcpStream>),
-}
-
-/// Socket input, numbered by connection attempt so that nothing is reported
-/// about a socket the client has already dropped.
-type Input = (Generation, SocketInput);
+/// How the driver answers a send.
+type Reply = Sender<Result<(), SendError>>;
 
 /// Commands a running client from any task or thread. Cheap to clone.
+/// [`ClientHandle::send`] from a plain thread:
+/// `smol::block_on(handle.send(..))`.
 ///
 /// Dropping the last clone closes the client as [`ClientHandle::close`] does.
 #[derive(Clone)]
 pub struct ClientHandle {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    tx: Sender<Cmd>,
-    state: Arc<Mutex<ClientState>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let _ = self.tx.try_send(Cmd::Client(Command::Close));
-    }
+    shared: Arc<SharedHandle<Reply>>,
 }
 
 impl std::fmt::Debug for ClientHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientHandle")
-            .field("state", &self.state())
-            .finish()
+        self.shared.fmt(f)
     }
 }
 
 impl ClientHandle {
-    /// Sends a JSON message (one text frame), answered by the driver:
-    /// [`SendError::NotConnected`] while no connection is up (unless the
-    /// config has an `offline_queue`), [`SendError::Closed`] after
-    /// [`ClientHandle::close`], auth failure or giving up. From a plain
-    /// thread: `smol::block_on(handle.send(..))`.
-    pub async fn send(&self, message: Value) -> Result<(), SendError> {
+    wshub_core::client_command_methods!(async);
+
+    fn shared(&self) -> &SharedHandle<Reply> {
+        &self.shared
+    }
+
+    async fn ask(&self, message: Value) -> Result<(), SendError> {
         let (tx, rx) = channel::bounded(1);
-        self.inner
-            .tx
-            .try_send(Cmd::Client(Command::Send(message, tx)))
-            .map_err(|_| SendError::Closed)?;
+        if !self.shared.tell(Command::Send(message, tx)) {
+            return Err(SendError::Closed);
+        }
         rx.recv().await.unwrap_or(Err(SendError::Closed))
-    }
-
-    /// Subscribes to a channel, now if connected and again after every
-    /// reconnect. A refusal arrives as [`ClientEvent::SubscribeRefused`] (or in
-    /// [`ClientEvent::SubscriptionsRestored`]). Does not wait.
-    pub fn subscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .try_send(Cmd::Client(Command::Subscribe(channel.to_owned())));
-    }
-
-    /// Forgets a subscription (and unsubscribes now if connected).
-    pub fn unsubscribe(&self, channel: &str) {
-        let _ = self
-            .inner
-            .tx
-            .try_send(Cmd::Client(Command::Unsubscribe(channel.to_owned())));
-    }
-
-    /// The client's state as of the driver's last step.
-    pub fn state(&self) -> ClientState {
-        *self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Closes for good: a 1000 close to the server (waiting up to the
-    /// config's `close_timeout` for its reply), no more reconnects. The event
-    /// channel ends after [`ClientEvent::Closed`].
-    pub fn close(&self) {
-        let _ = self.inner.tx.try_send(Cmd::Client(Command::Close));
     }
 }
 
@@ -173,59 +119,25 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// A client on `config.endpoints`.
-    pub fn new(config: ClientConfig) -> Self {
-        let setup = ClientSetup::new(config);
-        ClientBuilder { setup }
-    }
-
-    /// Subscribes before the first connect: the subscription goes out with
-    /// the first connection and is reported in its
-    /// [`ClientEvent::SubscriptionsRestored`].
-    pub fn subscribe(self, channel: impl Into<String>) -> Self {
-        let setup = self.setup.subscribe(channel);
-        ClientBuilder { setup }
-    }
-
-    /// Seeds the WebSocket keys, masks and backoff jitter (reproducible runs
-    /// in tests); by default the seed comes from the operating system
-    /// ([`os_seed`]).
-    pub fn seed(self, seed: u64) -> Self {
-        let setup = self.setup.seed(seed);
-        ClientBuilder { setup }
-    }
+    wshub_core::client_builder_methods!();
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
-        // Drawn only when no seed was given; a failure is returned, not hidden.
-        let mut seed_error = None;
-        let client = (self.setup)
-            .start_plain("wshub-smol", Instant::now(), || {
-                os_seed().unwrap_or_else(|e| {
-                    seed_error = Some(e);
-                    0
-                })
-            })
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        if let Some(e) = seed_error {
-            return Err(e);
-        }
-        let state = Arc::new(Mutex::new(client.state()));
+        let client = (self.setup).start_plain_io("wshub-smol", Instant::now(), os_seed)?;
         let (tx, rx) = channel::unbounded();
-        let (input_tx, input_rx) = channel::bounded(INPUT_QUEUE);
+        let (input_tx, input_rx) = channel::bounded(Tasks::INPUT_QUEUE);
         let (event_tx, events) = channel::unbounded();
-        let driver = Driver {
-            client,
+        let tasks = Tasks {
             events: event_tx,
-            state: state.clone(),
             tx: tx.clone(),
             input: input_tx,
-            link: Link::new(),
-            closed: false,
         };
-        smol::spawn(driver.run(rx, input_rx)).detach();
+        let driver = DriverCore::new(client, tasks);
+        let state = driver.shared_state();
+        smol::spawn(run(driver, rx, input_rx)).detach();
+        let tell = move |command| tx.try_send(Cmd::Command(command)).is_ok();
         let handle = ClientHandle {
-            inner: Arc::new(Inner { tx, state }),
+            shared: Arc::new(SharedHandle::new(state, tell)),
         };
         Ok((handle, events))
     }
@@ -240,163 +152,76 @@ struct Socket {
     _reader: Task<()>,
 }
 
-struct Driver {
-    client: Client,
+/// The driver task's plumbing: its ways out to the application and back to
+/// itself, for the tasks it starts.
+struct Tasks {
     events: Sender<ClientEvent>,
-    state: Arc<Mutex<ClientState>>,
     /// For connect tasks.
     tx: Sender<Cmd>,
     /// For reader and writer tasks.
-    input: Sender<Input>,
-    /// The connect task in flight (dropping it cancels the connect), and the
-    /// connection's tasks.
-    link: Link<Task<()>, Socket>,
-    closed: bool,
+    input: Sender<Cmd>,
 }
 
-/// What woke the driver.
-enum Wake {
-    Cmd(Cmd),
-    Input(Input),
-    Timer,
-}
-
-impl Driver {
-    async fn run(mut self, rx: Receiver<Cmd>, input: Receiver<Input>) {
-        self.drain();
-        while !self.closed {
-            let timer = match self.client.poll_timeout() {
-                Some(at) => Timer::at(at),
-                None => Timer::never(),
-            };
-            // `or` polls left first: commands, then input, then the timer.
-            // The driver holds senders of both channels: neither ends first.
-            let wake = future::or(
+async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<Cmd>) {
+    driver.drain(Instant::now());
+    while !driver.is_closed() {
+        let timer = match driver.poll_timeout() {
+            Some(at) => Timer::at(at),
+            None => Timer::never(),
+        };
+        // `or` polls left first: commands, then input, then the timer.
+        // The driver holds senders of both channels: neither ends first.
+        let woken = future::or(
+            async {
+                match rx.recv().await {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => future::pending().await,
+                }
+            },
+            future::or(
                 async {
-                    match rx.recv().await {
-                        Ok(cmd) => Wake::Cmd(cmd),
+                    match input.recv().await {
+                        Ok(cmd) => Some(cmd),
                         Err(_) => future::pending().await,
                     }
                 },
-                future::or(
-                    async {
-                        match input.recv().await {
-                            Ok(i) => Wake::Input(i),
-                            Err(_) => future::pending().await,
-                        }
-                    },
-                    async {
-                        timer.await;
-                        Wake::Timer
-                    },
-                ),
-            )
-            .await;
-            match wake {
-                Wake::Cmd(cmd) => self.apply(cmd),
-                Wake::Input(i) => self.input(i),
-                Wake::Timer => {}
-            }
-            // Take what else is queued before writing, so a burst of reads or
-            // sends goes out in few writes.
-            for _ in 0..64 {
-                if let Ok(cmd) = rx.try_recv() {
-                    self.apply(cmd);
-                } else if let Ok(i) = input.try_recv() {
-                    self.input(i);
-                } else {
-                    break;
-                }
-            }
-            self.client.handle_timeout(Instant::now());
-            self.drain();
+                async {
+                    timer.await;
+                    None
+                },
+            ),
+        )
+        .await;
+        if let Some(cmd) = woken {
+            driver.handle(Instant::now(), cmd);
         }
-    }
-
-    fn apply(&mut self, cmd: Cmd) {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Client(command) => {
-                if let Some((reply, result)) = self.client.apply(now, command) {
-                    let _ = reply.try_send(result);
-                }
-            }
-            Cmd::Connected(g, result) => {
-                let Some(task) = self.link.connected(g) else {
-                    return; // cancelled meanwhile: dropping the stream closes it
-                };
-                // The task has finished: detach rather than cancel it.
-                task.detach();
-                match result {
-                    Ok(stream) => {
-                        let socket = self.open(g, stream);
-                        self.link.open(g, socket);
-                        self.client.handle_connected(now);
-                    }
-                    Err(_) => self.client.handle_connect_failed(now),
-                }
+        for _ in 0..Tasks::BURST {
+            match rx.try_recv().or_else(|_| input.try_recv()) {
+                Ok(cmd) => driver.handle(Instant::now(), cmd),
+                Err(_) => break,
             }
         }
+        driver.step(Instant::now());
     }
+}
 
-    fn input(&mut self, (g, input): Input) {
-        if self.link.is_live(g) {
-            self.client.handle_socket(Instant::now(), input);
-        }
-    }
+impl Plumbing for Tasks {
+    /// Dropping it cancels the connect.
+    type Reply = Reply;
+    type Connect = Task<()>;
+    type Stream = TcpStream;
+    type Socket = Socket;
 
-    /// Carries out the client's output until it has nothing more.
-    fn drain(&mut self) {
-        while let Some(output) = self.client.poll_output() {
-            match output {
-                Output::Transmit(bytes) => {
-                    if let Some(s) = self.link.socket() {
-                        // A writer that has gone reports the error itself.
-                        let _ = s.writer.try_send(bytes);
-                    }
-                }
-                Output::Event(event) => self.on_event(event),
-            }
-        }
-        self.publish_state();
-    }
-
-    /// Makes the client's state visible to [`ClientHandle::state`]; done
-    /// before every event is handed out, so that an application that sees an
-    /// event sees the state that goes with it.
-    fn publish_state(&self) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = self.client.state();
-    }
-
-    fn on_event(&mut self, event: ClientEvent) {
-        match event {
-            ClientEvent::Connect { endpoint, .. } => {
-                let tx = self.tx.clone();
-                self.link.dial(|g| {
-                    smol::spawn(async move {
-                        let result =
-                            TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
-                        let _ = tx.try_send(Cmd::Connected(g, result));
-                    })
-                });
-            }
-            ClientEvent::CloseSocket => {
-                // Dropping a connect task cancels it. Dropping the socket: the
-                // writer writes what it holds (a close frame), then shuts the
-                // socket down; the reader is cancelled.
-                drop(self.link.close());
-            }
-            // Nobody listening is fine: events are then dropped.
-            other => {
-                self.closed |= other == ClientEvent::Closed;
-                self.publish_state();
-                let _ = self.events.try_send(other);
-            }
-        }
+    fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<Task<()>> {
+        let tx = self.tx.clone();
+        Some(smol::spawn(async move {
+            let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+            let _ = tx.try_send(Cmd::Connected(g, result));
+        }))
     }
 
     /// Starts the reader and writer tasks of a connected stream.
-    fn open(&self, g: Generation, stream: TcpStream) -> Socket {
+    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
         let _ = stream.set_nodelay(true);
         let mut rd = stream.clone();
         let mut wr = stream;
@@ -405,12 +230,12 @@ impl Driver {
         smol::spawn(async move {
             while let Ok(bytes) = writer_rx.recv().await {
                 let written = future::or(async { wr.write_all(&bytes).await.is_ok() }, async {
-                    Timer::after(WRITE_TIMEOUT).await;
+                    Timer::after(Self::WRITE_TIMEOUT).await;
                     false
                 })
                 .await;
                 if !written {
-                    let _ = input.send((g, SocketInput::IoError)).await;
+                    let _ = input.send(Cmd::Socket(g, SocketInput::IoError)).await;
                     break;
                 }
             }
@@ -419,21 +244,45 @@ impl Driver {
         .detach();
         let input = self.input.clone();
         let reader = smol::spawn(async move {
-            let mut buf = vec![0u8; READ_BUFFER];
+            let mut buf = vec![0u8; Self::READ_BUFFER];
             loop {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted
                 };
                 let last = read.is_last();
-                if input.send((g, read)).await.is_err() || last {
+                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
                     return;
                 }
             }
         });
-        Socket {
+        Ok(Socket {
             writer: writer_tx,
             _reader: reader,
-        }
+        })
+    }
+
+    fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
+        let _ = socket.writer.try_send(bytes);
+    }
+
+    fn close(&mut self, connect: Option<Task<()>>, socket: Option<Socket>) {
+        // Dropping a connect task cancels it. Dropping the socket: the writer
+        // writes what it holds (a close frame), then shuts the socket down;
+        // the reader is cancelled.
+        drop((connect, socket));
+    }
+
+    fn deliver(&mut self, event: ClientEvent) {
+        let _ = self.events.try_send(event);
+    }
+
+    fn answer(&mut self, reply: Reply, result: Result<(), SendError>) {
+        let _ = reply.try_send(result);
+    }
+
+    fn connect_done(&mut self, connect: Task<()>) {
+        // It has finished: detach rather than cancel it.
+        connect.detach();
     }
 }
 

@@ -9,6 +9,15 @@
 //! left to the driver is its runtime's idiom: channels, spawning, reading,
 //! writing and sleeping.
 //!
+//! [`DriverCore`] does that carrying for a driver: the driver implements
+//! [`Plumbing`] (start a connect, start a socket's reader and writer, hand
+//! bytes to the writer, close, deliver an event), waits for the next
+//! command, input or deadline, and passes what woke it to the core. The
+//! example below does by hand what [`DriverCore`] does, with [`Link`]. The
+//! application's side (the handle's and builder's methods) is written once
+//! too, in [`client_command_methods!`](crate::client_command_methods) and
+//! [`client_builder_methods!`](crate::client_builder_methods).
+//!
 //! ```
 //! use std::time::Instant;
 //! use wshub_core::client::{
@@ -51,11 +60,11 @@
 
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Client, ClientConfig, ClientConfigError, ClientEvent, SendError};
+use super::{Client, ClientConfig, ClientConfigError, ClientEvent, SendError, SharedState};
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -235,6 +244,15 @@ impl<D, S> Link<D, S> {
         g
     }
 
+    /// [`Link::dial`] for a start that can fail: `None` (and no attempt in
+    /// flight) if `start` returns `None`.
+    pub fn try_dial(&mut self, start: impl FnOnce(Generation) -> Option<D>) -> Option<Generation> {
+        self.last.0 += 1;
+        let g = self.last;
+        self.dialing = start(g).map(|d| (g, d));
+        self.dialing.as_ref().map(|_| g)
+    }
+
     /// The outcome of attempt `g` arrived. If `g` is the attempt in flight,
     /// it is no longer in flight: returns what [`Link::dial`] kept, and the
     /// driver reports the outcome to the client. `None` if the client
@@ -285,6 +303,222 @@ impl<D, S> Link<D, S> {
             self.dialing.take().map(|(_, d)| d),
             self.socket.take().map(|(_, s)| s),
         )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The driver's loop body
+// ---------------------------------------------------------------------------
+
+/// A driver's runtime side: what [`DriverCore`] asks of it while it carries
+/// out the client's output. Everything here is plumbing (spawning, channels,
+/// sockets); the decisions are the client's.
+pub trait Plumbing {
+    /// How many already queued inputs the driver takes after the one that
+    /// woke it, before it [steps](DriverCore::step): a burst of reads or
+    /// sends then goes out in few writes, and a flood cannot hold off the
+    /// timers.
+    const BURST: usize = 64;
+
+    /// Socket input queued to the driver before readers wait: a server that
+    /// floods meets TCP backpressure instead of growing memory.
+    const INPUT_QUEUE: usize = 256;
+
+    /// A write that makes no progress for this long fails the connection
+    /// (the client then reconnects), so a stalled server cannot pin a
+    /// writer.
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Read buffer per connection.
+    const READ_BUFFER: usize = 8 * 1024;
+
+    /// What a send's answer goes back through (the reply sender of a
+    /// [`Command::Send`]).
+    type Reply;
+    /// What [`Plumbing::connect`] returns to cancel a connect in flight (a
+    /// task handle, or `()`).
+    type Connect;
+    /// A connected stream, as a connect's outcome carries it.
+    type Stream;
+    /// What the driver keeps of a live socket (its writer).
+    type Socket;
+
+    /// Starts connecting to `endpoint`; the outcome comes back as
+    /// [`DriverInput::Connected`] numbered `g`. `None` if the attempt could
+    /// not even start: it fails at once.
+    fn connect(&mut self, g: Generation, endpoint: super::Endpoint) -> Option<Self::Connect>;
+
+    /// The connect of the attempt whose outcome has just arrived: it has
+    /// finished, so by default it is simply dropped.
+    fn connect_done(&mut self, connect: Self::Connect) {
+        drop(connect);
+    }
+
+    /// Starts reading and writing the stream of attempt `g`: input goes back
+    /// as [`DriverInput::Socket`] numbered `g`. An error fails the attempt.
+    fn open(&mut self, g: Generation, stream: Self::Stream) -> io::Result<Self::Socket>;
+
+    /// Hands bytes to the live socket's writer, all of them, in order. A
+    /// writer that has gone reports the error itself, as socket input.
+    fn transmit(&mut self, socket: &Self::Socket, bytes: Vec<u8>);
+
+    /// Cancels the connect in flight and closes the socket, whichever there
+    /// are; the socket's writer first writes what it holds (a close frame).
+    fn close(&mut self, connect: Option<Self::Connect>, socket: Option<Self::Socket>);
+
+    /// Hands an event to the application; dropped if nobody listens.
+    fn deliver(&mut self, event: ClientEvent);
+
+    /// Answers a send: `reply` is the one its [`Command::Send`] carried.
+    fn answer(&mut self, reply: Self::Reply, result: Result<(), SendError>);
+}
+
+/// What arrives at a driver's task or thread, as one value: what its
+/// channels carry to [`DriverCore::handle`].
+///
+/// `R` is the driver's reply sender for a send, `T` a connected stream.
+/// Connect outcomes and socket input carry the [`Generation`] of their
+/// attempt, so that nothing late about a dropped socket reaches the client.
+#[derive(Debug)]
+pub enum DriverInput<R, T> {
+    /// An application command.
+    Command(Command<R>),
+    /// The outcome of connection attempt `g` ([`Plumbing::connect`]).
+    Connected(Generation, io::Result<T>),
+    /// What the reader or writer of attempt `g`'s socket saw
+    /// ([`Plumbing::open`]).
+    Socket(Generation, SocketInput),
+}
+
+/// What every driver's task or thread does with its [`Client`] between
+/// waits, whatever its runtime: it feeds the client what arrived (commands,
+/// connect outcomes, socket input), carries out the output through its
+/// [`Plumbing`], keeps the [`Link`] of attempts and socket, and publishes the
+/// state to the handles. The driver keeps only its wait: for the next
+/// [`DriverInput`] or [`DriverCore::poll_timeout`].
+///
+/// A driver's loop: [`DriverCore::drain`] once; then, until
+/// [`DriverCore::is_closed`], wait, [`DriverCore::handle`] what woke it and
+/// up to [`Plumbing::BURST`] more that are already queued, and
+/// [`DriverCore::step`].
+#[derive(Debug)]
+pub struct DriverCore<P: Plumbing> {
+    client: Client,
+    link: Link<P::Connect, P::Socket>,
+    state: SharedState,
+    closed: bool,
+    plumbing: P,
+}
+
+impl<P: Plumbing> DriverCore<P> {
+    /// Drives `client` (as [`ClientSetup::start_plain`] returned it: its first
+    /// output asks for a connect) through `plumbing`.
+    pub fn new(client: Client, plumbing: P) -> Self {
+        DriverCore {
+            state: SharedState::new(client.state()),
+            client,
+            link: Link::new(),
+            closed: false,
+            plumbing,
+        }
+    }
+
+    /// The state the handles read; the driver publishes to it.
+    pub fn shared_state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// When to wake for [`DriverCore::step`] with nothing else arriving
+    /// ([`Client::poll_timeout`]).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.client.poll_timeout()
+    }
+
+    /// Whether the client has closed for good ([`ClientEvent::Closed`] has
+    /// been delivered): the driver stops.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Feeds the client one thing that arrived ([`Client::apply`],
+    /// [`Client::handle_connected`] or [`Client::handle_connect_failed`],
+    /// [`Client::handle_socket`]). A send is answered through
+    /// [`Plumbing::answer`]. A connect outcome counts only if it is for the
+    /// attempt in flight (then its stream is opened with [`Plumbing::open`]
+    /// and its connect handed to [`Plumbing::connect_done`]), socket input
+    /// only if it is from the live socket; anything else is dropped (and
+    /// with it any stream).
+    pub fn handle(&mut self, now: Instant, input: DriverInput<P::Reply, P::Stream>) {
+        match input {
+            DriverInput::Command(command) => {
+                if let Some((reply, result)) = self.client.apply(now, command) {
+                    self.plumbing.answer(reply, result);
+                }
+            }
+            DriverInput::Connected(g, outcome) => {
+                let Some(connect) = self.link.connected(g) else {
+                    return;
+                };
+                self.plumbing.connect_done(connect);
+                match outcome.and_then(|stream| self.plumbing.open(g, stream)) {
+                    Ok(socket) => {
+                        self.link.open(g, socket);
+                        self.client.handle_connected(now);
+                    }
+                    Err(_) => self.client.handle_connect_failed(now),
+                }
+            }
+            DriverInput::Socket(g, input) => {
+                if self.link.is_live(g) {
+                    self.client.handle_socket(now, input);
+                }
+            }
+        }
+    }
+
+    /// Ends a round of input: the client's timers ([`Client::handle_timeout`]),
+    /// then its output ([`DriverCore::drain`]).
+    pub fn step(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+        self.drain(now);
+    }
+
+    /// Carries out the client's output until it has nothing more: bytes to
+    /// the live socket, `Connect` and `CloseSocket` through the plumbing,
+    /// every other event to the application. The state is published before
+    /// each event is handed out, so that an application that sees an event
+    /// sees the state that goes with it, and again at the end. `now` is
+    /// when a connect that could not start failed.
+    pub fn drain(&mut self, now: Instant) {
+        while let Some(output) = self.client.poll_output() {
+            match output {
+                Output::Transmit(bytes) => {
+                    if let Some(socket) = self.link.socket() {
+                        self.plumbing.transmit(socket, bytes);
+                    }
+                }
+                Output::Event(ClientEvent::Connect { endpoint, .. }) => {
+                    let plumbing = &mut self.plumbing;
+                    if self
+                        .link
+                        .try_dial(|g| plumbing.connect(g, endpoint))
+                        .is_none()
+                    {
+                        self.client.handle_connect_failed(now);
+                    }
+                }
+                Output::Event(ClientEvent::CloseSocket) => {
+                    let (connect, socket) = self.link.close();
+                    self.plumbing.close(connect, socket);
+                }
+                Output::Event(event) => {
+                    self.closed |= event == ClientEvent::Closed;
+                    self.state.set(self.client.state());
+                    self.plumbing.deliver(event);
+                }
+            }
+        }
+        self.state.set(self.client.state());
     }
 }
 
@@ -364,6 +598,31 @@ impl ClientSetup {
         }
         self.start(now, os_seed).map_err(StartError::Config)
     }
+
+    /// [`ClientSetup::start_plain`] with errors as a driver's `spawn` returns
+    /// them: a `wss://` endpoint or a config that cannot work is
+    /// `InvalidInput`, and a failing `os_seed` (drawn only when no seed was
+    /// given) is returned as it is, not hidden behind a made-up seed.
+    pub fn start_plain_io(
+        self,
+        driver: &'static str,
+        now: Instant,
+        os_seed: impl FnOnce() -> io::Result<u64>,
+    ) -> io::Result<Client> {
+        let mut seed_error = None;
+        let client = self
+            .start_plain(driver, now, || {
+                os_seed().unwrap_or_else(|e| {
+                    seed_error = Some(e);
+                    0
+                })
+            })
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        match seed_error {
+            Some(e) => Err(e),
+            None => Ok(client),
+        }
+    }
 }
 
 /// Why [`ClientSetup::start_plain`] did not start a client.
@@ -398,6 +657,13 @@ impl std::error::Error for StartError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::{ClientState, Endpoint};
+
+    /// Tests need some instant; only differences between instants matter.
+    #[allow(clippy::disallowed_methods)]
+    fn anchor() -> Instant {
+        Instant::now()
+    }
 
     #[test]
     fn link_numbers_attempts_and_drops_stale_outcomes() {
@@ -466,6 +732,146 @@ mod tests {
         assert!(!SocketInput::Read(vec![1]).is_last());
         assert!(SocketInput::Eof.is_last());
         assert!(SocketInput::IoError.is_last());
+    }
+
+    /// Plumbing that records what it was asked to do; the socket is the
+    /// number of its attempt.
+    #[derive(Debug, Default)]
+    struct Fake {
+        cannot_start: bool,
+        connects: Vec<Generation>,
+        written: Vec<u8>,
+        closed: Vec<(Option<Generation>, Option<Generation>)>,
+        events: Vec<ClientEvent>,
+        answers: Vec<(&'static str, Result<(), SendError>)>,
+    }
+
+    impl Plumbing for Fake {
+        type Reply = &'static str;
+        type Connect = Generation;
+        type Stream = ();
+        type Socket = Generation;
+
+        fn connect(&mut self, g: Generation, _: Endpoint) -> Option<Generation> {
+            self.connects.push(g);
+            (!self.cannot_start).then_some(g)
+        }
+        fn open(&mut self, g: Generation, (): ()) -> io::Result<Generation> {
+            Ok(g)
+        }
+        fn transmit(&mut self, _: &Generation, bytes: Vec<u8>) {
+            self.written.extend(bytes);
+        }
+        fn close(&mut self, connect: Option<Generation>, socket: Option<Generation>) {
+            self.closed.push((connect, socket));
+        }
+        fn deliver(&mut self, event: ClientEvent) {
+            self.events.push(event);
+        }
+        fn answer(&mut self, reply: &'static str, result: Result<(), SendError>) {
+            self.answers.push((reply, result));
+        }
+    }
+
+    fn driven(plumbing: Fake, now: Instant) -> DriverCore<Fake> {
+        let ws = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+        let client = ClientSetup::new(ClientConfig::new(vec![ws]))
+            .seed(7)
+            .start(now, || unreachable!("seeded"))
+            .unwrap();
+        DriverCore::new(client, plumbing)
+    }
+
+    #[test]
+    fn driver_core_connects_writes_and_drops_stale_input() {
+        let now = anchor();
+        let mut core = driven(Fake::default(), now);
+        let state = core.shared_state();
+        core.drain(now);
+        let g = core.link.generation();
+        assert_eq!(core.plumbing.connects, [g]);
+        assert!(matches!(state.get(), ClientState::Connecting { .. }));
+        // An outcome or input of another attempt changes nothing.
+        let stale = Generation(g.0 + 1);
+        core.handle(now, DriverInput::Connected(stale, Ok(())));
+        core.handle(now, DriverInput::Socket(g, SocketInput::Eof)); // not open yet
+        core.drain(now);
+        assert!(core.plumbing.written.is_empty() && core.plumbing.closed.is_empty());
+
+        core.handle(now, DriverInput::Connected(g, Ok(())));
+        assert_eq!(core.link.socket(), Some(&g));
+        core.drain(now);
+        assert!(core.plumbing.written.starts_with(b"GET /ws HTTP/1.1\r\n"));
+        core.handle(now, DriverInput::Socket(stale, SocketInput::Eof));
+        core.drain(now);
+        assert!(core.plumbing.closed.is_empty());
+        // The live socket's EOF: the client drops it (and reports it).
+        core.handle(now, DriverInput::Socket(g, SocketInput::Eof));
+        core.drain(now);
+        assert_eq!(core.plumbing.closed, [(None, Some(g))]);
+        assert!(!core.plumbing.events.is_empty());
+        assert_eq!(state.get(), core.client.state());
+
+        let hello = serde_json::json!({"hi": 1});
+        core.handle(now, DriverInput::Command(Command::Send(hello, "reply-1")));
+        assert_eq!(
+            core.plumbing.answers,
+            [("reply-1", Err(SendError::NotConnected))]
+        );
+        core.handle(now, DriverInput::Command(Command::Close));
+        core.step(now);
+        assert!(core.is_closed());
+        assert_eq!(core.plumbing.events.last(), Some(&ClientEvent::Closed));
+        assert_eq!(state.get(), core.client.state());
+    }
+
+    #[test]
+    fn driver_core_fails_a_connect_that_cannot_start() {
+        let now = anchor();
+        let fake = Fake {
+            cannot_start: true,
+            ..Fake::default()
+        };
+        let mut core = driven(fake, now);
+        core.drain(now);
+        let g = core.link.generation();
+        assert_eq!(core.plumbing.connects, [g]);
+        // Nothing in flight: the client heard of the failure at once.
+        assert_eq!(core.link.connected(g), None);
+        assert!(
+            core.plumbing
+                .events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::ConnectFailed { .. })),
+            "{:?}",
+            core.plumbing.events
+        );
+        assert!(!matches!(
+            core.shared_state().get(),
+            ClientState::Connecting { .. }
+        ));
+    }
+
+    #[test]
+    fn start_plain_io_returns_the_seed_error_and_refuses_tls() {
+        let ws = Endpoint::parse("ws://127.0.0.1:8080/ws").unwrap();
+        let wss = Endpoint::parse("wss://127.0.0.1:8443/ws").unwrap();
+        let now = anchor();
+        let no_seed = || Err(io::Error::other("no random source"));
+        let e = ClientSetup::new(ClientConfig::new(vec![ws.clone()]))
+            .start_plain_io("my-driver", now, no_seed)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no random source");
+        // A given seed is used: the OS source is not asked.
+        let seeded = ClientSetup::new(ClientConfig::new(vec![ws]))
+            .seed(7)
+            .start_plain_io("my-driver", now, no_seed);
+        assert!(seeded.is_ok());
+        let e = ClientSetup::new(ClientConfig::new(vec![wss]))
+            .start_plain_io("my-driver", now, || Ok(1))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("my-driver"), "{e}");
     }
 
     #[test]

@@ -177,6 +177,7 @@ use crate::frame::{self, Decoded, FrameDecoder, OpCode, Role};
 use crate::handshake::{accept_key, judge_response, Verdict};
 use crate::request::Secret;
 
+mod commands;
 mod config;
 mod driver;
 mod endpoint;
@@ -184,9 +185,11 @@ mod event;
 mod inbound;
 mod recovery;
 
+pub use commands::{SharedHandle, SharedState};
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
 pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
+pub use driver::{DriverCore, DriverInput, Plumbing};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{
     parse_server_messages, ClientEvent, ClientState, DisconnectReason, SendError, ServerMessage,
