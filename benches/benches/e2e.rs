@@ -50,7 +50,8 @@
 //! a task on the server's runtime instead of a thread; see `e2e/server.rs`),
 //! `WSHUB_E2E_SYSCALLS=0` (no perf phase), `WSHUB_E2E_RUNS` (repeat
 //! everything and report medians, default 1), `WSHUB_E2E_GEN_THREADS`
-//! (default: one per CPU left to the generator).
+//! (default: one per CPU left to the generator), `WSHUB_E2E_HISTORY=off`
+//! (wshub servers keep no history; the default keeps the core's default).
 
 #[path = "e2e/loadgen.rs"]
 mod loadgen;

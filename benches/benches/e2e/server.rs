@@ -189,9 +189,14 @@ where
 
 fn config() -> HubConfig {
     // Defaults, as an application would start: 256 messages / 1 MiB queued
-    // per connection, 10 s write timeout, path /ws. `WSHUB_E2E_MAX_QUEUED`
-    // (inherited from the bench process) overrides the message cap.
+    // per connection, 10 s write timeout, path /ws, the default history
+    // (every channel, 100 publications, 5 min). `WSHUB_E2E_MAX_QUEUED`
+    // (inherited from the bench process) overrides the message cap, and
+    // `WSHUB_E2E_HISTORY=off` turns the history off (its cost, measured).
     let mut config = HubConfig::default();
+    if std::env::var("WSHUB_E2E_HISTORY").as_deref() == Ok("off") {
+        config.history = wshub_core::history::HistoryConfig::off();
+    }
     if let Some(cap) = std::env::var("WSHUB_E2E_MAX_QUEUED")
         .ok()
         .and_then(|v| v.parse().ok())
