@@ -2,6 +2,8 @@
 //! and a client-side frame codec to read what the hub wrote.
 #![allow(dead_code)]
 
+pub mod counting;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
