@@ -33,10 +33,32 @@ fn rules(size: usize, ttl: Duration) -> HistoryConfig {
 }
 
 fn sim_with(size: usize) -> Sim {
+    sim_history(rules(size, Duration::from_secs(60)))
+}
+
+/// A hub with the default config but for its history.
+fn sim_history(history: HistoryConfig) -> Sim {
     Sim::new(HubConfig {
-        history: rules(size, Duration::from_secs(60)),
+        history,
         ..HubConfig::default()
     })
+}
+
+/// The `recover` field of a subscribe, as `subscribe`'s `extra`.
+fn recover(offset: u64, epoch: &str) -> String {
+    format!(r#","recover":{{"offset":{offset},"epoch":"{epoch}"}}"#)
+}
+
+/// The text frames `id` received, as sent.
+fn texts(sim: &Sim, id: ConnId) -> Vec<String> {
+    sim.rx[&id]
+        .frames()
+        .into_iter()
+        .filter_map(|d| match d {
+            wshub_core::frame::Decoded::Text(t) => Some(t.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn publish(sim: &mut Sim, channel: &str, n: usize) {
@@ -84,22 +106,8 @@ fn positioned_subscribers_get_offsets_and_plain_ones_todays_bytes() {
     assert_eq!(ack["data"]["replayed"], 0);
     sim.take_json(plain);
     publish(&mut sim, "c", 2);
-    let p: Vec<String> = sim.rx[&plain]
-        .frames()
-        .into_iter()
-        .filter_map(|d| match d {
-            wshub_core::frame::Decoded::Text(t) => Some(t.to_string()),
-            _ => None,
-        })
-        .collect();
-    let q: Vec<String> = sim.rx[&pos]
-        .frames()
-        .into_iter()
-        .filter_map(|d| match d {
-            wshub_core::frame::Decoded::Text(t) => Some(t.to_string()),
-            _ => None,
-        })
-        .collect();
+    let p = texts(&sim, plain);
+    let q = texts(&sim, pos);
     assert_eq!(p.len(), 2);
     for (i, (p, q)) in p.iter().zip(&q).enumerate() {
         assert!(!p.contains("offset"), "{p}");
@@ -121,7 +129,7 @@ fn a_recover_replays_exactly_what_was_missed_then_goes_live() {
     sim.hub.handle_eof(sim.now, a).unwrap();
     publish(&mut sim, "c", 4);
     let b = sim.connect();
-    let recover = format!(r#","recover":{{"offset":3,"epoch":"{epoch}"}}"#);
+    let recover = recover(3, &epoch);
     sim.send_text(
         b,
         &format!(r#"{{"type":"subscribe","channel":"c","id":9{recover}}}"#),
@@ -181,22 +189,14 @@ fn history_trimmed_past_the_position_gives_recovered_false() {
     let epoch = ack["data"]["epoch"].as_str().unwrap().to_owned();
     publish(&mut sim, "c", 5); // the ring keeps 3..=5
     let b = sim.connect();
-    let (ok, replay) = subscribe(
-        &mut sim,
-        b,
-        &format!(r#","recover":{{"offset":2,"epoch":"{epoch}"}}"#),
-    );
+    let (ok, replay) = subscribe(&mut sim, b, &recover(2, &epoch));
     assert_eq!(
         ok["data"]["recovered"], true,
         "2 is the last missing one kept"
     );
     assert_eq!(replay, [3, 4, 5]);
     let c = sim.connect();
-    let (fail, replay) = subscribe(
-        &mut sim,
-        c,
-        &format!(r#","recover":{{"offset":1,"epoch":"{epoch}"}}"#),
-    );
+    let (fail, replay) = subscribe(&mut sim, c, &recover(1, &epoch));
     assert_eq!(fail["data"]["recovered"], false);
     assert_eq!(fail["data"]["offset"], 5);
     assert!(replay.is_empty());
@@ -204,50 +204,32 @@ fn history_trimmed_past_the_position_gives_recovered_false() {
 
 #[test]
 fn a_replay_over_max_replay_gives_recovered_false() {
-    let mut sim = Sim::new(HubConfig {
-        history: HistoryConfig {
-            max_replay: 5,
-            ..rules(100, Duration::from_secs(60))
-        },
-        ..HubConfig::default()
+    let mut sim = sim_history(HistoryConfig {
+        max_replay: 5,
+        ..rules(100, Duration::from_secs(60))
     });
     publish(&mut sim, "c", 10);
     let (_, epoch) = position(&sim);
     let a = sim.connect();
-    let (ack, _replay) = subscribe(
-        &mut sim,
-        a,
-        &format!(r#","recover":{{"offset":4,"epoch":"{epoch}"}}"#),
-    );
+    let (ack, _replay) = subscribe(&mut sim, a, &recover(4, &epoch));
     assert_eq!(ack["data"]["recovered"], false);
     let b = sim.connect();
-    let (ack, _replay) = subscribe(
-        &mut sim,
-        b,
-        &format!(r#","recover":{{"offset":5,"epoch":"{epoch}"}}"#),
-    );
+    let (ack, _replay) = subscribe(&mut sim, b, &recover(5, &epoch));
     assert_eq!(ack["data"]["recovered"], true);
     assert_eq!(ack["data"]["replayed"], 5);
 }
 
 #[test]
 fn ttl_expiry_then_meta_ttl_end_recovery_honestly() {
-    let mut sim = Sim::new(HubConfig {
-        history: HistoryConfig {
-            meta_ttl: Duration::from_secs(120),
-            ..rules(100, Duration::from_secs(10))
-        },
-        ..HubConfig::default()
+    let mut sim = sim_history(HistoryConfig {
+        meta_ttl: Duration::from_secs(120),
+        ..rules(100, Duration::from_secs(10))
     });
     publish(&mut sim, "c", 3);
     let (_, epoch) = position(&sim);
     sim.advance(Duration::from_secs(11));
     let a = sim.connect();
-    let (ack, _replay) = subscribe(
-        &mut sim,
-        a,
-        &format!(r#","recover":{{"offset":1,"epoch":"{epoch}"}}"#),
-    );
+    let (ack, _replay) = subscribe(&mut sim, a, &recover(1, &epoch));
     assert_eq!(
         ack["data"],
         json!({"recovered":false,"offset":3,"epoch":epoch,"replayed":0}),
@@ -256,11 +238,7 @@ fn ttl_expiry_then_meta_ttl_end_recovery_honestly() {
     assert_eq!(sim.hub.stats().history_messages, 0);
     // Up to date: nothing to replay is a success even with nothing stored.
     let b = sim.connect();
-    let (ack, _replay) = subscribe(
-        &mut sim,
-        b,
-        &format!(r#","recover":{{"offset":3,"epoch":"{epoch}"}}"#),
-    );
+    let (ack, _replay) = subscribe(&mut sim, b, &recover(3, &epoch));
     assert_eq!(ack["data"]["recovered"], true);
     sim.hub.handle_eof(sim.now, a).unwrap();
     sim.hub.handle_eof(sim.now, b).unwrap();
@@ -280,7 +258,7 @@ fn bad_input_is_bad_request_and_changes_nothing() {
         r#","recover":{"offset":"1","epoch":"e"}"#.to_owned(),
         r#","recover":{"offset":1,"epoch":"bad epoch"}"#.to_owned(),
         format!(r#","recover":{{"offset":1,"epoch":"{}"}}"#, "e".repeat(65)),
-        format!(r#","recover":{{"offset":3,"epoch":"{epoch}"}}"#), // from the future
+        recover(3, &epoch), // from the future
         r#","history":0"#.to_owned(),
         r#","history":301"#.to_owned(),
         r#","history":2,"recover":{"offset":1,"epoch":"e"}"#.to_owned(),
@@ -394,7 +372,10 @@ fn a_replay_bigger_than_the_queue_is_paced_and_never_cuts_the_client() {
     sim.stalled.push(b);
     sim.send_text(
         b,
-        &format!(r#"{{"type":"subscribe","channel":"c","id":1,"recover":{{"offset":0,"epoch":"{epoch}"}}}}"#),
+        &format!(
+            r#"{{"type":"subscribe","channel":"c","id":1{}}}"#,
+            recover(0, &epoch)
+        ),
     );
     for round in 0..100 {
         let (msgs, _) = sim.hub.queued(b).unwrap();
@@ -428,7 +409,10 @@ fn a_trim_overtaking_a_paced_replay_shows_as_a_jump_in_offsets() {
     sim.stalled.push(b);
     sim.send_text(
         b,
-        &format!(r#"{{"type":"subscribe","channel":"c","id":1,"recover":{{"offset":0,"epoch":"{epoch}"}}}}"#),
+        &format!(
+            r#"{{"type":"subscribe","channel":"c","id":1{}}}"#,
+            recover(0, &epoch)
+        ),
     );
     publish(&mut sim, "c", 30); // the ring now holds 31..=50
     release(&mut sim, b);
@@ -450,11 +434,7 @@ fn a_recover_on_a_held_subscription_re_syncs() {
     let epoch = ack["data"]["epoch"].as_str().unwrap().to_owned();
     publish(&mut sim, "c", 5);
     sim.take_json(a);
-    let (ack, replay) = subscribe(
-        &mut sim,
-        a,
-        &format!(r#","recover":{{"offset":2,"epoch":"{epoch}"}}"#),
-    );
+    let (ack, replay) = subscribe(&mut sim, a, &recover(2, &epoch));
     assert_eq!(ack["type"], "ack");
     assert_eq!(ack["data"]["replayed"], 3);
     assert_eq!(replay, [3, 4, 5]);
@@ -489,11 +469,7 @@ fn a_new_hub_has_a_new_epoch_and_recovery_fails() {
     assert_ne!(old, new);
     assert_eq!(offset, 1, "offsets restart, under another epoch");
     let a = sim.connect();
-    let (ack, _replay) = subscribe(
-        &mut sim,
-        a,
-        &format!(r#","recover":{{"offset":1,"epoch":"{old}"}}"#),
-    );
+    let (ack, _replay) = subscribe(&mut sim, a, &recover(1, &old));
     assert_eq!(ack["data"]["recovered"], false);
     assert_eq!(ack["data"]["epoch"], new.as_str());
 }
@@ -559,12 +535,9 @@ fn a_channel_nobody_can_subscribe_to_keeps_nothing() {
 
 #[test]
 fn stats_count_stored_messages_bytes_and_evictions() {
-    let mut sim = Sim::new(HubConfig {
-        history: HistoryConfig {
-            max_bytes: 1000,
-            ..rules(100, Duration::from_secs(60))
-        },
-        ..HubConfig::default()
+    let mut sim = sim_history(HistoryConfig {
+        max_bytes: 1000,
+        ..rules(100, Duration::from_secs(60))
     });
     publish(&mut sim, "a", 5);
     let s = sim.hub.stats();
@@ -610,8 +583,7 @@ fn a_thousand_cut_clients_all_recover_every_message() {
     publish(&mut sim, "c", 20);
     for s in seen.iter_mut() {
         let c = sim.connect();
-        let recover = format!(r#","recover":{{"offset":{},"epoch":"{}"}}"#, s.1, s.0);
-        let (ack, replay) = subscribe(&mut sim, c, &recover);
+        let (ack, replay) = subscribe(&mut sim, c, &recover(s.1, &s.0));
         assert_eq!(ack["data"]["recovered"], true);
         s.2.extend(replay);
     }
