@@ -230,6 +230,19 @@ pub struct SubscribeAck {
 }
 
 impl SubscribeAck {
+    /// The ack on a channel without history: a plain subscription, which the
+    /// empty epoch announces.
+    pub(crate) fn no_history() -> SubscribeAck {
+        SubscribeAck {
+            recovered: false,
+            position: StreamPosition {
+                offset: 0,
+                epoch: String::new(),
+            },
+            replayed: 0,
+        }
+    }
+
     /// The ack: `{"type":"ack","id":..,"data":{"recovered":..,"offset":..,
     /// "epoch":..,"replayed":..},"timestamp":..}`, keys in that order, `id`
     /// only when given.

@@ -245,15 +245,7 @@ impl Hub {
             Err(HistoryError::NoHistory) => {
                 // No positions on this channel: a plain subscription.
                 self.move_subscription(slot, &channel, List::Plain);
-                let ack = SubscribeAck {
-                    recovered: false,
-                    position: StreamPosition {
-                        offset: 0,
-                        epoch: String::new(),
-                    },
-                    replayed: 0,
-                };
-                self.send_ack(now, slot, pending.id.as_ref(), &ack);
+                self.send_ack(now, slot, pending.id.as_ref(), &SubscribeAck::no_history());
                 self.arm(slot);
                 return Ok(());
             }

@@ -98,15 +98,7 @@ impl Hub {
             // No history here: a plain subscription, and an empty epoch says so.
             let conn = &mut self.conns[slot as usize];
             self.router.subscribe(slot, &mut conn.subs, channel);
-            let ack = SubscribeAck {
-                recovered: false,
-                position: StreamPosition {
-                    offset: 0,
-                    epoch: String::new(),
-                },
-                replayed: 0,
-            };
-            return self.send_ack(now, slot, id.as_ref(), &ack);
+            return self.send_ack(now, slot, id.as_ref(), &SubscribeAck::no_history());
         };
         let (head, front) = (stream.head, stream.front());
         let position = stream.position();
