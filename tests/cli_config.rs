@@ -3,9 +3,8 @@
 
 mod proc_log;
 
-use proc_log::lines;
+use proc_log::{lines, run_serve, serve_command};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
@@ -19,15 +18,6 @@ const WAIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
-/// A config file in a fresh directory of its own.
-fn config_file(test: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wshub-cli-config-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("wshub.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// A running `wshub serve`, killed when dropped.
 struct Serve {
     child: Child,
@@ -38,14 +28,9 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("serve")
+        let mut child = serve_command()
             .args(args)
             .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = lines(child.stderr.take().unwrap());
@@ -127,19 +112,6 @@ fn padded_ping(ws: &mut WebSocket<TcpStream>, size: usize) -> Result<Value, Opti
     next(ws)
 }
 
-fn run_serve(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn every_bad_config_file_exits_2_naming_the_file_and_key() {
     for (test, text, says) in [
@@ -204,7 +176,7 @@ fn every_bad_config_file_exits_2_naming_the_file_and_key() {
             "--pong-timeout: must be longer than ping_interval (set by",
         ),
     ] {
-        let path = config_file(test, text);
+        let path = proc_log::config_file("cli-config", test, text);
         let (code, err) = run_serve(&["--config", path.to_str().unwrap()]);
         assert_eq!(code, Some(2), "{test}: {err}");
         assert!(err.starts_with("wshub: "), "{test}: {err}");
@@ -227,7 +199,7 @@ fn every_bad_config_file_exits_2_naming_the_file_and_key() {
 
 #[test]
 fn a_syntax_error_never_shows_the_line_it_is_on() {
-    let path = config_file("quote", "admin-key = s3cr3t-unquoted-admin\n");
+    let path = proc_log::config_file("cli-config", "quote", "admin-key = s3cr3t-unquoted-admin\n");
     let (code, err) = run_serve(&["--config", path.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("key `admin-key`"), "{err}");
@@ -236,7 +208,8 @@ fn a_syntax_error_never_shows_the_line_it_is_on() {
 
 #[test]
 fn config_values_take_effect() {
-    let path = config_file(
+    let path = proc_log::config_file(
+        "cli-config",
         "effect",
         r#"
 # Everything here could be a flag.
@@ -263,7 +236,8 @@ ping-interval = 5
 
 #[test]
 fn flags_override_the_file() {
-    let path = config_file(
+    let path = proc_log::config_file(
+        "cli-config",
         "override",
         "listen = \"127.0.0.1:0\"\napi-key = [\"filek3y=fileuser\"]\nmax-message-size = \"1KiB\"\nruntime = \"smol\"\n",
     );
@@ -351,7 +325,8 @@ fn jwt_secret_end_to_end_alongside_an_api_key() {
 #[test]
 fn jwt_public_key_from_the_config_file() {
     // A relative key path in the file is relative to the file.
-    let path = config_file(
+    let path = proc_log::config_file(
+        "cli-config",
         "pubkey",
         "listen = \"127.0.0.1:0\"\njwt-public-key = \"key.pem\"\n",
     );

@@ -4,7 +4,7 @@
 
 mod proc_log;
 
-use proc_log::lines;
+use proc_log::{lines, serve_command};
 use std::io::Read;
 use std::net::TcpStream;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -235,14 +235,10 @@ fn a_missing_command_exits_127_and_bad_arguments_2() {
 /// A `wshub serve` with an admin key and `extra` flags: the process, its
 /// address and its log lines.
 fn serve_with_admin(extra: &[&str]) -> (Reap, String, Receiver<String>) {
-    let mut server = Command::new(BIN)
-        .args(["serve", "--runtime", "blocking", "--listen", "127.0.0.1:0"])
+    let mut server = serve_command()
+        .args(["--runtime", "blocking", "--listen", "127.0.0.1:0"])
         .args(["--api-key", "k=u", "--admin-key", "adm"])
         .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = lines(server.stderr.take().unwrap());
@@ -396,13 +392,9 @@ fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> String {
 #[test]
 fn the_http_api_keeps_connections_alive_on_every_runtime() {
     for runtime in ["blocking", "smol", "tokio"] {
-        let mut server = Command::new(BIN)
-            .args(["serve", "--runtime", runtime, "--listen", "127.0.0.1:0"])
+        let mut server = serve_command()
+            .args(["--runtime", runtime, "--listen", "127.0.0.1:0"])
             .args(["--api-key", "k=u"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = lines(server.stderr.take().unwrap());

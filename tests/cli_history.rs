@@ -6,6 +6,8 @@
 
 mod proc_log;
 
+use proc_log::{run_serve, serve_command};
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,15 +32,15 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        Serve::start_without_admin(&[&["--admin-key", ADMIN], args].concat())
+    }
+
+    /// A `wshub serve` with only the client token and `args`.
+    fn start_without_admin(args: &[&str]) -> Serve {
+        let mut child = serve_command()
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--api-key", &format!("{TOKEN}=alice")])
-            .args(["--admin-key", ADMIN])
             .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = proc_log::lines(child.stderr.take().unwrap());
@@ -184,27 +186,6 @@ impl Client {
     }
 }
 
-fn run_serve(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn config_file(test: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wshub-cli-history-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("wshub.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// Waits until `f` holds (the hub notices a drop on its own time).
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + WAIT;
@@ -231,7 +212,11 @@ fn bad_history_values_exit_2_naming_the_flag() {
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
-    let path = config_file("bad", "history = [\"process:*=5000,whenever\"]\n");
+    let path = proc_log::config_file(
+        "cli-history",
+        "bad",
+        "history = [\"process:*=5000,whenever\"]\n",
+    );
     let (code, stderr) = run_serve(&["--config", path.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("wshub.toml: key `history`: "), "{stderr}");
@@ -258,7 +243,8 @@ fn history_off_subscribes_plainly_with_an_empty_epoch() {
 #[test]
 fn rules_sizes_and_config_keys_take_effect() {
     // First match wins in the order given; other channels keep the default.
-    let path = config_file(
+    let path = proc_log::config_file(
+        "cli-history",
         "rules",
         "history = [\"small=2\", \"s*=0\"]\nhistory-max-replay = 3\n",
     );
@@ -364,18 +350,7 @@ fn api_history_answers_and_refuses() {
 
 #[test]
 fn no_admin_key_no_history_api() {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--api-key", &format!("{TOKEN}=alice")])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = proc_log::lines(child.stderr.take().unwrap());
-    let addr = proc_log::wait_listening(&stderr, &mut Vec::new(), WAIT);
-    let s = Serve { child, addr };
+    let s = Serve::start_without_admin(&[]);
     let (status, _) = http(&s.addr, "GET", "/api/history?channel=c", Some(ADMIN), "");
     assert_eq!(status, 403);
 }

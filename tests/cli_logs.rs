@@ -3,10 +3,10 @@
 
 mod proc_log;
 
-use proc_log::lines;
+use proc_log::{lines, serve_command};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,6 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message as WsMessage, WebSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
-const BIN: &str = env!("CARGO_BIN_EXE_wshub");
 
 /// Every line until the stream ends (the process exited).
 fn drain(rx: &Receiver<String>, into: &mut Vec<String>) {
@@ -56,13 +55,10 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str]) -> Serve {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+        let mut child = serve_command()
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = lines(child.stdout.take().unwrap());
