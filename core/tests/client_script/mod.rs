@@ -3,12 +3,15 @@
 //! feeds the server's bytes, and `advance` steps through every deadline.
 #![allow(dead_code)]
 
+#[path = "../common/frames.rs"]
+mod frames;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wshub_core::backoff::{BackoffPolicy, Jitter};
 use wshub_core::client::{Client, ClientConfig, ClientEvent, Endpoint};
-use wshub_core::frame::{encode_frame, Decoded, FrameDecoder, OpCode, Role};
+use wshub_core::frame::{encode_frame, Decoded, OpCode, Role};
 use wshub_core::handshake::accept_key;
 
 /// The only clock read in these tests; every other instant derives from it.
@@ -191,29 +194,11 @@ impl Drv {
     /// (which also checks they are masked and valid).
     pub fn client_frames(&self) -> Vec<Decoded> {
         let start = find(&self.sent, b"\r\n\r\n").expect("a request") + 4;
-        let mut dec = FrameDecoder::new(Role::Server, 1 << 20);
-        let mut rest = &self.sent[start..];
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let (n, r) = dec.decode(rest);
-            rest = &rest[n..];
-            match r {
-                Ok(Some(d)) => out.push(d),
-                Ok(None) => break,
-                Err(e) => panic!("client wrote an invalid frame: {e}"),
-            }
-        }
-        out
+        frames::decode_all(&self.sent[start..], Role::Server, 1 << 20, "client")
     }
 
     pub fn client_json(&self) -> Vec<Value> {
-        self.client_frames()
-            .into_iter()
-            .filter_map(|d| match d {
-                Decoded::Text(t) => Some(serde_json::from_str(&t).expect("client sent JSON")),
-                _ => None,
-            })
-            .collect()
+        frames::json_texts(self.client_frames(), "client")
     }
 
     pub fn events(&self) -> Vec<&ClientEvent> {

@@ -3,12 +3,13 @@
 #![allow(dead_code)]
 
 pub mod counting;
+pub mod frames;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wshub_core::frame::{encode_frame, Decoded, FrameDecoder, OpCode, Role};
+use wshub_core::frame::{encode_frame, Decoded, OpCode, Role};
 use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo};
 
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -58,30 +59,12 @@ impl Received {
         let Some(end) = find(&self.raw, b"\r\n\r\n") else {
             return Vec::new();
         };
-        let mut dec = FrameDecoder::new(Role::Client, 1 << 24);
-        let mut rest = &self.raw[end + 4..];
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let (n, r) = dec.decode(rest);
-            rest = &rest[n..];
-            match r {
-                Ok(Some(d)) => out.push(d),
-                Ok(None) => break,
-                Err(e) => panic!("hub wrote an invalid frame: {e:?}"),
-            }
-        }
-        out
+        frames::decode_all(&self.raw[end + 4..], Role::Client, 1 << 24, "hub")
     }
 
     /// Text messages parsed as JSON.
     pub fn json(&self) -> Vec<serde_json::Value> {
-        self.frames()
-            .into_iter()
-            .filter_map(|d| match d {
-                Decoded::Text(t) => Some(serde_json::from_str(&t).expect("hub sent invalid JSON")),
-                _ => None,
-            })
-            .collect()
+        frames::json_texts(self.frames(), "hub")
     }
 
     pub fn close_code(&self) -> Option<u16> {
