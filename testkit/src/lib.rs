@@ -21,6 +21,9 @@
 //!   after every step.
 //! - [`check_backoff`]: backoff policies and schedules.
 //! - [`check_client_bytes`]: the client state machine.
+//! - [`check_recovery_bytes`]: history and recovery (issue 11): clients cut
+//!   and resuming with `recover` never see a duplicate or a silent gap
+//!   (`src/recovery/`; [`run_recovery`] is the quickcheck property's entry).
 //!
 //! Every input is read through one [`ByteCursor`]. Time is an argument in the
 //! core, so the harnesses take one anchor instant and only ever use offsets
@@ -36,6 +39,7 @@ mod frames;
 pub mod handshake;
 mod hub_ops;
 mod input;
+mod recovery;
 mod wire;
 
 #[cfg(test)]
@@ -48,3 +52,4 @@ pub use frames::{check_frames, FramesCase};
 pub use handshake::{check_handshake, check_handshake_bytes};
 pub use hub_ops::check_hub_ops;
 pub use input::ByteCursor;
+pub use recovery::{check_recovery_bytes, run_recovery, RecoveryOp, RecoveryTally};

@@ -107,3 +107,10 @@ fn backoff_corpus() {
 fn client_corpus() {
     replay("client", |d| wshub_testkit::check_client_bytes(anchor(), d));
 }
+
+#[test]
+fn recovery_corpus() {
+    replay("recovery", |d| {
+        wshub_testkit::check_recovery_bytes(anchor(), d)
+    });
+}

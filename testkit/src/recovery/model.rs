@@ -1,63 +1,19 @@
-//! A quickcheck model of the recovery contract: random publishes across
-//! channels, cuts, resubscribes with and without positions, stalled readers
-//! (paced replays), trims, TTL expiry and restarts (a new hub, a new epoch).
-//!
-//! The model client behaves as the contract asks a client to: it tracks its
-//! position per channel, resumes with `recover`, treats an offset jump as a
-//! gap (drops what follows and re-syncs with `recover`) and a repeated
-//! offset as a duplicate. The properties: no duplicate ever; every gap is of
-//! publications the hub no longer stores; after every resumed subscribe the
-//! client has every publication exactly once in offset order, or got
-//! `recovered: false` with the channel's current position; and what it got
-//! is what was published at that offset.
-
-mod common;
+//! The model world: three clients that behave as the contract asks a client
+//! to (track the position per channel, resume with `recover`, treat an
+//! offset jump as a gap and re-sync, drop a repeated offset), a hub with a
+//! small history, and the checks made on every message they receive.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::*;
-use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use serde_json::{json, Value};
 use wshub_core::{ConnId, Event, HistoryConfig, HistoryRule, Hub, HubConfig, Message};
 
-const CLIENTS: u8 = 3;
-const CHANNELS: u8 = 2;
+use super::ops::{RecoveryOp, CHANNELS, CLIENTS};
+use super::sim::Sim;
+use crate::wire::UNIX_AT_START;
 
-#[derive(Clone, Debug)]
-enum Op {
-    Publish(u8, u8),
-    Cut(u8),
-    Subscribe(u8, u8, u8),
-    Unsubscribe(u8, u8),
-    Stall(u8),
-    Release(u8),
-    Advance(u8),
-    Restart,
-}
-
-impl Arbitrary for Op {
-    fn arbitrary(g: &mut Gen) -> Op {
-        let c = u8::arbitrary(g) % CLIENTS;
-        let ch = u8::arbitrary(g) % CHANNELS;
-        match u8::arbitrary(g) % 20 {
-            0..=6 => Op::Publish(ch, 1 + u8::arbitrary(g) % 6),
-            7..=8 => Op::Cut(c),
-            9..=12 => Op::Subscribe(c, ch, u8::arbitrary(g)),
-            13 => Op::Unsubscribe(c, ch),
-            14..=15 => Op::Stall(c),
-            16..=17 => Op::Release(c),
-            18 => Op::Advance(u8::arbitrary(g) % 8),
-            _ => Op::Restart,
-        }
-    }
-
-    fn shrink(&self) -> Box<dyn Iterator<Item = Op>> {
-        Box::new(std::iter::empty())
-    }
-}
-
-fn channel(ch: u8) -> String {
+pub(super) fn channel(ch: u8) -> String {
     format!("c{ch}")
 }
 
@@ -112,28 +68,28 @@ struct Client {
     tracks: HashMap<u8, Track>,
 }
 
-struct World {
-    sim: Sim,
+pub(super) struct World {
+    pub(super) sim: Sim,
     clients: Vec<Client>,
     /// (channel, epoch, offset) -> the payload published there.
     published: HashMap<(u8, String, u64), Value>,
     seq: u64,
-    gaps: u64,
-    dups: u64,
+    pub(super) gaps: u64,
+    pub(super) dups: u64,
     unix: Duration,
     seed: u64,
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    pub(super) fn new(seed: u64, now: Instant) -> World {
         World {
-            sim: Sim::new(config(seed)),
+            sim: Sim::new(config(seed), now),
             clients: (0..CLIENTS).map(|_| Client::default()).collect(),
             published: HashMap::new(),
             seq: 0,
             gaps: 0,
             dups: 0,
-            unix: Duration::from_secs(1_771_575_165),
+            unix: UNIX_AT_START,
             seed,
         }
     }
@@ -174,9 +130,9 @@ impl World {
         t.asked.push_back((asked, at));
     }
 
-    fn apply(&mut self, op: &Op) -> Result<(), String> {
+    pub(super) fn apply(&mut self, op: &RecoveryOp) -> Result<(), String> {
         match *op {
-            Op::Publish(ch, n) => {
+            RecoveryOp::Publish(ch, n) => {
                 for _ in 0..n {
                     self.seq += 1;
                     let data = json!(self.seq);
@@ -189,7 +145,7 @@ impl World {
                 }
                 self.sim.pump();
             }
-            Op::Cut(c) => {
+            RecoveryOp::Cut(c) => {
                 if let Some(id) = self.clients[c as usize].conn {
                     self.observe()?;
                     if self.sim.hub.contains(id) {
@@ -199,8 +155,8 @@ impl World {
                     self.sim.pump();
                 }
             }
-            Op::Subscribe(c, ch, pick) => self.subscribe(c, ch, pick),
-            Op::Unsubscribe(c, ch) => {
+            RecoveryOp::Subscribe(c, ch, pick) => self.subscribe(c, ch, pick),
+            RecoveryOp::Unsubscribe(c, ch) => {
                 let t = self.clients[c as usize].tracks.entry(ch).or_default();
                 t.live = false;
                 t.stale += t.asked.len();
@@ -208,20 +164,20 @@ impl World {
                 let text = format!(r#"{{"type":"unsubscribe","channel":"{}"}}"#, channel(ch));
                 self.send(c, &text);
             }
-            Op::Stall(c) => {
+            RecoveryOp::Stall(c) => {
                 if let Some(id) = self.clients[c as usize].conn {
                     if !self.sim.stalled.contains(&id) {
                         self.sim.stalled.push(id);
                     }
                 }
             }
-            Op::Release(c) => {
+            RecoveryOp::Release(c) => {
                 if let Some(id) = self.clients[c as usize].conn {
                     self.release(id);
                 }
             }
-            Op::Advance(s) => self.sim.advance(Duration::from_secs(u64::from(s))),
-            Op::Restart => {
+            RecoveryOp::Advance(s) => self.sim.advance(Duration::from_secs(u64::from(s))),
+            RecoveryOp::Restart => {
                 self.observe()?;
                 self.unix += Duration::from_secs(30);
                 self.sim.hub = Hub::new(config(self.seed), self.sim.now, self.unix).unwrap();
@@ -250,7 +206,7 @@ impl World {
         }
         let n: usize = held.iter().map(|f| f.len()).sum();
         for f in held {
-            self.sim.rx.get_mut(&id).unwrap().raw.extend_from_slice(&f);
+            self.sim.rx.get_mut(&id).unwrap().extend_from_slice(&f);
         }
         self.sim.hub.handle_written(self.sim.now, id, n).unwrap();
         self.sim.pump();
@@ -401,14 +357,14 @@ impl World {
     /// everything up to its channel's head. A replay overtaken by a trim
     /// shows as a jump at the channel's next publication (the contract's
     /// gap signal), so one more goes to every channel first.
-    fn settle(&mut self) -> Result<(), String> {
+    pub(super) fn settle(&mut self) -> Result<(), String> {
         let stalled = self.sim.stalled.clone();
         for id in stalled {
             self.release(id);
         }
         self.observe()?;
         for ch in 0..CHANNELS {
-            self.apply(&Op::Publish(ch, 1))?;
+            self.apply(&RecoveryOp::Publish(ch, 1))?;
         }
         for c in 0..CLIENTS {
             if self.clients[c as usize].conn.is_none() {
@@ -432,45 +388,4 @@ impl World {
         }
         Ok(())
     }
-}
-
-/// Recoveries that succeeded and failed, gaps and dropped duplicates seen,
-/// over all cases (so the test can check the cases reach them).
-static TALLY: std::sync::Mutex<(u64, u64, u64, u64)> = std::sync::Mutex::new((0, 0, 0, 0));
-
-fn recovery_contract(ops: Vec<Op>, seed: u64) -> TestResult {
-    let mut w = World::new(seed);
-    for (i, op) in ops.iter().enumerate() {
-        if let Err(e) = w.apply(op) {
-            return TestResult::error(format!("after op {i} {op:?}: {e}\n{ops:?}"));
-        }
-    }
-    let settled = w.settle();
-    let s = w.sim.hub.stats();
-    let mut tally = TALLY.lock().unwrap();
-    tally.0 += s.recoveries;
-    tally.1 += s.recoveries_failed;
-    tally.2 += w.gaps;
-    tally.3 += w.dups;
-    drop(tally);
-    match settled {
-        Ok(()) => TestResult::passed(),
-        Err(e) => TestResult::error(format!("at the end: {e}\n{ops:?}")),
-    }
-}
-
-#[test]
-fn every_resumed_subscription_misses_nothing_or_says_so() {
-    QuickCheck::new()
-        .tests(
-            std::env::var("HISTORY_MODEL_TESTS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(300),
-        )
-        .rng(Gen::new(60))
-        .quickcheck(recovery_contract as fn(Vec<Op>, u64) -> TestResult);
-    let (ok, failed, gaps, dups) = *TALLY.lock().unwrap();
-    println!("recovered {ok}, not recovered {failed}, gaps {gaps}, duplicates dropped {dups}");
-    assert!(ok > 0 && failed > 0, "the cases reach both outcomes");
 }
