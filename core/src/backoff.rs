@@ -430,6 +430,3 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -3,32 +3,13 @@
 //! handshake fuzz check on hand-made inputs.
 
 use quickcheck::{QuickCheck, TestResult};
+use wshub_core::handshake::testing::{request, served, KEY};
 use wshub_core::handshake::{
     refusal_response, switching_protocols, HandshakeConfig, Parsed, Refusal, RequestReader,
 };
 use wshub_core::request::PeerInfo;
 use wshub_testkit::check_handshake_bytes;
 use wshub_testkit::handshake::{check_response, feed_in_chunks};
-
-const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-fn served() -> HandshakeConfig {
-    HandshakeConfig {
-        paths: vec!["/ws".into()],
-        subprotocols: vec!["b".into(), "c".into()],
-        ..HandshakeConfig::default()
-    }
-}
-
-/// A valid request to `target` with `extra` header lines (each ending in
-/// CRLF) inserted after the standard ones.
-fn request(target: &str, extra: &str) -> String {
-    format!(
-        "GET {target} HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
-         Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
-         {extra}\r\n"
-    )
-}
 
 fn feed(cfg: &HandshakeConfig, bytes: &[u8]) -> Parsed {
     RequestReader::new().feed(cfg, &PeerInfo::default(), bytes)

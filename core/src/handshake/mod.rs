@@ -14,6 +14,8 @@ pub(crate) mod http;
 mod origin;
 mod request;
 mod response;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub(crate) use client::{judge_response, Verdict};
 pub use origin::{missing_required_header, origin_allowed};

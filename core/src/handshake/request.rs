@@ -318,26 +318,7 @@ fn valid_key(value: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::handshake::refusal_response;
-
-    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-    fn served() -> HandshakeConfig {
-        HandshakeConfig {
-            paths: vec!["/ws".into()],
-            subprotocols: vec!["b".into(), "c".into()],
-            ..HandshakeConfig::default()
-        }
-    }
-
-    /// A valid request to `target` with `extra` header lines (each ending in
-    /// CRLF) inserted after the standard ones.
-    fn request(target: &str, extra: &str) -> String {
-        format!(
-            "GET {target} HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\
-             {extra}\r\n"
-        )
-    }
+    use crate::handshake::testing::{request, served, KEY};
 
     /// A request built from raw header lines, for tests that replace the
     /// standard ones.

@@ -1,7 +1,8 @@
-//! The backoff policy's and schedule's unit tests.
+//! The backoff policy and schedule: bounds, jitter, reset, retry limits.
 
-use super::*;
 use quickcheck::{quickcheck, TestResult};
+use std::time::{Duration, Instant};
+use wshub_core::backoff::*;
 
 /// The only clock read in these tests: every other instant is derived from it.
 #[allow(clippy::disallowed_methods)]
