@@ -40,6 +40,7 @@ pub mod handshake;
 mod hub_ops;
 mod input;
 mod recovery;
+pub mod virtual_time;
 mod wire;
 
 #[cfg(test)]
@@ -53,3 +54,4 @@ pub use handshake::{check_handshake, check_handshake_bytes};
 pub use hub_ops::check_hub_ops;
 pub use input::ByteCursor;
 pub use recovery::{check_recovery_bytes, run_recovery, RecoveryOp, RecoveryTally};
+pub use virtual_time::VirtualTime;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wshub_core::frame::{encode_frame, Decoded, OpCode, Role};
 use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo};
+use wshub_testkit::VirtualTime;
 
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -160,31 +161,10 @@ impl Sim {
         }
     }
 
-    /// Advances fake time to `now + d`, firing every deadline on the way in order.
+    /// Advances fake time to `now + d`, firing every deadline on the way in
+    /// order ([`VirtualTime::advance`]).
     pub fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        loop {
-            self.pump();
-            match self.hub.poll_timeout() {
-                Some(t) if t <= end => {
-                    if t > self.now {
-                        self.now = t;
-                    }
-                    self.hub.handle_timeout(self.now);
-                    // A deadline equal to now that fires nothing would loop forever.
-                    if self.hub.poll_timeout() == Some(t) && t == self.now {
-                        self.pump();
-                        if self.hub.poll_timeout() == Some(t) {
-                            break;
-                        }
-                    }
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.hub.handle_timeout(self.now);
-        self.pump();
+        VirtualTime::advance(self, d);
     }
 
     pub fn closed(&self, id: ConnId) -> Vec<&Event> {
@@ -210,4 +190,16 @@ pub fn types(v: &[serde_json::Value]) -> Vec<&str> {
     v.iter()
         .map(|m| m["type"].as_str().unwrap_or("?"))
         .collect()
+}
+
+impl VirtualTime for Sim {
+    fn hub(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+    fn clock(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+    fn pump(&mut self) {
+        Sim::pump(self);
+    }
 }

@@ -11,6 +11,7 @@ use wshub_core::{ConnId, Event, HistoryConfig, HistoryRule, Hub, HubConfig, Mess
 
 use super::ops::{RecoveryOp, CHANNELS, CLIENTS};
 use super::sim::Sim;
+use crate::virtual_time::VirtualTime;
 use crate::wire::UNIX_AT_START;
 
 pub(super) fn channel(ch: u8) -> String {

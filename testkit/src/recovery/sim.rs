@@ -2,13 +2,14 @@
 //! connection received, and sockets that can stall (take nothing).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::Value;
 use wshub_core::frame::{encode_frame, Decoded, OpCode};
 use wshub_core::{ConnId, Event, Hub, HubConfig, PeerInfo};
 
+use crate::virtual_time::VirtualTime;
 use crate::wire::{decode_server_frames, upgrade_request, UNIX_AT_START};
 
 /// A hub plus fake time and per-connection sinks.
@@ -96,33 +97,6 @@ impl Sim {
         }
     }
 
-    /// Advances fake time to `now + d`, firing every deadline on the way in order.
-    pub(super) fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        loop {
-            self.pump();
-            match self.hub.poll_timeout() {
-                Some(t) if t <= end => {
-                    if t > self.now {
-                        self.now = t;
-                    }
-                    self.hub.handle_timeout(self.now);
-                    // A deadline equal to now that fires nothing would loop forever.
-                    if self.hub.poll_timeout() == Some(t) && t == self.now {
-                        self.pump();
-                        if self.hub.poll_timeout() == Some(t) {
-                            break;
-                        }
-                    }
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.hub.handle_timeout(self.now);
-        self.pump();
-    }
-
     /// The text messages `id` received since the last call, parsed.
     pub(super) fn take_json(&mut self, id: ConnId) -> Vec<Value> {
         let raw = std::mem::take(self.rx.get_mut(&id).unwrap());
@@ -133,5 +107,17 @@ impl Sim {
                 _ => None,
             })
             .collect()
+    }
+}
+
+impl VirtualTime for Sim {
+    fn hub(&mut self) -> &mut Hub {
+        &mut self.hub
+    }
+    fn clock(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+    fn pump(&mut self) {
+        Sim::pump(self);
     }
 }
