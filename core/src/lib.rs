@@ -184,6 +184,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod broker;
 pub mod client;
 pub mod command;
 pub mod config;
