@@ -126,6 +126,18 @@ pub enum BrokerOutput {
         /// it has none, with this meta TTL).
         history: ChannelHistory,
     },
+    /// A user's presence in a channel on this node changed: `present` when
+    /// its first connection subscribed here, not when its last one left (or
+    /// closed). The broker driver keeps the node's entries, refreshed while
+    /// the node lives and expiring when it dies.
+    Presence {
+        /// The channel.
+        channel: String,
+        /// The user id.
+        user: String,
+        /// Whether the user is now present here.
+        present: bool,
+    },
 }
 
 /// Why the broker could not carry out a publish.
