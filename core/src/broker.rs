@@ -28,7 +28,7 @@
 //! that read cannot fill from the offsets (their client re-syncs and gets
 //! `recovered: false` where history no longer covers it).
 //!
-//! ```ignore
+//! ```
 //! use std::time::{Duration, Instant};
 //! use wshub_core::broker::{BrokerInput, BrokerOutput};
 //! use wshub_core::{Hub, HubConfig, Message};

@@ -26,6 +26,7 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::broker::{BrokerError, BrokerInput};
 use crate::history::{HistoryError, HistoryPage, StreamPosition};
 use crate::HistoryReadId;
 use crate::{AuthDecision, ConnId, Hub, Identity, Message, Rejection, Stats, UsageError};
@@ -108,7 +109,22 @@ pub enum Command {
         /// What the store returned.
         result: Result<HistoryPage, HistoryError>,
     },
+    /// [`Hub::publish`], answered with [`Reply::Published`] once the
+    /// publication is stored and on its way: at once without a broker, when
+    /// the broker answered with one (through [`Hub::apply_then`]; plain
+    /// [`Hub::apply`] answers [`Reply::Done`] and drops the outcome).
+    PublishAcked {
+        /// The channel.
+        channel: String,
+        /// The message (boxed: `Command` stays the size it was).
+        message: Box<Message>,
+    },
+    /// [`Hub::handle_broker`]: what the broker driver reports.
+    Broker(BrokerInput),
 }
+
+/// Where a deferred [`Reply`] goes ([`Hub::apply_then`]).
+pub type ReplyTo = Box<dyn FnOnce(Reply) + Send>;
 
 impl Command {
     /// Publishes `message` to `channel`.
@@ -136,6 +152,9 @@ pub enum Reply {
     Channels(Vec<(String, usize)>),
     /// A history read.
     History(Result<HistoryPage, HistoryError>),
+    /// A [`Command::PublishAcked`]: the publication's position (`None` on a
+    /// channel without history), or why nothing was published.
+    Published(Result<Option<StreamPosition>, BrokerError>),
     /// The command named a closed connection or did not fit its state.
     Refused(UsageError),
 }
@@ -208,6 +227,30 @@ impl Hub {
             Command::AnswerHistoryRead { read, result } => {
                 self.answer_history_read(now, read, result).into()
             }
+            Command::PublishAcked { channel, message } => {
+                if self.has_broker() {
+                    self.publish(now, &channel, *message);
+                    return Reply::Done;
+                }
+                self.publish(now, &channel, *message);
+                Reply::Published(Ok(self.position(&channel)))
+            }
+            Command::Broker(input) => {
+                self.handle_broker(now, input);
+                Reply::Done
+            }
+        }
+    }
+
+    /// Applies a command and hands its reply to `reply`: at once, or (a
+    /// [`Command::PublishAcked`] through a broker) when the broker answered.
+    /// Every command gets exactly one reply, also if the broker link fails.
+    pub fn apply_then(&mut self, now: Instant, command: Command, reply: ReplyTo) {
+        match command {
+            Command::PublishAcked { channel, message } if self.has_broker() => {
+                self.publish_deferred(now, &channel, *message, reply);
+            }
+            command => reply(self.apply(now, command)),
         }
     }
 }

@@ -181,6 +181,16 @@ pub struct HubConfig {
     /// plain subscribers only, and `Hub::history` answers `NoHistory` (read
     /// the store). Off by default.
     pub external_history: bool,
+    /// Many nodes share a broker ([`crate::broker`]): every publish goes to
+    /// it and comes back from it, numbered, to every node holding the
+    /// channel; positions and history come from it (as with
+    /// `external_history`, which this implies). The adapter needs a
+    /// [`crate::broker::BrokerLink`]. Off by default.
+    pub broker: bool,
+    /// With `broker`: publishes waiting for the broker's answer, at most;
+    /// past it a publish is refused (`unavailable`), never queued without
+    /// bound.
+    pub max_broker_publishes: usize,
 }
 
 impl Default for HubConfig {
@@ -216,6 +226,8 @@ impl Default for HubConfig {
             history: HistoryConfig::default(),
             seed: 0,
             external_history: false,
+            broker: false,
+            max_broker_publishes: 10_000,
         }
     }
 }
@@ -246,6 +258,9 @@ impl HubConfig {
         }
         if self.max_headers == 0 || self.max_headers > 1024 {
             return err("max_headers", "must be in 1..=1024");
+        }
+        if self.broker && self.max_broker_publishes == 0 {
+            return err("max_broker_publishes", "must be positive with a broker");
         }
         if self.max_message_size == 0 {
             return err("max_message_size", "must be positive");
@@ -329,6 +344,8 @@ impl fmt::Debug for HubConfig {
             )
             .field("history", &self.history)
             .field("external_history", &self.external_history)
+            .field("broker", &self.broker)
+            .field("max_broker_publishes", &self.max_broker_publishes)
             .finish_non_exhaustive()
     }
 }

@@ -251,4 +251,18 @@ pub struct Stats {
     pub recoveries: u64,
     /// Subscribes with `recover` that got `recovered: false`.
     pub recoveries_failed: u64,
+    /// With a broker: whether its link is up.
+    pub broker_up: bool,
+    /// Publishes the broker stored and sent on.
+    pub broker_publishes: u64,
+    /// Publishes refused or lost because the broker was unavailable or its
+    /// backlog full (each one reported to its publisher).
+    pub broker_publish_failures: u64,
+    /// Publications received from the broker.
+    pub broker_publications: u64,
+    /// Times the broker link came back after being down.
+    pub broker_reconnects: u64,
+    /// Channels whose missed publications were read and delivered after the
+    /// link came back.
+    pub broker_catch_ups: u64,
 }

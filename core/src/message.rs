@@ -301,6 +301,8 @@ pub enum ErrorCode {
     Limit,
     /// Unsubscribe from a channel the connection is not in.
     NotSubscribed,
+    /// The broker is unreachable or its backlog is full: nothing was done.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -312,6 +314,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Limit => "limit",
             ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::broker::BrokerOutput;
 use crate::{ConnId, Event, Hub};
 
 /// The next thing a driver must do: [`Hub::poll_output`].
@@ -10,6 +11,9 @@ use crate::{ConnId, Event, Hub};
 pub enum Output {
     /// Carry out or hand on this event ([`Hub::poll_event`]).
     Event(Event),
+    /// Hand this to the broker driver ([`Hub::poll_broker`]; only with
+    /// [`crate::HubConfig::broker`]).
+    Broker(BrokerOutput),
     /// Write the frames just appended to the caller's buffer to this
     /// connection's socket, then report with [`Hub::handle_written`]
     /// ([`Hub::poll_transmit`]).
@@ -17,8 +21,8 @@ pub enum Output {
 }
 
 impl Hub {
-    /// The next output, events before frames: [`Hub::poll_event`], else
-    /// [`Hub::poll_transmit`] (which appends to `frames`). A driver loops on
+    /// The next output, events before frames: [`Hub::poll_event`], then
+    /// [`Hub::poll_broker`], else [`Hub::poll_transmit`] (which appends to `frames`). A driver loops on
     /// this until `None` after every input; carrying out an output may queue
     /// more (a failed write closes its connection), and the loop picks it up.
     ///
@@ -33,6 +37,7 @@ impl Hub {
     /// while let Some(output) = hub.poll_output(&mut frames) {
     ///     match output {
     ///         Output::Event(event) => println!("{event:?}"), // on `Closed`, drop the socket
+    ///         Output::Broker(output) => println!("to the broker driver: {output:?}"),
     ///         Output::Transmit(id) => {
     ///             // `write_vectored` the frames to `id`'s socket, then:
     ///             let n: usize = frames.drain(..).map(|f| f.len()).sum();
@@ -43,9 +48,12 @@ impl Hub {
     /// ```
     #[must_use]
     pub fn poll_output(&mut self, frames: &mut Vec<Bytes>) -> Option<Output> {
-        match self.poll_event() {
-            Some(event) => Some(Output::Event(event)),
-            None => self.poll_transmit(frames).map(Output::Transmit),
+        if let Some(event) = self.poll_event() {
+            return Some(Output::Event(event));
         }
+        if let Some(output) = self.poll_broker() {
+            return Some(Output::Broker(output));
+        }
+        self.poll_transmit(frames).map(Output::Transmit)
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use wshub_core::broker::BrokerLink;
 use wshub_core::command::{Command, Reply};
 use wshub_core::overflow::EventOverflow;
 use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo, Rejection};
@@ -38,6 +39,7 @@ pub(crate) fn spawn(
     config: HubConfig,
     events: SyncSender<Event>,
     deferred: Option<DeferredAuth>,
+    broker: Option<Box<dyn BrokerLink>>,
     settings: Settings,
 ) -> io::Result<(Handle, JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
@@ -58,6 +60,7 @@ pub(crate) fn spawn(
         events,
         overflow: EventOverflow::default(),
         deferred,
+        broker,
         settings,
         tx,
         shutdown_waiters: Vec::new(),
@@ -77,6 +80,8 @@ struct HubThread {
     events: SyncSender<Event>,
     overflow: EventOverflow,
     deferred: Option<DeferredAuth>,
+    /// Where broker outputs go (with `HubConfig::broker`).
+    broker: Option<Box<dyn BrokerLink>>,
     settings: Settings,
     tx: SyncSender<Cmd>,
     shutdown_waiters: Vec<SyncSender<bool>>,
@@ -148,11 +153,17 @@ impl HubThread {
                 let _ = hub.handle_io_error(now, id);
             }
             Cmd::Hub(command, reply) => {
-                let answer = hub.apply(now, command);
-                if let Some(reply) = reply {
-                    let _ = reply.send(answer);
-                    return Some(true);
-                }
+                let Some(reply) = reply else {
+                    let _ = hub.apply(now, command);
+                    return Some(false);
+                };
+                // A publish through a broker is answered when the broker is.
+                hub.apply_then(
+                    now,
+                    command,
+                    Box::new(move |answer| drop(reply.send(answer))),
+                );
+                return Some(true);
             }
             Cmd::Shutdown(reply) => {
                 hub.shutdown(now);
@@ -186,6 +197,12 @@ impl HubThread {
             let id = match output {
                 Output::Event(event) => {
                     self.on_event(event);
+                    continue;
+                }
+                Output::Broker(output) => {
+                    if let Some(link) = &mut self.broker {
+                        link.send(output);
+                    }
                     continue;
                 }
                 Output::Transmit(id) => id,

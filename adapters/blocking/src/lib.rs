@@ -50,6 +50,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use wshub_core::broker::BrokerLink;
 use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, HubConfig, UpgradeRequest};
 
@@ -69,6 +70,7 @@ pub struct Builder {
     read_buffer: usize,
     thread_stack: usize,
     event_capacity: usize,
+    broker: Option<Box<dyn BrokerLink>>,
 }
 
 impl Builder {
@@ -92,6 +94,16 @@ impl Builder {
         f: impl Fn(&UpgradeRequest) -> AuthDecision + Send + Sync + 'static,
     ) -> Self {
         self.deferred_auth = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs as one node of many sharing a broker (`wshub-redis`): turns on
+    /// [`HubConfig::broker`] and hands the hub's broker outputs to `link`;
+    /// the broker driver reports back through
+    /// `Command::Broker` on [`Server::handle`].
+    pub fn broker(mut self, link: impl BrokerLink) -> Self {
+        self.config.broker = true;
+        self.broker = Some(Box::new(link));
         self
     }
 
@@ -126,11 +138,16 @@ impl Builder {
         self.config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if self.config.broker && self.broker.is_none() {
+            let e = "HubConfig::broker is on but no broker link was given (Builder::broker)";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let (event_tx, events) = mpsc::sync_channel(self.event_capacity);
         let (handle, thread) = hub_thread::spawn(
             self.config,
             event_tx,
             self.deferred_auth,
+            self.broker,
             conn::Settings {
                 read_buffer: self.read_buffer,
                 stack: self.thread_stack,
@@ -162,6 +179,7 @@ impl Server {
             read_buffer: 4096,
             thread_stack: 128 * 1024,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            broker: None,
         }
     }
 

@@ -9,6 +9,7 @@ use smol::channel::{Receiver, Sender};
 use smol::future;
 use smol::net::TcpStream;
 use smol::Timer;
+use wshub_core::broker::BrokerLink;
 use wshub_core::command::{Command, Reply};
 use wshub_core::overflow::EventOverflow;
 use wshub_core::{ConnId, ConnMap, Event, Hub, Output, PeerInfo};
@@ -46,6 +47,8 @@ pub(crate) struct HubTask {
     pub events: Sender<Event>,
     pub overflow: EventOverflow,
     pub deferred: Option<DeferredAuth>,
+    /// Where broker outputs go (with `HubConfig::broker`).
+    pub broker: Option<Box<dyn BrokerLink>>,
     pub spawner: Spawner,
     pub read_buffer: usize,
     /// For connection and auth tasks.
@@ -158,11 +161,14 @@ impl HubTask {
                         c.auth = None; // finished; dropping the handle is harmless
                     }
                 }
-                let answer = self.hub.apply(now, command);
-                if let Some(reply) = reply {
-                    let _ = reply.try_send(answer);
-                    return Some(true);
-                }
+                let Some(reply) = reply else {
+                    let _ = self.hub.apply(now, command);
+                    return Some(false);
+                };
+                // A publish through a broker is answered when the broker is.
+                let answer = Box::new(move |answer| drop(reply.try_send(answer)));
+                self.hub.apply_then(now, command, answer);
+                return Some(true);
             }
             Cmd::Shutdown(reply) => {
                 hub.shutdown(now);
@@ -188,6 +194,11 @@ impl HubTask {
         while let Some(output) = self.hub.poll_output(&mut self.frames) {
             match output {
                 Output::Event(event) => self.on_event(event),
+                Output::Broker(output) => {
+                    if let Some(link) = &mut self.broker {
+                        link.send(output);
+                    }
+                }
                 Output::Transmit(id) => {
                     match self.conns.get_mut(id) {
                         Some(c) => c.queue(&mut self.frames),

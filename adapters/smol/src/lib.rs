@@ -104,6 +104,7 @@ use smol::channel::{self, Receiver};
 use smol::future::{self, Boxed};
 use smol::net::{AsyncToSocketAddrs, TcpListener};
 use smol::{Executor, Task, Timer};
+use wshub_core::broker::BrokerLink;
 use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, Event, Hub, HubConfig, UpgradeRequest};
 
@@ -146,6 +147,7 @@ pub struct Builder {
     read_buffer: usize,
     spawner: Spawner,
     event_capacity: usize,
+    broker: Option<Box<dyn BrokerLink>>,
 }
 
 impl Builder {
@@ -157,6 +159,16 @@ impl Builder {
     /// timeout (503, 408).
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(1);
+        self
+    }
+
+    /// Runs as one node of many sharing a broker (`wshub-redis`): turns on
+    /// [`HubConfig::broker`] and hands the hub's broker outputs to `link`;
+    /// the broker driver reports back through `Command::Broker` on
+    /// [`Server::handle`].
+    pub fn broker(mut self, link: impl BrokerLink) -> Self {
+        self.config.broker = true;
+        self.broker = Some(Box::new(link));
         self
     }
 
@@ -231,6 +243,10 @@ impl Builder {
     /// Starts with no listener: hand it streams with [`Handle::add_stream`]
     /// (to share a port with an HTTP server, say).
     pub fn start(self) -> io::Result<Server> {
+        if self.config.broker && self.broker.is_none() {
+            let e = "HubConfig::broker is on but no broker link was given (Builder::broker)";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let now = Instant::now();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -246,6 +262,7 @@ impl Builder {
             events: event_tx,
             overflow: Default::default(),
             deferred: self.deferred_auth,
+            broker: self.broker,
             spawner: self.spawner.clone(),
             read_buffer: self.read_buffer,
             tx: tx.clone(),
@@ -284,6 +301,7 @@ impl Server {
             read_buffer: 4096,
             spawner: Spawner::Global,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            broker: None,
         }
     }
 

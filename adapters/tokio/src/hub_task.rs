@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use wshub_core::broker::BrokerLink;
 use wshub_core::command::{Command, Reply};
 use wshub_core::overflow::EventOverflow;
 use wshub_core::{ConnId, ConnMap, Event, Hub, HubConfig, Output, PeerInfo};
@@ -52,8 +53,7 @@ pub(crate) struct Started {
 pub(crate) fn spawn(
     config: HubConfig,
     events: mpsc::Sender<Event>,
-    deferred: Option<DeferredAuth>,
-    read_buffer: usize,
+    parts: Parts,
 ) -> io::Result<Started> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -69,8 +69,9 @@ pub(crate) fn spawn(
         conns: ConnMap::new(),
         events,
         overflow: EventOverflow::default(),
-        deferred,
-        read_buffer,
+        deferred: parts.deferred,
+        broker: parts.broker,
+        read_buffer: parts.read_buffer,
         tx: tx.clone(),
         stopping: stopping_tx,
         shutdown_deadline: None,
@@ -86,6 +87,13 @@ pub(crate) fn spawn(
     })
 }
 
+/// What the builder hands the hub task besides the config.
+pub(crate) struct Parts {
+    pub deferred: Option<DeferredAuth>,
+    pub broker: Option<Box<dyn BrokerLink>>,
+    pub read_buffer: usize,
+}
+
 struct HubTask {
     hub: Hub,
     conns: ConnMap<ConnIo>,
@@ -94,6 +102,8 @@ struct HubTask {
     events: mpsc::Sender<Event>,
     overflow: EventOverflow,
     deferred: Option<DeferredAuth>,
+    /// Where broker outputs go (with `HubConfig::broker`).
+    broker: Option<Box<dyn BrokerLink>>,
     read_buffer: usize,
     tx: mpsc::Sender<Cmd>,
     stopping: watch::Sender<bool>,
@@ -198,11 +208,17 @@ impl HubTask {
                 let _ = hub.handle_io_error(now, id);
             }
             Cmd::Hub(command, reply) => {
-                let answer = hub.apply(now, command);
-                if let Some(reply) = reply {
-                    let _ = reply.send(answer);
-                    return true;
-                }
+                let Some(reply) = reply else {
+                    let _ = hub.apply(now, command);
+                    return false;
+                };
+                // A publish through a broker is answered when the broker is.
+                hub.apply_then(
+                    now,
+                    command,
+                    Box::new(move |answer| drop(reply.send(answer))),
+                );
+                return true;
             }
             Cmd::Shutdown(deadline, reply) => {
                 self.stopping.send_replace(true);
@@ -230,6 +246,11 @@ impl HubTask {
         while let Some(output) = self.hub.poll_output(&mut self.frames) {
             match output {
                 Output::Event(event) => self.on_event(event),
+                Output::Broker(output) => {
+                    if let Some(link) = &mut self.broker {
+                        link.send(output);
+                    }
+                }
                 Output::Transmit(id) => {
                     match self.conns.get_mut(id) {
                         Some(c) => c.queue(&mut self.frames),

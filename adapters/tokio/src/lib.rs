@@ -88,6 +88,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use wshub_core::broker::BrokerLink;
 use wshub_core::overflow::DEFAULT_EVENT_CAPACITY;
 use wshub_core::{AuthDecision, Event, HubConfig, UpgradeRequest};
 
@@ -111,6 +112,7 @@ pub struct Builder {
     deferred_auth: Option<DeferredAuth>,
     read_buffer: usize,
     event_capacity: usize,
+    broker: Option<Box<dyn BrokerLink>>,
 }
 
 impl Builder {
@@ -126,6 +128,16 @@ impl Builder {
     /// once) arrives in one go: size the channel for the largest burst.
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(1);
+        self
+    }
+
+    /// Runs as one node of many sharing a broker (`wshub-redis`): turns on
+    /// [`HubConfig::broker`] and hands the hub's broker outputs to `link`;
+    /// the broker driver reports back through `Command::Broker` on
+    /// [`Server::handle`].
+    pub fn broker(mut self, link: impl BrokerLink) -> Self {
+        self.config.broker = true;
+        self.broker = Some(Box::new(link));
         self
     }
 
@@ -214,8 +226,17 @@ impl Builder {
     /// # Ok(()) }
     /// ```
     pub fn start(self) -> io::Result<Server> {
+        if self.config.broker && self.broker.is_none() {
+            let e = "HubConfig::broker is on but no broker link was given (Builder::broker)";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+        }
         let (event_tx, events) = mpsc::channel(self.event_capacity);
-        let started = hub_task::spawn(self.config, event_tx, self.deferred_auth, self.read_buffer)?;
+        let parts = hub_task::Parts {
+            deferred: self.deferred_auth,
+            broker: self.broker,
+            read_buffer: self.read_buffer,
+        };
+        let started = hub_task::spawn(self.config, event_tx, parts)?;
         Ok(Server {
             handle: started.handle,
             events,
@@ -244,6 +265,7 @@ impl Server {
             deferred_auth: None,
             read_buffer: 4096,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            broker: None,
         }
     }
 

@@ -173,6 +173,8 @@ pub enum HistoryError {
     FromTheFuture,
     /// `limit` is outside 1..=max_replay.
     TooMany,
+    /// The broker that keeps the history is unreachable.
+    Unavailable,
 }
 
 impl fmt::Display for HistoryError {
@@ -181,6 +183,7 @@ impl fmt::Display for HistoryError {
             HistoryError::NoHistory => "the channel keeps no history",
             HistoryError::FromTheFuture => "since is past the channel's newest offset",
             HistoryError::TooMany => "limit must be in 1..=max_replay",
+            HistoryError::Unavailable => "the broker is unreachable",
         })
     }
 }

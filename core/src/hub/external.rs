@@ -81,11 +81,27 @@ impl Hub {
     /// asked of the driver.
     pub(super) fn external_subscribe(
         &mut self,
+        now: Instant,
         slot: Slot,
         id: Option<Value>,
         channel: &str,
         from: Resume,
     ) {
+        if let Some(b) = &self.broker {
+            if self.channel_history(channel).is_none() {
+                // No history by the rules: nothing to read, a plain subscription.
+                let conn = &mut self.conns[slot as usize];
+                if self.router.list_of(&conn.subs, channel).is_none() {
+                    self.router.subscribe(slot, &mut conn.subs, channel);
+                    self.membership_changed(slot, channel, true);
+                }
+                return self.send_ack(now, slot, id.as_ref(), &SubscribeAck::no_history());
+            }
+            if !b.is_up() {
+                let text = "broker unavailable: cannot read the channel's history";
+                return self.refuse_subscribe(now, slot, id, ErrorCode::Unavailable, text);
+            }
+        }
         self.pause_subscription(slot, channel);
         self.cancel_read(slot, channel);
         let max_replay = self.cfg.history.max_replay;
@@ -112,6 +128,11 @@ impl Hub {
             bytes: 0,
             overflowed: false,
         });
+        if self.broker.is_some() {
+            // Checked above: the link is up and the channel keeps history.
+            self.broker_read(read, channel, since, limit);
+            return;
+        }
         self.events.push_back(Event::HistoryRead {
             read: HistoryReadId(read),
             channel: channel.to_owned(),
@@ -156,6 +177,18 @@ impl Hub {
         self.touch(now);
         message.channel = channel.to_owned();
         let json = Bytes::from(message.to_json(self.timestamp(now)));
+        self.deliver_positioned(now, channel, json, position)
+    }
+
+    /// Delivers a publication whose position the store assigned: see
+    /// [`Hub::publish_positioned`].
+    pub(super) fn deliver_positioned(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        json: Bytes,
+        position: StreamPosition,
+    ) -> usize {
         let offset = position.offset;
         let epoch: Arc<str> = Arc::from(position.epoch.as_str());
         let mut delivered = 0;
@@ -246,6 +279,13 @@ impl Hub {
                 // No positions on this channel: a plain subscription.
                 self.move_subscription(slot, &channel, List::Plain);
                 self.send_ack(now, slot, pending.id.as_ref(), &SubscribeAck::no_history());
+                self.arm(slot);
+                return Ok(());
+            }
+            Err(HistoryError::Unavailable) => {
+                self.unsubscribe_slot(slot, &channel);
+                let text = "broker unavailable: cannot read the channel's history";
+                self.refuse_subscribe(now, slot, pending.id, ErrorCode::Unavailable, text);
                 self.arm(slot);
                 return Ok(());
             }
@@ -355,6 +395,7 @@ impl Hub {
         for j in &after {
             self.push_frame(now, slot, frame::server_frame(OpCode::Text, j));
         }
+        self.broker_saw(&pending.channel, &newest);
         let epoch: Arc<str> = Arc::from(position.epoch.as_str());
         if let Some(ext) = self.conns[slot as usize].external.as_mut() {
             ext.epochs.retain(|(c, _)| *c != pending.channel);

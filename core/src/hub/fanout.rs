@@ -25,10 +25,17 @@ impl Hub {
         conn.subs = conn_subs;
         conn.replays.retain(|r| &*r.channel != channel);
         self.cancel_read(slot, channel);
+        if removed {
+            self.membership_changed(slot, channel, false);
+        }
         removed
     }
 
     pub(super) fn leave_channels(&mut self, slot: Slot) {
+        let names = match self.broker {
+            Some(_) => self.router.channels_of(&self.conns[slot as usize].subs),
+            None => Vec::new(),
+        };
         let mut conn_subs = std::mem::take(&mut self.conns[slot as usize].subs);
         let conns = &mut self.conns;
         self.router
@@ -41,6 +48,9 @@ impl Hub {
         conn.subs = conn_subs;
         conn.replays = Vec::new();
         self.cancel_reads(slot);
+        for name in names {
+            self.membership_changed(slot, &name, false);
+        }
         if let Some(user) = self.conns[slot as usize].user_id().map(str::to_owned) {
             if let Some(list) = self.users.get_mut(&user) {
                 list.retain(|&s| s != slot);

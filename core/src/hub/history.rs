@@ -25,7 +25,7 @@ use crate::history::store::Replay;
 use crate::history::{HistoryError, HistoryPage, StreamPosition};
 use crate::message::{positioned_json, ErrorCode, Resume, SubscribeAck};
 use crate::request::Identity;
-use crate::router::{List, Router, Slot};
+use crate::router::{List, Router, Slot, SubscribeOutcome};
 
 impl Hub {
     /// Store time: nanoseconds since the hub's base instant.
@@ -91,13 +91,15 @@ impl Hub {
             let text = "history must be at most max_replay";
             return self.refuse_subscribe(now, slot, id, ErrorCode::BadRequest, text);
         }
-        if self.cfg.external_history {
-            return self.external_subscribe(slot, id, channel, from);
+        if self.cfg.external_history || self.broker.is_some() {
+            return self.external_subscribe(now, slot, id, channel, from);
         }
         let Some(stream) = self.store.ensure(t, channel) else {
             // No history here: a plain subscription, and an empty epoch says so.
             let conn = &mut self.conns[slot as usize];
-            self.router.subscribe(slot, &mut conn.subs, channel);
+            if self.router.subscribe(slot, &mut conn.subs, channel) == SubscribeOutcome::Added {
+                self.membership_changed(slot, channel, true);
+            }
             return self.send_ack(now, slot, id.as_ref(), &SubscribeAck::no_history());
         };
         let (head, front) = (stream.head, stream.front());
@@ -156,6 +158,7 @@ impl Hub {
         } else {
             self.router
                 .subscribe_in(slot, &mut conn.subs, channel, List::Paused);
+            self.membership_changed(slot, channel, true);
         }
     }
 

@@ -17,7 +17,7 @@ use crate::message::{
     TYPE_PONG,
 };
 use crate::request::Identity;
-use crate::router::Slot;
+use crate::router::{Slot, SubscribeOutcome};
 
 impl Hub {
     pub(super) fn read_frames(&mut self, now: Instant, slot: Slot, data: &[u8]) {
@@ -173,8 +173,11 @@ impl Hub {
                 self.reply(now, slot, id, outcome);
             }
             ClientMessage::Publish { channel, data } => {
-                let outcome = self.client_publish(now, slot, &channel, data);
-                self.reply(now, slot, id, outcome);
+                match self.client_publish(now, slot, &channel, data, id.clone()) {
+                    Ok(true) => {} // the broker's answer replies
+                    Ok(false) => self.reply(now, slot, id, Ok(())),
+                    Err(e) => self.reply(now, slot, id, Err(e)),
+                }
             }
             ClientMessage::Other { kind, data } => {
                 let forwarded = self.cfg.app_types.iter().any(|t| t == "*" || *t == kind);
@@ -202,7 +205,9 @@ impl Hub {
     ) -> Result<(), (ErrorCode, &'static str)> {
         self.may_subscribe(slot, channel)?;
         let conn = &mut self.conns[slot as usize];
-        self.router.subscribe(slot, &mut conn.subs, channel);
+        if self.router.subscribe(slot, &mut conn.subs, channel) == SubscribeOutcome::Added {
+            self.membership_changed(slot, channel, true);
+        }
         Ok(())
     }
 
@@ -212,7 +217,8 @@ impl Hub {
         slot: Slot,
         channel: &str,
         data: Value,
-    ) -> Result<(), (ErrorCode, &'static str)> {
+        id: Option<Value>,
+    ) -> Result<bool, (ErrorCode, &'static str)> {
         if self.check_channel(channel).is_err() {
             return Err((ErrorCode::BadRequest, "invalid channel name"));
         }
@@ -227,8 +233,14 @@ impl Hub {
         let mut m = Message::new(TYPE_EVENT, data);
         m.channel = channel.to_owned();
         let json = m.to_json(self.timestamp(now));
+        if self.broker.is_some() {
+            let gen = self.conns[slot as usize].gen;
+            let origin = super::broker::Origin::Client { slot, gen, id };
+            self.broker_publish(now, channel, &json, origin);
+            return Ok(true);
+        }
         self.publish_json(now, channel, &json);
-        Ok(())
+        Ok(false)
     }
 
     /// Level 1: exactly one reply to a message with an id; none without.

@@ -31,6 +31,7 @@ use crate::request::{Identity, PeerInfo};
 use crate::router::{Router, Slot, SubscribeOutcome};
 use crate::timers::{TimerKey, TimerKind, Timers};
 
+mod broker;
 mod external;
 mod fanout;
 mod history;
@@ -40,6 +41,7 @@ mod lifecycle;
 mod testing;
 mod upgrade;
 
+pub(crate) use broker::BrokerState;
 pub(crate) use external::ExternalSubs;
 
 /// The sans-IO WebSocket hub: every connection's handshake, frames,
@@ -100,6 +102,8 @@ pub struct Hub {
     /// Upgraded connections.
     connected: usize,
     stats: Stats,
+    /// With [`HubConfig::broker`].
+    broker: Option<Box<BrokerState>>,
 }
 
 impl Hub {
@@ -119,7 +123,7 @@ impl Hub {
             http_fallback: config.http_fallback,
         };
         // With an external store the in-memory one numbers and keeps nothing.
-        let history = if config.external_history {
+        let history = if config.external_history || config.broker {
             crate::history::HistoryConfig {
                 rules: Vec::new(),
                 ..config.history.clone()
@@ -128,6 +132,7 @@ impl Hub {
             config.history.clone()
         };
         let store = Store::new(history, config.seed, unix_now);
+        let broker = config.broker.then(Box::default);
         Ok(Hub {
             store,
             reads: HashMap::new(),
@@ -149,6 +154,7 @@ impl Hub {
             shutdown_reported: false,
             connected: 0,
             stats: Stats::default(),
+            broker,
         })
     }
 
@@ -331,7 +337,8 @@ impl Hub {
     /// waiting this is the last `now` seen, so a driver never sleeps on them.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.ready.is_empty() || !self.events.is_empty() {
+        let broker_output = self.broker.as_ref().is_some_and(|b| b.has_output());
+        if !self.ready.is_empty() || !self.events.is_empty() || broker_output {
             return Some(self.last_now);
         }
         self.timers.peek()
@@ -433,17 +440,30 @@ impl Hub {
     }
 
     /// Publishes to every subscriber of `channel`; returns how many got it.
-    /// The message is serialized and framed once.
+    /// The message is serialized and framed once. With a broker it goes to
+    /// the broker instead and 0 is returned: every node, this one included,
+    /// delivers it when the broker hands it back (use
+    /// [`crate::command::Command::PublishAcked`] to learn the outcome).
     pub fn publish(&mut self, now: Instant, channel: &str, mut message: Message) -> usize {
         self.touch(now);
+        if self.broker.is_some() {
+            self.broker_publish_message(now, channel, message, None);
+            return 0;
+        }
         message.channel = channel.to_owned();
         let json = message.to_json(self.timestamp(now));
         self.publish_json(now, channel, &json)
     }
 
     /// Publishes an already serialized JSON text to every subscriber of `channel`.
+    /// With a broker, as [`Hub::publish`]: handed to the broker, 0 returned.
     pub fn publish_text(&mut self, now: Instant, channel: &str, json_text: &str) -> usize {
         self.touch(now);
+        if self.broker.is_some() {
+            let origin = broker::Origin::App(None);
+            self.broker_publish(now, channel, json_text.as_bytes(), origin);
+            return 0;
+        }
         self.publish_json(now, channel, json_text.as_bytes())
     }
 
@@ -502,7 +522,11 @@ impl Hub {
         if !conn.is_open() {
             return Err(UsageError::WrongState);
         }
-        Ok(self.router.subscribe(slot, &mut conn.subs, channel) == SubscribeOutcome::Added)
+        let added = self.router.subscribe(slot, &mut conn.subs, channel) == SubscribeOutcome::Added;
+        if added {
+            self.membership_changed(slot, channel, true);
+        }
+        Ok(added)
     }
 
     /// Unsubscribes a connection; false if it was not subscribed.
@@ -647,6 +671,7 @@ impl Hub {
             history_messages: self.store.messages(),
             history_bytes: self.store.bytes(),
             history_evictions: self.store.evictions,
+            broker_up: self.broker.as_ref().is_some_and(|b| b.is_up()),
             ..self.stats
         }
     }

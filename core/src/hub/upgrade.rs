@@ -59,6 +59,11 @@ impl Hub {
             };
             return self.refuse(now, slot, &r, CloseReason::HandshakeRefused(403));
         }
+        if let Some(r) = self.broker_refusal() {
+            // A node cut off from its broker would serve a silent split.
+            let reason = CloseReason::HandshakeRefused(r.status);
+            return self.refuse_with(now, slot, &r, reason, &[("Retry-After", "1")]);
+        }
         match self.cfg.authenticator.authenticate(req) {
             AuthDecision::Accept(identity) => {
                 self.admit_or_refuse(now, slot, upgrade, identity, tail)
@@ -258,11 +263,23 @@ impl Hub {
         refusal: &Refusal,
         reason: CloseReason,
     ) {
+        self.refuse_with(now, slot, refusal, reason, &[]);
+    }
+
+    /// [`Hub::refuse`] with extra headers (`Retry-After`).
+    pub(super) fn refuse_with(
+        &mut self,
+        now: Instant,
+        slot: Slot,
+        refusal: &Refusal,
+        reason: CloseReason,
+        headers: &[(&str, &str)],
+    ) {
         let conn = &mut self.conns[slot as usize];
         conn.phase = Phase::Draining;
         conn.close_started = Some(now);
         conn.ending = Some((reason, None));
-        let response = handshake::refusal_response(refusal, &[]);
+        let response = handshake::refusal_response(refusal, headers);
         self.push_frame(now, slot, Bytes::from(response));
     }
 }

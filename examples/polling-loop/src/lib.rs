@@ -525,6 +525,8 @@ impl PollingServer {
     fn drain(&mut self, now: Instant) {
         while let Some(output) = self.hub.poll_output(&mut self.frames) {
             let id = match output {
+                // This example runs one node: no broker, no broker output.
+                Output::Broker(_) => continue,
                 Output::Event(event) => {
                     match &event {
                         Event::Closed { conn, .. } => {

@@ -1,0 +1,527 @@
+//! The hub's side of the broker seam ([`crate::broker`]): publishes handed
+//! to the broker and answered later, channels held at the broker while they
+//! have local subscribers, reads held until the broker confirms the
+//! channel, presence changes, and the catch-up after the link comes back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::Hub;
+use crate::broker::{BrokerError, BrokerInput, BrokerOutput, ChannelHistory, PublishId};
+use crate::command::{Reply, ReplyTo};
+use crate::event::HistoryReadId;
+use crate::frame::{self, OpCode};
+use crate::handshake::Refusal;
+use crate::history::{HistoryError, HistoryPage, StreamPosition};
+use crate::message::{ErrorCode, Message};
+use crate::router::{List, Slot};
+
+/// Who waits for a publish's answer.
+pub(super) enum Origin {
+    /// A client's `publish` (its id, if it gave one).
+    Client {
+        slot: Slot,
+        gen: u32,
+        id: Option<Value>,
+    },
+    /// The application; `None` when it did not ask for the answer.
+    App(Option<ReplyTo>),
+}
+
+/// A channel the node holds at the broker.
+#[derive(Debug, Default)]
+struct Held {
+    /// Subscribes sent and not yet confirmed: reads wait until none is.
+    unconfirmed: u32,
+    /// Reads waiting for the confirmation.
+    waiting: Vec<BrokerOutput>,
+    /// The newest position delivered or acked here.
+    last: Option<StreamPosition>,
+    /// The link came back: read what was missed once confirmed.
+    catch_up: bool,
+}
+
+/// Everything the hub keeps for its broker (present with
+/// [`crate::HubConfig::broker`]).
+#[derive(Default)]
+pub(crate) struct BrokerState {
+    up: bool,
+    was_up: bool,
+    outputs: VecDeque<BrokerOutput>,
+    publishes: HashMap<u64, Origin>,
+    next_publish: u64,
+    held: HashMap<Arc<str>, Held>,
+    /// Local subscriptions per (channel, user): presence is a user's first.
+    presence: HashMap<(Arc<str>, Arc<str>), u32>,
+    /// Catch-up reads out: read id -> channel.
+    catch_ups: HashMap<u64, Arc<str>>,
+}
+
+impl BrokerState {
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+}
+
+impl Hub {
+    /// The next thing to hand the broker driver ([`crate::broker`]).
+    #[must_use]
+    pub fn poll_broker(&mut self) -> Option<BrokerOutput> {
+        self.broker.as_mut()?.outputs.pop_front()
+    }
+
+    /// Something happened at the broker. Without
+    /// [`crate::HubConfig::broker`] this does nothing.
+    pub fn handle_broker(&mut self, now: Instant, input: BrokerInput) {
+        self.touch(now);
+        if self.broker.is_none() {
+            return;
+        }
+        match input {
+            BrokerInput::Up => self.broker_up(),
+            BrokerInput::Down => self.broker_down(now),
+            BrokerInput::Subscribed { channel } => self.broker_subscribed(&channel),
+            BrokerInput::Published { id, result } => self.broker_published(now, id, result),
+            BrokerInput::Publication {
+                channel,
+                json,
+                position,
+            } => self.broker_publication(now, &channel, json, position),
+            BrokerInput::HistoryRead { read, result } => {
+                let catch_up = self
+                    .broker
+                    .as_mut()
+                    .and_then(|b| b.catch_ups.remove(&read.0));
+                match catch_up {
+                    Some(channel) => self.catch_up(now, &channel, result),
+                    None => {
+                        let _ = self.answer_history_read(now, read, result);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether new upgrades must wait for the broker.
+    pub(super) fn broker_refusal(&self) -> Option<Refusal> {
+        let b = self.broker.as_ref()?;
+        (!b.up).then_some(Refusal {
+            status: 503,
+            reason: "the broker is unreachable; retry shortly",
+        })
+    }
+
+    /// With a broker: hands a publication of `channel` to it (refused at
+    /// once when the link is down or the backlog is full). The JSON has no
+    /// position; the broker assigns it.
+    pub(super) fn broker_publish(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        json: &[u8],
+        origin: Origin,
+    ) {
+        let history = self.channel_history(channel);
+        let Some(b) = self.broker.as_mut() else {
+            return;
+        };
+        let refusal = if !b.up {
+            Some(BrokerError::Unavailable)
+        } else if b.publishes.len() >= self.cfg.max_broker_publishes {
+            Some(BrokerError::Backlog)
+        } else {
+            None
+        };
+        if let Some(error) = refusal {
+            self.stats.broker_publish_failures += 1;
+            return self.answer_origin(now, origin, Err(error));
+        }
+        b.next_publish += 1;
+        let id = b.next_publish;
+        b.publishes.insert(id, origin);
+        b.outputs.push_back(BrokerOutput::Publish {
+            id: PublishId(id),
+            channel: channel.to_owned(),
+            json: Bytes::copy_from_slice(json),
+            history,
+        });
+    }
+
+    /// How `channel` keeps history, from the rules; `None` keeps none.
+    pub(super) fn channel_history(&self, channel: &str) -> Option<ChannelHistory> {
+        let h = &self.cfg.history;
+        let rule = h.rule_for(channel).filter(|r| r.size > 0)?;
+        Some(ChannelHistory {
+            size: rule.size,
+            ttl: rule.ttl,
+            meta_ttl: h.meta_ttl,
+        })
+    }
+
+    /// A connection's subscription to `channel` was added (`joined`) or
+    /// removed: holds or drops the channel at the broker and tracks the
+    /// user's presence. Call after the router changed.
+    pub(super) fn membership_changed(&mut self, slot: Slot, channel: &str, joined: bool) {
+        let Some(b) = self.broker.as_mut() else {
+            return;
+        };
+        let name: Arc<str> = Arc::from(channel);
+        let count = self.router.subscriber_count(channel);
+        if joined && count == 1 && !b.held.contains_key(channel) {
+            let held = b.held.entry(name.clone()).or_default();
+            if b.up {
+                held.unconfirmed += 1;
+                b.outputs.push_back(BrokerOutput::Subscribe {
+                    channel: channel.to_owned(),
+                });
+            }
+        } else if !joined && count == 0 && b.held.remove(channel).is_some() {
+            b.catch_ups.retain(|_, c| &**c != channel);
+            if b.up {
+                b.outputs.push_back(BrokerOutput::Unsubscribe {
+                    channel: channel.to_owned(),
+                });
+            }
+        }
+        let Some(user) = self.conns.get(slot as usize).and_then(|c| c.user_id()) else {
+            return;
+        };
+        let key = (name, Arc::from(user));
+        let present = if joined {
+            let n = b.presence.entry(key.clone()).or_insert(0);
+            *n += 1;
+            (*n == 1).then_some(true)
+        } else {
+            match b.presence.get_mut(&key) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    None
+                }
+                Some(_) => {
+                    b.presence.remove(&key);
+                    Some(false)
+                }
+                None => None,
+            }
+        };
+        if let Some(present) = present {
+            b.outputs.push_back(BrokerOutput::Presence {
+                channel: channel.to_owned(),
+                user: key.1.to_string(),
+                present,
+            });
+        }
+    }
+
+    /// Asks the broker for a history read, once the channel is confirmed.
+    /// False when the link is down (the caller refuses the subscribe).
+    pub(super) fn broker_read(
+        &mut self,
+        read: u64,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+    ) -> bool {
+        let Some(history) = self.channel_history(channel) else {
+            return false;
+        };
+        let Some(b) = self.broker.as_mut() else {
+            return false;
+        };
+        if !b.up {
+            return false;
+        }
+        let output = BrokerOutput::Read {
+            read: HistoryReadId(read),
+            channel: channel.to_owned(),
+            since,
+            limit,
+            history,
+        };
+        match b.held.get_mut(channel) {
+            Some(h) if h.unconfirmed > 0 => h.waiting.push(output),
+            _ => b.outputs.push_back(output),
+        }
+        true
+    }
+
+    /// Records the newest position a positioned subscription was acked with.
+    pub(super) fn broker_saw(&mut self, channel: &str, position: &StreamPosition) {
+        if let Some(h) = self.broker.as_mut().and_then(|b| b.held.get_mut(channel)) {
+            advance(&mut h.last, position);
+        }
+    }
+
+    fn broker_up(&mut self) {
+        let Some(b) = self.broker.as_mut() else {
+            return;
+        };
+        if b.up {
+            return;
+        }
+        b.up = true;
+        if b.was_up {
+            self.stats.broker_reconnects += 1;
+        }
+        b.was_up = true;
+        // The driver's new link holds nothing: subscribe everything again,
+        // and read what the gap may have swallowed once confirmed.
+        let mut names: Vec<Arc<str>> = b.held.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let has_positioned = !self.router.members_in(&name, List::Positioned).is_empty();
+            let Some(h) = b.held.get_mut(&name) else {
+                continue;
+            };
+            h.unconfirmed += 1;
+            h.catch_up = has_positioned && h.last.is_some();
+            b.outputs.push_back(BrokerOutput::Subscribe {
+                channel: name.to_string(),
+            });
+        }
+    }
+
+    fn broker_down(&mut self, now: Instant) {
+        let Some(b) = self.broker.as_mut() else {
+            return;
+        };
+        if !b.up {
+            return;
+        }
+        b.up = false;
+        let mut failed = Vec::new();
+        for h in b.held.values_mut() {
+            h.unconfirmed = 0;
+            h.catch_up = false;
+            for output in h.waiting.drain(..) {
+                if let BrokerOutput::Read { read, .. } = output {
+                    failed.push(read);
+                }
+            }
+        }
+        b.catch_ups.clear();
+        // What the driver still has (publishes, reads) it answers itself;
+        // outputs not yet taken are answered here and dropped.
+        let queued: Vec<BrokerOutput> = b.outputs.drain(..).collect();
+        for output in queued {
+            match output {
+                BrokerOutput::Publish { id, .. } => {
+                    self.broker_published(now, id, Err(BrokerError::Unavailable))
+                }
+                BrokerOutput::Read { read, .. } => failed.push(read),
+                BrokerOutput::Presence { .. } => self.requeue(output),
+                _ => {}
+            }
+        }
+        for read in failed {
+            let _ = self.answer_history_read(now, read, Err(HistoryError::Unavailable));
+        }
+    }
+
+    /// Keeps an output across a `Down` (presence: the driver's table must
+    /// stay whole).
+    fn requeue(&mut self, output: BrokerOutput) {
+        if let Some(b) = self.broker.as_mut() {
+            b.outputs.push_back(output);
+        }
+    }
+
+    fn broker_subscribed(&mut self, channel: &str) {
+        let Some(b) = self.broker.as_mut() else {
+            return;
+        };
+        let Some(h) = b.held.get_mut(channel) else {
+            return;
+        };
+        h.unconfirmed = h.unconfirmed.saturating_sub(1);
+        if h.unconfirmed > 0 {
+            return;
+        }
+        b.outputs.extend(h.waiting.drain(..));
+        if std::mem::take(&mut h.catch_up) {
+            let Some(last) = h.last.clone() else {
+                return;
+            };
+            let Some(history) = self.channel_history(channel) else {
+                return;
+            };
+            let Some(b) = self.broker.as_mut() else {
+                return;
+            };
+            self.next_read += 1;
+            let read = self.next_read;
+            b.catch_ups.insert(read, Arc::from(channel));
+            b.outputs.push_back(BrokerOutput::Read {
+                read: HistoryReadId(read),
+                channel: channel.to_owned(),
+                since: Some(last.offset),
+                limit: self.cfg.history.max_replay,
+                history,
+            });
+        }
+    }
+
+    fn broker_published(
+        &mut self,
+        now: Instant,
+        id: PublishId,
+        result: Result<Option<StreamPosition>, BrokerError>,
+    ) {
+        let Some(origin) = self.broker.as_mut().and_then(|b| b.publishes.remove(&id.0)) else {
+            return;
+        };
+        if result.is_ok() {
+            self.stats.broker_publishes += 1;
+        } else {
+            self.stats.broker_publish_failures += 1;
+        }
+        self.answer_origin(now, origin, result);
+    }
+
+    fn answer_origin(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        result: Result<Option<StreamPosition>, BrokerError>,
+    ) {
+        match origin {
+            Origin::App(Some(reply)) => reply(Reply::Published(result)),
+            Origin::App(None) => {}
+            Origin::Client { slot, gen, id } => {
+                if self.conns.get(slot as usize).is_none_or(|c| c.gen != gen) {
+                    return;
+                }
+                match result {
+                    Ok(_) => self.reply_as(now, slot, id, Ok(()), false),
+                    // A lost publish is always reported, asked for or not.
+                    Err(e) => {
+                        let text = match e {
+                            BrokerError::Unavailable => "broker unavailable: not published",
+                            BrokerError::Backlog => "broker backlog full: not published",
+                        };
+                        self.reply_as(now, slot, id, Err((ErrorCode::Unavailable, text)), true);
+                    }
+                }
+                self.arm(slot);
+            }
+        }
+    }
+
+    fn broker_publication(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        json: Bytes,
+        position: Option<StreamPosition>,
+    ) {
+        let Some(h) = self.broker.as_mut().and_then(|b| b.held.get_mut(channel)) else {
+            return; // no longer held here: a straggler
+        };
+        self.stats.broker_publications += 1;
+        match position {
+            Some(position) => {
+                advance(&mut h.last, &position);
+                self.deliver_positioned(now, channel, json, position);
+            }
+            None => {
+                self.scratch.clear();
+                self.scratch.extend(self.router.all_members(channel));
+                self.fan_out(now, frame::server_frame(OpCode::Text, &json));
+            }
+        }
+    }
+
+    /// The catch-up read after the link came back: publications past the
+    /// last one delivered here go to the positioned subscribers, in order.
+    /// Another epoch means the history is gone: the next live message
+    /// carries the new epoch, and clients learn from it.
+    fn catch_up(&mut self, now: Instant, channel: &str, result: Result<HistoryPage, HistoryError>) {
+        let Ok(page) = result else {
+            return;
+        };
+        let Some(h) = self.broker.as_mut().and_then(|b| b.held.get_mut(channel)) else {
+            return;
+        };
+        let Some(last) = h.last.clone() else {
+            return;
+        };
+        if last.epoch != page.position.epoch {
+            h.last = Some(page.position);
+            return;
+        }
+        let mut next = last.offset;
+        let missed: Vec<_> = page
+            .publications
+            .into_iter()
+            .filter(|p| p.offset > last.offset)
+            .collect();
+        if missed.is_empty() {
+            return;
+        }
+        self.stats.broker_catch_ups += 1;
+        for p in missed {
+            next = next.max(p.offset);
+            self.scratch.clear();
+            self.scratch
+                .extend_from_slice(self.router.members_in(channel, List::Positioned));
+            self.fan_out(now, frame::server_frame(OpCode::Text, &p.json));
+        }
+        if let Some(h) = self.broker.as_mut().and_then(|b| b.held.get_mut(channel)) {
+            advance(
+                &mut h.last,
+                &StreamPosition {
+                    offset: next,
+                    epoch: last.epoch,
+                },
+            );
+        }
+    }
+
+    /// Whether the hub runs with a broker ([`crate::HubConfig::broker`]).
+    pub fn has_broker(&self) -> bool {
+        self.broker.is_some()
+    }
+
+    /// [`Hub::publish`] through the broker, answered with
+    /// [`Reply::Published`] when the broker answered.
+    pub(crate) fn publish_deferred(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        message: Message,
+        reply: ReplyTo,
+    ) {
+        self.touch(now);
+        self.broker_publish_message(now, channel, message, Some(reply));
+    }
+
+    /// Publishes a message through the broker on the application's behalf.
+    pub(super) fn broker_publish_message(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        mut message: Message,
+        reply: Option<ReplyTo>,
+    ) {
+        message.channel = channel.to_owned();
+        let json = message.to_json(self.timestamp(now));
+        self.broker_publish(now, channel, &json, Origin::App(reply));
+    }
+}
+
+/// Moves `last` to `seen` when `seen` is newer: another epoch (the newer
+/// knowledge) or a higher offset.
+fn advance(last: &mut Option<StreamPosition>, seen: &StreamPosition) {
+    match last {
+        Some(l) if l.epoch == seen.epoch && l.offset >= seen.offset => {}
+        _ => *last = Some(seen.clone()),
+    }
+}
