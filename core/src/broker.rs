@@ -210,6 +210,12 @@ pub trait BrokerLink: Send + 'static {
     fn send(&mut self, output: BrokerOutput);
 }
 
+impl BrokerLink for Box<dyn BrokerLink> {
+    fn send(&mut self, output: BrokerOutput) {
+        (**self).send(output)
+    }
+}
+
 impl<F: FnMut(BrokerOutput) + Send + 'static> BrokerLink for F {
     fn send(&mut self, output: BrokerOutput) {
         self(output)

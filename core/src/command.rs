@@ -459,6 +459,31 @@ macro_rules! hub_command_methods {
             self.tell(command)$($wait)*
         }
 
+        /// Publishes and waits until the publication is stored and on its
+        /// way to every subscriber: its position (`None` on a channel
+        /// without history), or, with a broker, why nothing was published.
+        /// ([`publish`](Self::publish) returns as soon as the hub took it.)
+        $($head)* fn publish_acked(
+            &self,
+            channel: &str,
+            message: $crate::Message,
+        ) -> ::core::result::Result<
+            ::core::result::Result<
+                ::core::option::Option<$crate::history::StreamPosition>,
+                $crate::broker::BrokerError,
+            >,
+            $crate::command::Stopped,
+        > {
+            let channel = ::std::borrow::ToOwned::to_owned(channel);
+            let message = ::std::boxed::Box::new(message);
+            let command = $crate::command::Command::PublishAcked { channel, message };
+            match self.command(command)$($wait)*? {
+                $crate::command::Reply::Published(outcome) => ::core::result::Result::Ok(outcome),
+                // A hub that cannot defer (`Hub::apply` with a broker) took it.
+                _ => ::core::result::Result::Ok(::core::result::Result::Ok(::core::option::Option::None)),
+            }
+        }
+
         /// Counters and sizes.
         $($head)* fn stats(&self) -> ::core::result::Result<$crate::Stats, $crate::command::Stopped> {
             match self.command($crate::command::Command::Stats)$($wait)*? {
