@@ -1,0 +1,274 @@
+//! [`RedisBroker`]: starts the threads, answers queries, stops them.
+
+use core::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+
+use wshub_core::broker::{BrokerInput, BrokerLink, BrokerOutput};
+
+use crate::backoff::random_u64;
+use crate::command::{CommandThread, Msg};
+use crate::config::{ConfigError, RedisConfig};
+use crate::pubsub::{PubSubThread, SubMsg};
+use crate::shared::{unix_ms, BrokerStatus, Shared};
+
+/// The hub's end of the driver's queue: give it to the adapter as its
+/// [`BrokerLink`]. Sending never blocks.
+pub struct Link(Sender<Msg>);
+
+impl BrokerLink for Link {
+    fn send(&mut self, output: BrokerOutput) {
+        // A stopped driver takes nothing more; the hub is going away too.
+        let _ = self.0.send(Msg::Out(output));
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Link")
+    }
+}
+
+/// The driver's end of the queue, for [`RedisBroker::start`].
+pub struct Outputs {
+    rx: mpsc::Receiver<Msg>,
+    tx: Sender<Msg>,
+}
+
+impl fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Outputs")
+    }
+}
+
+/// A new queue: the hub sends into the [`Link`], the driver drains
+/// [`Outputs`].
+pub fn link() -> (Link, Outputs) {
+    let (tx, rx) = mpsc::channel();
+    (Link(tx.clone()), Outputs { rx, tx })
+}
+
+/// A live node list entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: String,
+    /// Its connections, as of its last heartbeat.
+    pub connections: usize,
+}
+
+/// Why a query ([`RedisBroker::nodes`], [`RedisBroker::presence`]) failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerQueryError {
+    /// Redis did not answer (in time).
+    Unavailable,
+}
+
+impl fmt::Display for BrokerQueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("broker unavailable")
+    }
+}
+
+impl std::error::Error for BrokerQueryError {}
+
+/// The Redis broker driver: two threads (command, pub/sub) plus one reader
+/// per pub/sub connection. Dropping it stops them (as [`RedisBroker::stop`]).
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    cmd_tx: Sender<Msg>,
+    sub_tx: Sender<SubMsg>,
+    threads: Vec<JoinHandle<()>>,
+    /// The queries' own connection, made on first use.
+    query: Mutex<Option<redis::Connection>>,
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("config", &self.shared.config)
+            .field("node_id", &self.shared.node_id)
+            .finish()
+    }
+}
+
+impl RedisBroker {
+    /// Checks `config` and starts the threads. Never waits for Redis: one
+    /// that cannot be reached is delivered as [`BrokerInput::Down`] and
+    /// retried with backoff. `deliver` hands an input to the hub (it may
+    /// block briefly); `false` means the hub is gone and the driver stops.
+    pub fn start(
+        config: RedisConfig,
+        outputs: Outputs,
+        deliver: impl Fn(BrokerInput) -> bool + Send + Sync + 'static,
+    ) -> Result<RedisBroker, ConfigError> {
+        config.validate()?;
+        let info = config.connection_info()?;
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", random_u64()));
+        let shared = Arc::new(Shared::new(config, node_id, info, Box::new(deliver)));
+        let (sub_tx, sub_rx) = mpsc::channel();
+        let command = CommandThread::new(shared.clone(), outputs.rx, sub_tx.clone());
+        let pubsub = PubSubThread::new(shared.clone(), sub_rx, sub_tx.clone());
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .expect("spawning a thread (out of threads or memory)")
+        };
+        let threads = vec![
+            spawn("wshub-redis-cmd", Box::new(move || command.run())),
+            spawn("wshub-redis-sub", Box::new(move || pubsub.run())),
+        ];
+        Ok(RedisBroker {
+            shared,
+            cmd_tx: outputs.tx,
+            sub_tx,
+            threads,
+            query: Mutex::new(None),
+        })
+    }
+
+    /// This node's id (given, or random per start).
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// Whether the broker is up, and the driver's counters.
+    pub fn status(&self) -> BrokerStatus {
+        self.shared.status()
+    }
+
+    /// This node's connection count, written with the next heartbeat.
+    pub fn set_connections(&self, n: usize) {
+        self.shared.connections.store(n, Relaxed);
+    }
+
+    /// The live nodes (heartbeat within `presence_ttl`), by id.
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerQueryError> {
+        let keys = &self.shared.keys;
+        let now = unix_ms();
+        let (ids, counts): (Vec<String>, Vec<(String, usize)>) = self.query(|c| {
+            redis::pipe()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(keys.nodes())
+                .arg("-inf")
+                .arg(now)
+                .ignore()
+                .cmd("ZRANGEBYSCORE")
+                .arg(keys.nodes())
+                .arg(now)
+                .arg("+inf")
+                .cmd("HGETALL")
+                .arg(keys.node_conns())
+                .query(c)
+        })?;
+        let mut nodes: Vec<NodeInfo> = ids
+            .into_iter()
+            .map(|id| {
+                let connections = counts.iter().find(|(n, _)| *n == id).map_or(0, |(_, c)| *c);
+                NodeInfo { id, connections }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        let dead: Vec<&String> = counts
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| !nodes.iter().any(|x| &x.id == *n))
+            .collect();
+        if !dead.is_empty() {
+            // Counts of dead nodes would pile up in the hash otherwise.
+            let _: Result<(), _> = self.query(|c| {
+                redis::cmd("HDEL")
+                    .arg(keys.node_conns())
+                    .arg(&dead)
+                    .query(c)
+            });
+        }
+        Ok(nodes)
+    }
+
+    /// The distinct users present in `channel` on any live node, sorted.
+    pub fn presence(&self, channel: &str) -> Result<Vec<String>, BrokerQueryError> {
+        let key = self.shared.keys.presence(channel);
+        let now = unix_ms();
+        let (members,): (Vec<String>,) = self.query(|c| {
+            redis::pipe()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(now)
+                .ignore()
+                .cmd("ZRANGEBYSCORE")
+                .arg(&key)
+                .arg(now)
+                .arg("+inf")
+                .query(c)
+        })?;
+        let mut users: Vec<String> = members
+            .into_iter()
+            .filter_map(|m| m.split_once(':').map(|(_, u)| u.to_string()))
+            .collect();
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+
+    fn query<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, BrokerQueryError> {
+        let mut slot = self.query.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            let cfg = &self.shared.config;
+            let conn = redis::Client::open(self.shared.info.clone())
+                .and_then(|c| c.get_connection_with_timeout(cfg.connect_timeout))
+                .and_then(|c| {
+                    c.set_read_timeout(Some(cfg.response_timeout))?;
+                    c.set_write_timeout(Some(cfg.response_timeout))?;
+                    Ok(c)
+                })
+                .map_err(|_| BrokerQueryError::Unavailable)?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_mut().ok_or(BrokerQueryError::Unavailable)?;
+        f(conn).map_err(|_| {
+            // Its state after an error is unknown: the next query redials.
+            *slot = None;
+            BrokerQueryError::Unavailable
+        })
+    }
+
+    /// Stops the threads, removing this node's presence and node entries.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        let _ = self.cmd_tx.send(Msg::Stop);
+        let _ = self.sub_tx.send(SubMsg::Stop);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops the threads as a SIGKILL would leave things: this node's
+    /// presence and node entries stay in Redis until they expire.
+    #[cfg(feature = "testing")]
+    pub fn crash(mut self) {
+        self.shared.crashed.store(true, Relaxed);
+        self.halt();
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

@@ -1,0 +1,328 @@
+//! The command connection's thread: batches the hub's publishes and reads
+//! into one pipeline per round trip, keeps the node's presence and heartbeat,
+//! and answers every publish and read exactly once, with an error when Redis
+//! is out of reach.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::{RedisResult, Value};
+use wshub_core::broker::{BrokerError, BrokerInput, BrokerOutput};
+
+use crate::answer::{self, Job};
+use crate::backoff::Backoff;
+use crate::presence::PresenceTable;
+use crate::pubsub::SubMsg;
+use crate::scripts;
+use crate::shared::{Conn, Shared};
+
+/// What the command thread takes: the hub's outputs, or the stop signal.
+pub(crate) enum Msg {
+    Out(BrokerOutput),
+    Stop,
+}
+
+/// Most outputs taken into one pipeline.
+const MAX_BATCH: usize = 256;
+
+/// A live command connection and its scripts' SHA1s.
+struct Link {
+    conn: redis::Connection,
+    publish_sha: String,
+    read_sha: String,
+}
+
+impl Link {
+    fn open(shared: &Shared) -> RedisResult<Link> {
+        let cfg = &shared.config;
+        let client = redis::Client::open(shared.info.clone())?;
+        let mut conn = client.get_connection_with_timeout(cfg.connect_timeout)?;
+        conn.set_read_timeout(Some(cfg.response_timeout))?;
+        conn.set_write_timeout(Some(cfg.response_timeout))?;
+        let (publish_sha, read_sha) = load_scripts(&mut conn)?;
+        Ok(Link {
+            conn,
+            publish_sha,
+            read_sha,
+        })
+    }
+}
+
+fn load_scripts(conn: &mut redis::Connection) -> RedisResult<(String, String)> {
+    redis::pipe()
+        .cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(scripts::PUBLISH)
+        .cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(scripts::READ)
+        .query(conn)
+}
+
+pub(crate) struct CommandThread {
+    shared: Arc<Shared>,
+    rx: Receiver<Msg>,
+    sub_tx: Sender<SubMsg>,
+    link: Option<Link>,
+    backoff: Backoff,
+    next_attempt: Instant,
+    next_refresh: Instant,
+    /// A connection was up before: the next one is a reconnect.
+    was_up: bool,
+    presence: PresenceTable,
+}
+
+impl CommandThread {
+    pub fn new(shared: Arc<Shared>, rx: Receiver<Msg>, sub_tx: Sender<SubMsg>) -> CommandThread {
+        let now = Instant::now();
+        CommandThread {
+            backoff: Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max),
+            shared,
+            rx,
+            sub_tx,
+            link: None,
+            next_attempt: now,
+            next_refresh: now,
+            was_up: false,
+            presence: PresenceTable::default(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while !self.shared.stopping() {
+            let now = Instant::now();
+            if self.link.is_none() && now >= self.next_attempt {
+                self.connect();
+            }
+            if self.link.is_some() && Instant::now() >= self.next_refresh {
+                self.refresh();
+            }
+            let wake = if self.link.is_some() {
+                self.next_refresh
+            } else {
+                self.next_attempt
+            };
+            let wait = wake.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Out(o)) => batch.push(o),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => continue,
+            }
+            let mut stop = false;
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(Msg::Out(o)) => batch.push(o),
+                    Ok(Msg::Stop) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.handle(&mut batch);
+            if stop {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn connect(&mut self) {
+        match Link::open(&self.shared) {
+            Ok(link) => {
+                self.link = Some(link);
+                self.backoff.reset();
+                if self.was_up {
+                    self.shared.counters.reconnects.fetch_add(1, Relaxed);
+                }
+                self.was_up = true;
+                // Redis may have restarted empty: rewrite presence at once.
+                self.next_refresh = Instant::now();
+                self.shared.conn_up(Conn::Command);
+            }
+            Err(_) => self.lost(),
+        }
+    }
+
+    /// The connection failed (or could not be made): Down, retry later.
+    fn lost(&mut self) {
+        self.link = None;
+        self.next_attempt = Instant::now() + self.backoff.next_delay();
+        self.shared.conn_down(Conn::Command);
+    }
+
+    fn handle(&mut self, batch: &mut Vec<BrokerOutput>) {
+        let mut jobs = Vec::new();
+        let mut presence_ops: Vec<redis::Cmd> = Vec::new();
+        for o in batch.drain(..) {
+            match o {
+                BrokerOutput::Subscribe { channel } => {
+                    let stamp = self.shared.downs();
+                    let _ = self.sub_tx.send(SubMsg::Subscribe { channel, stamp });
+                }
+                BrokerOutput::Unsubscribe { channel } => {
+                    let stamp = self.shared.downs();
+                    let _ = self.sub_tx.send(SubMsg::Unsubscribe { channel, stamp });
+                }
+                BrokerOutput::Presence {
+                    channel,
+                    user,
+                    present,
+                } => self
+                    .presence
+                    .change(&self.shared, &mut presence_ops, channel, user, present),
+                BrokerOutput::Publish {
+                    id,
+                    channel,
+                    json,
+                    history,
+                } => jobs.push(Job::Publish {
+                    id,
+                    channel,
+                    json,
+                    history,
+                }),
+                BrokerOutput::Read {
+                    read,
+                    channel,
+                    since,
+                    limit,
+                    history,
+                } => jobs.push(Job::Read {
+                    read,
+                    channel,
+                    since,
+                    limit,
+                    history,
+                }),
+                _ => {}
+            }
+        }
+        if self.link.is_none() && Instant::now() >= self.next_attempt {
+            self.connect();
+        }
+        let Some(link) = self.link.as_mut() else {
+            self.fail_all(jobs);
+            return;
+        };
+        let shared = &self.shared;
+        let mut pipe = redis::pipe();
+        for job in &jobs {
+            job.add_to(shared, &link.publish_sha, &link.read_sha, &mut pipe);
+        }
+        // Presence writes ride along; their replies are not needed.
+        if jobs.is_empty() && presence_ops.is_empty() {
+            return;
+        }
+        for cmd in presence_ops {
+            pipe.add_command(cmd).ignore();
+        }
+        match query(&mut pipe, link) {
+            Ok(mut replies) => {
+                if replies.iter().any(answer::is_noscript) {
+                    // SCRIPT FLUSH (or a failover to a replica without the
+                    // scripts): a script that was not found did not run, so
+                    // running it again cannot apply it twice.
+                    match retry_noscript(shared, link, &jobs, &mut replies) {
+                        Ok(()) => {}
+                        Err(_) => {
+                            self.fail_all(jobs);
+                            self.lost();
+                            return;
+                        }
+                    }
+                }
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    shared.deliver(answer::answer(shared, job, reply));
+                }
+            }
+            Err(_) => {
+                self.fail_all(jobs);
+                self.lost();
+            }
+        }
+    }
+
+    fn fail_all(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            self.shared.deliver(answer::failure(&self.shared, job));
+        }
+    }
+
+    /// The heartbeat: the node's entry, its connection count and every
+    /// presence entry it holds, with a new expiry.
+    fn refresh(&mut self) {
+        self.next_refresh = Instant::now() + self.shared.config.presence_refresh;
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        for pipe in self.presence.refresh(&self.shared) {
+            if pipe.query::<()>(&mut link.conn).is_err() {
+                self.lost();
+                return;
+            }
+        }
+    }
+
+    /// On stop (not on a crash): the node's entries go at once instead of
+    /// expiring.
+    fn finish(mut self) {
+        // Outputs still queued are answered: the contract holds to the end.
+        while let Ok(Msg::Out(o)) = self.rx.try_recv() {
+            match o {
+                BrokerOutput::Publish { id, .. } => self.shared.deliver(BrokerInput::Published {
+                    id,
+                    result: Err(BrokerError::Unavailable),
+                }),
+                BrokerOutput::Read { read, .. } => self.shared.deliver(BrokerInput::HistoryRead {
+                    read,
+                    result: Err(answer::READ_FAILED),
+                }),
+                _ => {}
+            }
+        }
+        if self.shared.crashed.load(Relaxed) {
+            return;
+        }
+        if let Some(link) = self.link.as_mut() {
+            let _ = self
+                .presence
+                .cleanup(&self.shared)
+                .query::<()>(&mut link.conn);
+        }
+    }
+}
+
+fn query(pipe: &mut redis::Pipeline, link: &mut Link) -> RedisResult<Vec<RedisResult<Value>>> {
+    pipe.ignore_errors().query(&mut link.conn)
+}
+
+/// Loads the scripts again and reruns the jobs that met NOSCRIPT.
+fn retry_noscript(
+    shared: &Shared,
+    link: &mut Link,
+    jobs: &[Job],
+    replies: &mut [RedisResult<Value>],
+) -> RedisResult<()> {
+    (link.publish_sha, link.read_sha) = load_scripts(&mut link.conn)?;
+    let again: Vec<usize> = (0..jobs.len())
+        .filter(|&i| replies.get(i).is_some_and(answer::is_noscript))
+        .collect();
+    let mut pipe = redis::pipe();
+    for &i in &again {
+        jobs[i].add_to(shared, &link.publish_sha, &link.read_sha, &mut pipe);
+    }
+    let fresh = query(&mut pipe, link)?;
+    for (i, reply) in again.into_iter().zip(fresh) {
+        replies[i] = reply;
+    }
+    Ok(())
+}
+
+/// Milliseconds for PEXPIRE: at least 1 (0 would be refused).
+pub(crate) fn ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}

@@ -1,0 +1,305 @@
+//! The pub/sub connection: a raw TCP stream split in two. This thread writes
+//! (SUBSCRIBE, UNSUBSCRIBE, the PING probe) and never reads, so a request is
+//! never stuck behind a blocked read; a reader thread per connection parses
+//! what Redis pushes and hands it to the hub.
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use wshub_core::broker::BrokerInput;
+
+use crate::backoff::Backoff;
+use crate::envelope;
+use crate::resp::{self, Resp};
+use crate::shared::{Conn, Shared};
+
+/// What the pub/sub thread takes.
+pub(crate) enum SubMsg {
+    /// `stamp`: [`Shared::downs`] when the hub asked.
+    Subscribe {
+        channel: String,
+        stamp: u64,
+    },
+    Unsubscribe {
+        channel: String,
+        stamp: u64,
+    },
+    /// The reader of connection `gen` saw the stream end.
+    ReaderDone(u64),
+    Stop,
+}
+
+pub(crate) struct PubSubThread {
+    shared: Arc<Shared>,
+    rx: Receiver<SubMsg>,
+    tx: Sender<SubMsg>,
+    pending: VecDeque<SubMsg>,
+    gen: u64,
+}
+
+/// Why a connection ended.
+enum End {
+    Lost,
+    Stop,
+}
+
+impl PubSubThread {
+    pub fn new(shared: Arc<Shared>, rx: Receiver<SubMsg>, tx: Sender<SubMsg>) -> PubSubThread {
+        PubSubThread {
+            shared,
+            rx,
+            tx,
+            pending: VecDeque::new(),
+            gen: 0,
+        }
+    }
+
+    pub fn run(mut self) {
+        let cfg = &self.shared.config;
+        let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+        let mut was_up = false;
+        while !self.shared.stopping() {
+            if let Ok(stream) = connect(&self.shared) {
+                backoff.reset();
+                if was_up {
+                    self.shared.counters.reconnects.fetch_add(1, Relaxed);
+                }
+                was_up = true;
+                if let End::Stop = self.serve(stream) {
+                    return;
+                }
+            }
+            self.shared.conn_down(Conn::PubSub);
+            let until = Instant::now() + backoff.next_delay();
+            if !self.wait(until) {
+                return;
+            }
+        }
+    }
+
+    /// Keeps requests until `until` (to send once connected); false on stop.
+    fn wait(&mut self, until: Instant) -> bool {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(SubMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
+                Ok(SubMsg::ReaderDone(_)) => {}
+                Ok(m) => self.pending.push_back(m),
+                Err(RecvTimeoutError::Timeout) => return !self.shared.stopping(),
+            }
+            if self.shared.stopping() {
+                return false;
+            }
+        }
+    }
+
+    fn serve(&mut self, stream: TcpStream) -> End {
+        self.gen += 1;
+        let end = match stream.try_clone() {
+            Ok(read_half) => {
+                let pongs = Arc::new(AtomicU64::new(0));
+                let reader = {
+                    let (shared, tx, pongs, gen) = (
+                        self.shared.clone(),
+                        self.tx.clone(),
+                        pongs.clone(),
+                        self.gen,
+                    );
+                    thread::Builder::new()
+                        .name("wshub-redis-sub-read".into())
+                        .spawn(move || read_loop(&shared, read_half, &pongs, &tx, gen))
+                };
+                match reader {
+                    Ok(reader) => {
+                        let end = self.write_loop(&stream, &pongs);
+                        let _ = stream.shutdown(Shutdown::Both);
+                        let _ = reader.join();
+                        end
+                    }
+                    Err(_) => End::Lost,
+                }
+            }
+            Err(_) => End::Lost,
+        };
+        let _ = stream.shutdown(Shutdown::Both);
+        end
+    }
+
+    fn write_loop(&mut self, mut stream: &TcpStream, pongs: &AtomicU64) -> End {
+        self.shared.conn_up(Conn::PubSub);
+        // A request older than the last Down is dropped: the hub
+        // resubscribes every channel it holds on the Up that follows.
+        let downs = self.shared.downs();
+        while let Some(m) = self.pending.pop_front() {
+            let fresh = match &m {
+                SubMsg::Subscribe { stamp, .. } | SubMsg::Unsubscribe { stamp, .. } => {
+                    *stamp >= downs
+                }
+                _ => false,
+            };
+            if fresh && self.send(&mut stream, &m).is_err() {
+                return End::Lost;
+            }
+        }
+        let interval = self.shared.config.probe_interval;
+        let mut pings = 0u64;
+        let mut next_probe = Instant::now() + interval;
+        loop {
+            let left = next_probe.saturating_duration_since(Instant::now());
+            let sent = match self.rx.recv_timeout(left) {
+                Ok(SubMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return End::Stop,
+                Ok(SubMsg::ReaderDone(gen)) if gen == self.gen => return End::Lost,
+                Ok(SubMsg::ReaderDone(_)) => Ok(()),
+                Ok(m) => self.send(&mut stream, &m),
+                Err(RecvTimeoutError::Timeout) => {
+                    // The PING sent one interval ago is still unanswered: the
+                    // link may look open while delivering nothing.
+                    if pongs.load(Relaxed) < pings {
+                        self.shared.counters.probe_failures.fetch_add(1, Relaxed);
+                        return End::Lost;
+                    }
+                    pings += 1;
+                    next_probe = Instant::now() + interval;
+                    resp::write_command(&mut stream, &[b"PING"])
+                }
+            };
+            if sent.is_err() {
+                return End::Lost;
+            }
+            if self.shared.stopping() {
+                return End::Stop;
+            }
+        }
+    }
+
+    fn send(&self, stream: &mut &TcpStream, m: &SubMsg) -> io::Result<()> {
+        match m {
+            SubMsg::Subscribe { channel, .. } => {
+                let name = self.shared.keys.pubsub(channel);
+                resp::write_command(stream, &[b"SUBSCRIBE", name.as_bytes()])
+            }
+            SubMsg::Unsubscribe { channel, .. } => {
+                let name = self.shared.keys.pubsub(channel);
+                resp::write_command(stream, &[b"UNSUBSCRIBE", name.as_bytes()])
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Dials, authenticates and checks the server answers a PING, all within
+/// the connect and response timeouts.
+fn connect(shared: &Shared) -> io::Result<TcpStream> {
+    let cfg = &shared.config;
+    let redis::ConnectionAddr::Tcp(host, port) = shared.info.addr() else {
+        return Err(io::ErrorKind::Unsupported.into());
+    };
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for addr in (host.as_str(), *port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, cfg.connect_timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_write_timeout(Some(cfg.response_timeout))?;
+                stream.set_read_timeout(Some(cfg.response_timeout))?;
+                handshake(shared, &stream)?;
+                // The reader blocks until data or shutdown; liveness is the
+                // probe's job, not a read timeout's.
+                stream.set_read_timeout(None)?;
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn handshake(shared: &Shared, mut stream: &TcpStream) -> io::Result<()> {
+    let redis = shared.info.redis_settings();
+    let mut reader = BufReader::new(stream);
+    if let Some(pw) = redis.password() {
+        match redis.username() {
+            Some(user) => {
+                resp::write_command(&mut stream, &[b"AUTH", user.as_bytes(), pw.as_bytes()])?
+            }
+            None => resp::write_command(&mut stream, &[b"AUTH", pw.as_bytes()])?,
+        }
+        if !matches!(resp::read(&mut reader)?, Resp::Simple(_)) {
+            // The server's text is not passed on: nothing here names the password.
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "Redis refused AUTH",
+            ));
+        }
+    }
+    resp::write_command(&mut stream, &[b"PING"])?;
+    match resp::read(&mut reader)? {
+        Resp::Simple(_) => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "Redis did not answer PING",
+        )),
+    }
+}
+
+fn read_loop(shared: &Shared, stream: TcpStream, pongs: &AtomicU64, tx: &Sender<SubMsg>, gen: u64) {
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    while let Ok(value) = resp::read(&mut reader) {
+        if shared.stopping() {
+            break;
+        }
+        handle(shared, value, pongs);
+    }
+    let _ = tx.send(SubMsg::ReaderDone(gen));
+}
+
+fn handle(shared: &Shared, value: Resp, pongs: &AtomicU64) {
+    let bad = || {
+        shared.counters.bad_envelopes.fetch_add(1, Relaxed);
+    };
+    let Resp::Array(parts) = value else {
+        if matches!(value, Resp::Simple(ref s) if s.eq_ignore_ascii_case("PONG")) {
+            pongs.fetch_add(1, Relaxed);
+        }
+        return;
+    };
+    let kind = match parts.first() {
+        Some(Resp::Bulk(k)) => k.as_slice(),
+        _ => return,
+    };
+    match (kind, parts.get(1), parts.get(2)) {
+        (b"message", Some(Resp::Bulk(name)), Some(payload)) => {
+            let Some(channel) = shared.keys.channel_of(name) else {
+                return bad();
+            };
+            let Resp::Bulk(payload) = payload else {
+                return bad();
+            };
+            let Some(e) = envelope::decode(payload) else {
+                return bad();
+            };
+            shared.counters.publications_in.fetch_add(1, Relaxed);
+            shared.deliver(BrokerInput::Publication {
+                channel: channel.to_string(),
+                json: e.json,
+                position: e.position,
+            });
+        }
+        (b"subscribe", Some(Resp::Bulk(name)), _) => {
+            if let Some(channel) = shared.keys.channel_of(name) {
+                shared.deliver(BrokerInput::Subscribed {
+                    channel: channel.to_string(),
+                });
+            }
+        }
+        (b"pong", _, _) => {
+            pongs.fetch_add(1, Relaxed);
+        }
+        _ => {}
+    }
+}

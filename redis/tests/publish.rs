@@ -1,0 +1,187 @@
+//! Publish, pub/sub and reads against a real redis-server.
+
+mod common;
+
+use common::{eventually, history, Node};
+use wshub_core::broker::BrokerOutput;
+use wshub_core::history::StreamPosition;
+use wshub_redis::testing::RedisServer;
+
+#[test]
+fn publishes_are_numbered_1_2_3_in_one_epoch() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    let p: Vec<StreamPosition> = (1..=3)
+        .map(|n| {
+            a.publish("news", &format!(r#"{{"n":{n}}}"#), Some(history(10)))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(p.iter().map(|p| p.offset).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(p.iter().all(|x| x.epoch == p[0].epoch));
+    assert!(
+        (8..=16).contains(&p[0].epoch.len())
+            && p[0].epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+    );
+    assert_eq!(a.broker.status().publishes, 3);
+}
+
+#[test]
+fn another_node_gets_publications_in_order_with_positions() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    let mut b = Node::up(&redis.url(), |_| {});
+    b.subscribe("news");
+    a.subscribe("news");
+    let mut epoch = String::new();
+    for n in 1..=20 {
+        epoch = a
+            .publish("news", &format!(r#"{{"n":{n}}}"#), Some(history(100)))
+            .unwrap()
+            .unwrap()
+            .epoch;
+    }
+    for node in [&b, &a] {
+        for n in 1..=20u64 {
+            let (json, position) = node.publication("news");
+            assert_eq!(
+                json,
+                format!(r#"{{"n":{n}}}"#),
+                "as the origin serialized it"
+            );
+            assert_eq!(
+                position,
+                Some(StreamPosition {
+                    offset: n,
+                    epoch: epoch.clone()
+                })
+            );
+        }
+    }
+    assert_eq!(b.broker.status().publications_in, 20);
+}
+
+#[test]
+fn a_channel_without_history_has_no_position() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    let mut b = Node::up(&redis.url(), |_| {});
+    b.subscribe("chat");
+    assert_eq!(a.publish("chat", r#"{"hi":1}"#, None), Ok(None));
+    assert_eq!(b.publication("chat"), (r#"{"hi":1}"#.to_string(), None));
+    assert_eq!(
+        redis.cli(&["EXISTS", "wshub.{chat}.meta", "wshub.{chat}.stream"]),
+        "0"
+    );
+}
+
+#[test]
+fn reads_since_newest_and_position_only() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    // An unknown channel: reading creates its epoch at offset 0, and the
+    // next publish continues it.
+    let fresh = a.read("news", None, 0).unwrap();
+    assert_eq!(fresh.position.offset, 0);
+    assert!(fresh.publications.is_empty());
+    for n in 1..=5 {
+        let p = a
+            .publish("news", &format!(r#"{{"n":{n}}}"#), Some(history(10)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.epoch, fresh.position.epoch);
+    }
+    let since = a.read("news", Some(2), 2).unwrap();
+    assert_eq!(
+        since.position,
+        StreamPosition {
+            offset: 5,
+            epoch: fresh.position.epoch.clone()
+        }
+    );
+    let got: Vec<_> = since
+        .publications
+        .iter()
+        .map(|p| (p.offset, String::from_utf8(p.json.to_vec()).unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (3, r#"{"n":3,"offset":3}"#.to_string()),
+            (4, r#"{"n":4,"offset":4}"#.to_string())
+        ]
+    );
+    let newest = a.read("news", None, 2).unwrap();
+    assert_eq!(
+        newest
+            .publications
+            .iter()
+            .map(|p| p.offset)
+            .collect::<Vec<_>>(),
+        [4, 5]
+    );
+    let all = a.read("news", Some(0), 100).unwrap();
+    assert_eq!(all.publications.len(), 5);
+    let only = a.read("news", Some(1), 0).unwrap();
+    assert_eq!((only.position.offset, only.publications.len()), (5, 0));
+    assert!(a.read("news", Some(5), 10).unwrap().publications.is_empty());
+}
+
+#[test]
+fn maxlen_is_exact() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    for n in 1..=5 {
+        a.publish("news", &format!(r#"{{"n":{n}}}"#), Some(history(3)))
+            .unwrap();
+    }
+    assert_eq!(redis.cli(&["XLEN", "wshub.{news}.stream"]), "3");
+    let page = a.read("news", Some(0), 10).unwrap();
+    assert_eq!(
+        page.publications
+            .iter()
+            .map(|p| p.offset)
+            .collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+}
+
+#[test]
+fn unsubscribe_stops_delivery() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    a.subscribe("news");
+    let numsub = || redis.cli(&["PUBSUB", "NUMSUB", "wshub.pub.news"]);
+    assert_eq!(numsub(), "wshub.pub.news\n1");
+    a.send(BrokerOutput::Unsubscribe {
+        channel: "news".into(),
+    });
+    eventually("NUMSUB 0", || numsub() == "wshub.pub.news\n0");
+    a.publish("news", "{}", None).unwrap();
+    // A publication sent after the unsubscribe cannot arrive: the one on
+    // another channel, published later, arrives first and alone.
+    a.subscribe("other");
+    a.publish("other", "{}", None).unwrap();
+    a.publication("other");
+    assert_eq!(a.broker.status().publications_in, 1);
+}
+
+#[test]
+fn a_bad_envelope_is_counted_and_dropped() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    a.subscribe("news");
+    for bad in [
+        "garbage",
+        "w1 n 1 e\nnot json",
+        "w9 n 1 e\n{}",
+        "w1 n 1 bad!epoch\n{}",
+    ] {
+        assert_eq!(redis.cli(&["PUBLISH", "wshub.pub.news", bad]), "1");
+    }
+    eventually("4 bad envelopes", || a.broker.status().bad_envelopes == 4);
+    a.publish("news", r#"{"ok":1}"#, None).unwrap();
+    assert_eq!(a.publication("news").0, r#"{"ok":1}"#);
+    assert_eq!(a.broker.status().publications_in, 1);
+}
