@@ -6,6 +6,8 @@ use wshub_core::auth::constant_time_eq;
 use wshub_core::command::HubCommands;
 use wshub_core::{HistoryError, Message, Stats, UpgradeRequest};
 
+use crate::cluster::Cluster;
+
 /// An HTTP response.
 #[derive(Debug, PartialEq)]
 pub struct Response {
@@ -54,6 +56,8 @@ pub struct Settings<'a> {
     /// The hub's `history.max_replay`: the default and largest `limit` of
     /// `GET /api/history`.
     pub history_max_replay: usize,
+    /// With `--broker`: the link to the other nodes.
+    pub cluster: Option<&'a Cluster>,
 }
 
 /// Answers one request.
@@ -72,11 +76,7 @@ pub fn route(
             content_type: "text/html; charset=utf-8",
             body: PAGE.as_bytes().to_vec(),
         },
-        ("GET", "/healthz") => Response {
-            status: 200,
-            content_type: "text/plain",
-            body: b"ok\n".to_vec(),
-        },
+        ("GET", "/healthz") => health(settings.cluster.is_some(), hub),
         ("GET", "/api/whoami") => {
             if check_token(request) {
                 Response::json(200, json!({ "ok": true }))
@@ -85,27 +85,41 @@ pub fn route(
             }
         }
         ("GET", "/api/stats") => match (hub.stats(), hub.channels()) {
-            (Ok(s), Ok(channels)) => Response::json(200, stats_json(&s, &channels)),
+            (Ok(s), Ok(channels)) => {
+                let mut v = stats_json(&s, &channels);
+                if let Some(c) = settings.cluster {
+                    v["broker"] = c.stats_json();
+                }
+                Response::json(200, v)
+            }
             _ => Response::error(503, "hub stopped"),
         },
         ("GET", "/metrics") => match (hub.stats(), hub.channels()) {
             (Ok(s), Ok(channels)) => Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
-                body: metrics(&s, &channels).into_bytes(),
+                body: metrics(&s, &channels, settings.cluster).into_bytes(),
             },
             _ => Response::error(503, "hub stopped"),
+        },
+        ("GET", "/api/presence") => match authorize_admin(request, admin_key) {
+            Err(r) => r,
+            Ok(()) => presence(request, settings.cluster),
         },
         ("POST", "/api/publish") | ("POST", "/api/broadcast") => {
             if let Err(r) = authorize_admin(request, admin_key) {
                 return r;
             }
             let broadcast = request.path() == "/api/broadcast";
+            let through_broker = settings.cluster.is_some() && !broadcast;
             if body.trim_ascii_start().starts_with(b"[") {
-                return publish_batch(body, broadcast, hub);
+                return publish_batch(body, broadcast, through_broker, hub);
             }
             match parse_publish(body, broadcast) {
                 Err(e) => Response::error(400, e),
+                Ok((Some(channel), message)) if through_broker => {
+                    broker_publish(&[(channel, message)], hub)
+                }
                 Ok((channel, message)) => {
                     let delivered = match channel {
                         Some(ch) => hub.publish(&ch, message),
@@ -120,10 +134,15 @@ pub fn route(
         }
         ("GET", "/api/history") => match authorize_admin(request, admin_key) {
             Err(r) => r,
+            Ok(()) if settings.cluster.is_some() => Response::error(
+                501,
+                "with --broker the history is in Redis: read it with a subscribe \
+                 (history: N); this endpoint serves the in-memory history only",
+            ),
             Ok(()) => history(request, settings.history_max_replay, hub),
         },
         (_, "/api/publish" | "/api/broadcast") => Response::error(405, "use POST"),
-        (_, "/api/history") => Response::error(405, "use GET"),
+        (_, "/api/history" | "/api/presence") => Response::error(405, "use GET"),
         _ => Response::error(404, "not found"),
     }
 }
@@ -162,7 +181,12 @@ fn parse_publish(body: &[u8], broadcast: bool) -> Result<(Option<String>, Messag
 /// A batch: a JSON array of what [`parse_publish`] takes, every message
 /// checked before any is published, then published in order. Answers how
 /// many were published and the deliveries they made.
-fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubCommands) -> Response {
+fn publish_batch(
+    body: &[u8],
+    broadcast: bool,
+    through_broker: bool,
+    hub: &dyn HubCommands,
+) -> Response {
     let Ok(Value::Array(items)) = serde_json::from_slice::<Value>(body) else {
         return Response::error(400, "body must be a JSON object or an array of them");
     };
@@ -177,6 +201,13 @@ fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubCommands) -> Respons
         Ok(b) => b,
         Err(e) => return Response::error(400, e),
     };
+    if through_broker {
+        let batch: Vec<(String, Message)> = batch
+            .into_iter()
+            .filter_map(|(c, m)| Some((c?, m)))
+            .collect();
+        return broker_publish(&batch, hub);
+    }
     let published = batch.len();
     let mut delivered = 0;
     for (channel, message) in batch {
@@ -193,6 +224,59 @@ fn publish_batch(body: &[u8], broadcast: bool, hub: &dyn HubCommands) -> Respons
         200,
         json!({ "published": published, "delivered": delivered }),
     )
+}
+
+/// Publishes through the broker, in order, each one waiting for Redis:
+/// `{"published":N,"offset":..,"epoch":..}` (the last one's position), or
+/// 503 naming how many went out before the broker failed.
+fn broker_publish(batch: &[(String, Message)], hub: &dyn HubCommands) -> Response {
+    let mut last = None;
+    for (i, (channel, message)) in batch.iter().enumerate() {
+        match hub.publish_acked(channel, message.clone()) {
+            Err(_) => return Response::error(503, "hub stopped"),
+            Ok(Err(e)) => {
+                let v = json!({ "error": e.to_string(), "published": i });
+                return Response::json(503, v);
+            }
+            Ok(Ok(position)) => last = position,
+        }
+    }
+    let mut v = json!({ "published": batch.len() });
+    if let Some(p) = last {
+        v["offset"] = json!(p.offset);
+        v["epoch"] = json!(p.epoch);
+    }
+    Response::json(200, v)
+}
+
+/// `/healthz`: 200, or with a broker 503 while its link is down (a node
+/// cut off from the others must not look healthy, centrifugo#1189).
+fn health(with_broker: bool, hub: &dyn HubCommands) -> Response {
+    let text = |status, body: &[u8]| Response {
+        status,
+        content_type: "text/plain",
+        body: body.to_vec(),
+    };
+    match hub.stats() {
+        Err(_) => text(503, b"hub stopped\n"),
+        Ok(s) if with_broker && !s.broker_up => text(503, b"broker unreachable\n"),
+        Ok(_) => text(200, b"ok\n"),
+    }
+}
+
+/// `GET /api/presence?channel=C`: the users in `C` on every live node.
+fn presence(request: &UpgradeRequest, cluster: Option<&Cluster>) -> Response {
+    let Some(cluster) = cluster else {
+        return Response::error(404, "presence across nodes needs --broker");
+    };
+    let channel = match request.query_param("channel") {
+        Some(c) if !c.is_empty() => c,
+        _ => return Response::error(400, "channel is required"),
+    };
+    match cluster.presence(&channel) {
+        Ok(users) => Response::json(200, json!({ "channel": channel, "users": users })),
+        Err(e) => Response::error(503, &e.to_string()),
+    }
 }
 
 /// One message of a publish body, as [`parse_publish`] describes.
@@ -302,7 +386,7 @@ fn stats_json(s: &Stats, channels: &[(String, usize)]) -> Value {
     })
 }
 
-fn metrics(s: &Stats, channels: &[(String, usize)]) -> String {
+fn metrics(s: &Stats, channels: &[(String, usize)], cluster: Option<&Cluster>) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         out.push_str(&format!(
@@ -393,6 +477,9 @@ fn metrics(s: &Stats, channels: &[(String, usize)]) -> String {
         "Resumed subscriptions told recovered: false.",
         s.recoveries_failed.to_string(),
     );
+    if let Some(c) = cluster {
+        c.metrics(&mut metric);
+    }
     out.push_str("# HELP wshub_channel_subscribers Subscribers per channel.\n# TYPE wshub_channel_subscribers gauge\n");
     for (c, n) in channels {
         let label = c
@@ -481,6 +568,7 @@ mod tests {
             admin_key: Some("adm1n"),
             check_token: &|r| r.query_param("token").as_deref() == Some("good"),
             history_max_replay: 50,
+            cluster: None,
         };
         route(method, r, body.as_bytes(), &settings, hub)
     }
@@ -522,6 +610,7 @@ mod tests {
             admin_key: None,
             check_token: &|_| true,
             history_max_replay: 50,
+            cluster: None,
         };
         for (method, target) in [("POST", "/api/publish"), ("GET", "/api/history?channel=c")] {
             let r = req(target, &[("Authorization", "Bearer adm1n")]);

@@ -187,6 +187,20 @@ pub struct ServeOptions {
     /// The adapter that serves: tokio, smol or blocking.
     #[arg(long, value_name = "RUNTIME", default_value = "tokio", value_parser = parse_runtime)]
     pub runtime: Runtime,
+    /// Be one node of many: share channels, history and presence through
+    /// this Redis, redis://[:password@]host[:port][/db] [default: one node,
+    /// in-memory history].
+    #[arg(long, value_name = "URL", value_parser = parse_broker_url)]
+    pub broker: Option<Secret>,
+    /// This node's id at the broker, 1-64 of A-Za-z0-9._- [default: random
+    /// per start].
+    #[arg(long, value_name = "ID", value_parser = not_empty("the node id is empty"))]
+    pub node_id: Option<String>,
+    /// With --broker: how long this node's presence and node entries
+    /// outlive it if it dies without cleaning up (refreshed every third of
+    /// it) [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub presence_ttl: Option<Duration>,
     /// Limits and timers.
     #[command(flatten)]
     pub limits: Limits,
@@ -417,6 +431,14 @@ fn split_key(s: &str) -> Option<(String, String)> {
     (!k.is_empty() && !u.is_empty()).then(|| (k.to_owned(), u.to_owned()))
 }
 
+fn parse_broker_url(s: &str) -> Result<Secret, String> {
+    // The URL may hold a password: errors say what is wrong, never the URL.
+    wshub_redis::RedisConfig::new(s)
+        .validate()
+        .map_err(|e| e.to_string())?;
+    Ok(Secret::new(s))
+}
+
 fn parse_secret(s: &str) -> Result<Secret, String> {
     not_empty("the secret is empty")(s).map(Secret::new)
 }
@@ -606,6 +628,19 @@ fn env_value(label: &str, var: &str) -> Result<String, CliError> {
 }
 
 impl ServeOptions {
+    /// The broker driver's settings for `--broker` (its URL checked at
+    /// parse time) with `node_id`.
+    pub fn redis_config(&self) -> wshub_redis::RedisConfig {
+        let url = self.broker.as_ref().map_or("", |u| u.expose());
+        let mut c = wshub_redis::RedisConfig::new(url);
+        c.node_id = self.node_id.clone();
+        if let Some(ttl) = self.presence_ttl {
+            c.presence_ttl = ttl;
+            c.presence_refresh = ttl / 3;
+        }
+        c
+    }
+
     /// Reads what the `*-env` and `--jwt-public-key` flags point at, then
     /// checks across flags. `label` names a flag as errors should, `set`
     /// says whether a flag was given (either way), `key_base` is the
@@ -658,6 +693,24 @@ impl ServeOptions {
                         "needs a JWT key (--jwt-secret, --jwt-secret-env or --jwt-public-key)",
                     ));
                 }
+            }
+        }
+        for (given, flag) in [
+            (self.node_id.is_some(), "node-id"),
+            (self.presence_ttl.is_some(), "presence-ttl"),
+        ] {
+            if given && self.broker.is_none() {
+                return Err(err(flag, "needs --broker"));
+            }
+        }
+        if self.broker.is_some() {
+            match self.redis_config().validate() {
+                Err(wshub_redis::ConfigError::NodeId) => {
+                    let e = "must be 1-64 of A-Za-z0-9._-";
+                    return Err(err("node-id", e));
+                }
+                Err(e) => return Err(err("presence-ttl", &e.to_string())),
+                Ok(()) => {}
             }
         }
         let mut cfg = HubConfig::default();

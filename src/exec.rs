@@ -196,6 +196,7 @@ fn start_server(listen: &str) -> io::Result<Served> {
                 admin_key: Some(&admin),
                 check_token: &check,
                 history_max_replay,
+                cluster: None,
             };
             serve_events(&r, &settings);
         })?;

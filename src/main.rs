@@ -13,6 +13,7 @@
 
 mod api;
 mod cli;
+mod cluster;
 mod config_file;
 mod connect;
 mod exec;
@@ -149,7 +150,30 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
     let admin_key = opts.admin_key.clone().or_else(|| generated.clone());
     config.authenticator = authenticator(&opts, generated.as_deref())?;
     let authenticator = config.authenticator.clone();
-    let running = Arc::new(Running::start(opts.runtime, config, &opts.listen)?);
+    let (link, outputs) = match opts.broker {
+        Some(_) => {
+            let (link, outputs) = cluster::link();
+            (Some(link), Some(outputs))
+        }
+        None => (None, None),
+    };
+    let running = Arc::new(Running::start_with(
+        opts.runtime,
+        config,
+        &opts.listen,
+        link,
+    )?);
+    let cluster = match (&opts.broker, outputs) {
+        (Some(_), Some(outputs)) => {
+            // The URL was checked at parse time.
+            Some(cluster::Cluster::start(
+                opts.redis_config(),
+                outputs,
+                &running,
+            )?)
+        }
+        _ => None,
+    };
     let addr = running.local_addr();
     // Tests and scripts read the address from this message: keep its wording.
     info!(runtime = %opts.runtime.name(), "listening on ws://{addr}/ws");
@@ -186,6 +210,7 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
                         admin_key: admin_key.as_deref(),
                         check_token: &check_token,
                         history_max_replay,
+                        cluster: cluster.as_deref(),
                     },
                     &*running,
                 );

@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use wshub_core::broker::{BrokerInput, BrokerLink};
 use wshub_core::command::{Command, HubCommands, Reply, Stopped};
 use wshub_core::{Event, HubConfig};
 
@@ -39,9 +40,24 @@ enum Inner {
 impl Running {
     /// Binds `listen` and serves `config` on `runtime`.
     pub fn start(runtime: Runtime, config: HubConfig, listen: &str) -> io::Result<Running> {
+        Running::start_with(runtime, config, listen, None)
+    }
+
+    /// [`Running::start`] as one node of many: the hub's broker outputs go
+    /// to `broker` (the driver reports back through [`Running::broker_sink`]).
+    pub fn start_with(
+        runtime: Runtime,
+        config: HubConfig,
+        listen: &str,
+        broker: Option<Box<dyn BrokerLink>>,
+    ) -> io::Result<Running> {
         match runtime {
             Runtime::Blocking => {
-                let server = wshub_blocking::Server::builder(config).bind(listen)?;
+                let mut builder = wshub_blocking::Server::builder(config);
+                if let Some(link) = broker {
+                    builder = builder.broker(link);
+                }
+                let server = builder.bind(listen)?;
                 let addr = server
                     .local_addr()
                     .ok_or_else(|| io::Error::other("no address"))?;
@@ -55,7 +71,11 @@ impl Running {
                 })
             }
             Runtime::Smol => {
-                let server = smol::block_on(wshub_smol::Server::builder(config).bind(listen))?;
+                let mut builder = wshub_smol::Server::builder(config);
+                if let Some(link) = broker {
+                    builder = builder.broker(link);
+                }
+                let server = smol::block_on(builder.bind(listen))?;
                 let addr = server
                     .local_addr()
                     .ok_or_else(|| io::Error::other("no address"))?;
@@ -72,8 +92,11 @@ impl Running {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()?;
-                let mut server =
-                    runtime.block_on(wshub_tokio::Server::builder(config).bind(listen))?;
+                let mut builder = wshub_tokio::Server::builder(config);
+                if let Some(link) = broker {
+                    builder = builder.broker(link);
+                }
+                let mut server = runtime.block_on(builder.bind(listen))?;
                 let addr = server
                     .local_addr()
                     .ok_or_else(|| io::Error::other("no address"))?;
@@ -130,6 +153,25 @@ impl Running {
                         Err(_) => std::thread::sleep(Duration::from_millis(2)),
                     }
                 }
+            }
+        }
+    }
+
+    /// Where a broker driver reports: each input becomes a
+    /// `Command::Broker` for the hub; false once the hub has stopped.
+    pub fn broker_sink(&self) -> Box<dyn Fn(BrokerInput) -> bool + Send + Sync> {
+        match &self.inner {
+            Inner::Blocking { handle, .. } => {
+                let handle = handle.clone();
+                Box::new(move |input| handle.tell(Command::Broker(input)).is_ok())
+            }
+            Inner::Smol { handle, .. } => {
+                let handle = handle.clone();
+                Box::new(move |input| smol::block_on(handle.tell(Command::Broker(input))).is_ok())
+            }
+            Inner::Tokio { handle, .. } => {
+                let handle = handle.clone();
+                Box::new(move |input| handle.tell(Command::Broker(input)).is_ok())
             }
         }
     }
