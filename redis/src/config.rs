@@ -57,7 +57,9 @@ impl RedisConfig {
                 return Err(ConfigError::NodeId);
             }
         }
-        if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        // A brace would change the keys' hash tags (and so their Cluster slots).
+        let fits = |b: u8| b.is_ascii_graphic() && b != b'{' && b != b'}';
+        if self.prefix.is_empty() || !self.prefix.bytes().all(fits) {
             return Err(ConfigError::Prefix);
         }
         let zero = [
@@ -145,7 +147,7 @@ pub enum ConfigError {
     Url,
     /// The node id is not 1..=64 of `[A-Za-z0-9._-]`.
     NodeId,
-    /// The prefix is empty or holds spaces or control characters.
+    /// The prefix is empty or holds spaces, braces or control characters.
     Prefix,
     /// This duration is zero or out of order with another.
     Duration(&'static str),
@@ -159,7 +161,7 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::Url => f.write_str("broker URL is not redis://[:password@]host[:port][/db]"),
             ConfigError::NodeId => f.write_str("node id must be 1..=64 of [A-Za-z0-9._-]"),
-            ConfigError::Prefix => f.write_str("key prefix must be non-empty printable ASCII"),
+            ConfigError::Prefix => f.write_str("key prefix must be non-empty printable ASCII without braces"),
             ConfigError::Duration(name) => write!(
                 f,
                 "{name} must be non-zero (reconnect_max >= reconnect_min, presence_ttl > presence_refresh)"
