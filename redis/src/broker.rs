@@ -114,7 +114,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared::new(config, node_id, info, Box::new(deliver)));
         let (sub_tx, sub_rx) = mpsc::channel();
         let command = CommandThread::new(shared.clone(), outputs.rx, sub_tx.clone());
-        let pubsub = PubSubThread::new(shared.clone(), sub_rx, sub_tx.clone());
+        let pubsub = PubSubThread::new(shared.clone(), sub_rx, sub_tx.clone(), outputs.tx.clone());
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(name.into())

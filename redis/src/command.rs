@@ -21,6 +21,10 @@ use crate::shared::{Conn, Shared};
 /// What the command thread takes: the hub's outputs, or the stop signal.
 pub(crate) enum Msg {
     Out(BrokerOutput),
+    /// The pub/sub link was lost: check this one too, so that a Redis that
+    /// went away while no command was running is not reported `Up` again
+    /// through a dead command connection.
+    Check,
     Stop,
 }
 
@@ -108,6 +112,7 @@ impl CommandThread {
             let wait = wake.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Out(o)) => batch.push(o),
+                Ok(Msg::Check) => self.check(),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => continue,
             }
@@ -115,6 +120,7 @@ impl CommandThread {
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(Msg::Out(o)) => batch.push(o),
+                    Ok(Msg::Check) => self.check(),
                     Ok(Msg::Stop) => {
                         stop = true;
                         break;
@@ -144,6 +150,14 @@ impl CommandThread {
                 self.shared.conn_up(Conn::Command);
             }
             Err(_) => self.lost(),
+        }
+    }
+
+    fn check(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            if redis::cmd("PING").query::<()>(&mut link.conn).is_err() {
+                self.lost();
+            }
         }
     }
 
@@ -236,7 +250,7 @@ impl CommandThread {
                     }
                 }
                 for (job, reply) in jobs.into_iter().zip(replies) {
-                    shared.deliver(answer::answer(shared, job, reply));
+                    shared.deliver_final(answer::answer(shared, job, reply));
                 }
             }
             Err(_) => {
@@ -248,7 +262,8 @@ impl CommandThread {
 
     fn fail_all(&self, jobs: Vec<Job>) {
         for job in jobs {
-            self.shared.deliver(answer::failure(&self.shared, job));
+            self.shared
+                .deliver_final(answer::failure(&self.shared, job));
         }
     }
 
@@ -271,16 +286,21 @@ impl CommandThread {
     /// expiring.
     fn finish(mut self) {
         // Outputs still queued are answered: the contract holds to the end.
-        while let Ok(Msg::Out(o)) = self.rx.try_recv() {
+        while let Ok(m) = self.rx.try_recv() {
+            let Msg::Out(o) = m else { continue };
             match o {
-                BrokerOutput::Publish { id, .. } => self.shared.deliver(BrokerInput::Published {
-                    id,
-                    result: Err(BrokerError::Unavailable),
-                }),
-                BrokerOutput::Read { read, .. } => self.shared.deliver(BrokerInput::HistoryRead {
-                    read,
-                    result: Err(answer::READ_FAILED),
-                }),
+                BrokerOutput::Publish { id, .. } => {
+                    self.shared.deliver_final(BrokerInput::Published {
+                        id,
+                        result: Err(BrokerError::Unavailable),
+                    })
+                }
+                BrokerOutput::Read { read, .. } => {
+                    self.shared.deliver_final(BrokerInput::HistoryRead {
+                        read,
+                        result: Err(answer::READ_FAILED),
+                    })
+                }
                 _ => {}
             }
         }

@@ -3,7 +3,7 @@
 //! never stuck behind a blocked read; a reader thread per connection parses
 //! what Redis pushes and hands it to the hub.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +15,7 @@ use std::time::Instant;
 use wshub_core::broker::BrokerInput;
 
 use crate::backoff::Backoff;
+use crate::command::Msg;
 use crate::envelope;
 use crate::resp::{self, Resp};
 use crate::shared::{Conn, Shared};
@@ -35,11 +36,27 @@ pub(crate) enum SubMsg {
     Stop,
 }
 
+impl SubMsg {
+    fn channel(&self) -> Option<&str> {
+        match self {
+            SubMsg::Subscribe { channel, .. } | SubMsg::Unsubscribe { channel, .. } => {
+                Some(channel)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub(crate) struct PubSubThread {
     shared: Arc<Shared>,
     rx: Receiver<SubMsg>,
     tx: Sender<SubMsg>,
-    pending: VecDeque<SubMsg>,
+    /// To ask the command thread to check its link when this one is lost.
+    cmd_tx: Sender<Msg>,
+    /// Requests taken while disconnected, the last one per channel (a
+    /// subscribe then an unsubscribe is just the unsubscribe): bounded by the
+    /// channel count, however long Redis stays away.
+    pending: BTreeMap<String, SubMsg>,
     gen: u64,
 }
 
@@ -50,12 +67,18 @@ enum End {
 }
 
 impl PubSubThread {
-    pub fn new(shared: Arc<Shared>, rx: Receiver<SubMsg>, tx: Sender<SubMsg>) -> PubSubThread {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<SubMsg>,
+        tx: Sender<SubMsg>,
+        cmd_tx: Sender<Msg>,
+    ) -> PubSubThread {
         PubSubThread {
             shared,
             rx,
             tx,
-            pending: VecDeque::new(),
+            cmd_tx,
+            pending: BTreeMap::new(),
             gen: 0,
         }
     }
@@ -74,6 +97,7 @@ impl PubSubThread {
                 if let End::Stop = self.serve(stream) {
                     return;
                 }
+                let _ = self.cmd_tx.send(Msg::Check);
             }
             self.shared.conn_down(Conn::PubSub);
             let until = Instant::now() + backoff.next_delay();
@@ -90,7 +114,11 @@ impl PubSubThread {
             match self.rx.recv_timeout(left) {
                 Ok(SubMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
                 Ok(SubMsg::ReaderDone(_)) => {}
-                Ok(m) => self.pending.push_back(m),
+                Ok(m) => {
+                    if let Some(channel) = m.channel() {
+                        self.pending.insert(channel.to_string(), m);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => return !self.shared.stopping(),
             }
             if self.shared.stopping() {
@@ -136,7 +164,7 @@ impl PubSubThread {
         // A request older than the last Down is dropped: the hub
         // resubscribes every channel it holds on the Up that follows.
         let downs = self.shared.downs();
-        while let Some(m) = self.pending.pop_front() {
+        for m in std::mem::take(&mut self.pending).into_values() {
             let fresh = match &m {
                 SubMsg::Subscribe { stamp, .. } | SubMsg::Unsubscribe { stamp, .. } => {
                     *stamp >= downs

@@ -143,3 +143,18 @@ fn a_subscribe_while_down_is_answered_after_the_reconnect() {
         redis.cli(&["PUBSUB", "NUMSUB", "wshub.pub.news"]) == "wshub.pub.news\n1"
     });
 }
+
+#[test]
+fn up_after_a_restart_means_publishes_work() {
+    // No command runs while Redis is away: the command link learns of the
+    // loss from the pub/sub link, so the `Up` after the restart is not
+    // followed by a failed publish and a second `Down`.
+    let mut redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), fast);
+    redis.kill();
+    a.wait("Down", |i| *i == BrokerInput::Down);
+    redis.restart();
+    a.wait("Up", |i| *i == BrokerInput::Up);
+    assert_eq!(a.publish("news", "{}", None), Ok(None));
+    assert!(a.try_wait(Duration::ZERO, &|i| *i == BrokerInput::Down).is_none());
+}
