@@ -58,6 +58,8 @@ pub(crate) struct PubSubThread {
     /// channel count, however long Redis stays away.
     pending: BTreeMap<String, SubMsg>,
     gen: u64,
+    /// The node dialled first next time: the one that last answered.
+    node: usize,
 }
 
 /// Why a connection ended.
@@ -80,6 +82,7 @@ impl PubSubThread {
             cmd_tx,
             pending: BTreeMap::new(),
             gen: 0,
+            node: 0,
         }
     }
 
@@ -88,7 +91,8 @@ impl PubSubThread {
         let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
         let mut was_up = false;
         while !self.shared.stopping() {
-            if let Ok(stream) = connect(&self.shared) {
+            if let Ok((node, stream)) = connect(&self.shared, self.node) {
+                self.node = node;
                 backoff.reset();
                 if was_up {
                     self.shared.counters.reconnects.fetch_add(1, Relaxed);
@@ -221,11 +225,25 @@ impl PubSubThread {
     }
 }
 
-/// Dials, authenticates and checks the server answers a PING, all within
-/// the connect and response timeouts.
-fn connect(shared: &Shared) -> io::Result<TcpStream> {
+/// Dials the nodes in turn from `first` (any Cluster node carries every
+/// PUBLISH), authenticates and checks the server answers a PING, each within
+/// the connect and response timeouts. The index that answered, and its
+/// stream.
+fn connect(shared: &Shared, first: usize) -> io::Result<(usize, TcpStream)> {
+    let n = shared.infos.len();
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for i in (0..n).map(|k| (first + k) % n) {
+        match connect_to(shared, &shared.infos[i]) {
+            Ok(stream) => return Ok((i, stream)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn connect_to(shared: &Shared, info: &redis::ConnectionInfo) -> io::Result<TcpStream> {
     let cfg = &shared.config;
-    let redis::ConnectionAddr::Tcp(host, port) = shared.info.addr() else {
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
         return Err(io::ErrorKind::Unsupported.into());
     };
     let mut last = io::Error::from(io::ErrorKind::NotFound);
@@ -235,7 +253,7 @@ fn connect(shared: &Shared) -> io::Result<TcpStream> {
                 stream.set_nodelay(true)?;
                 stream.set_write_timeout(Some(cfg.response_timeout))?;
                 stream.set_read_timeout(Some(cfg.response_timeout))?;
-                handshake(shared, &stream)?;
+                handshake(info, &stream)?;
                 // The reader blocks until data or shutdown; liveness is the
                 // probe's job, not a read timeout's.
                 stream.set_read_timeout(None)?;
@@ -247,8 +265,8 @@ fn connect(shared: &Shared) -> io::Result<TcpStream> {
     Err(last)
 }
 
-fn handshake(shared: &Shared, mut stream: &TcpStream) -> io::Result<()> {
-    let redis = shared.info.redis_settings();
+fn handshake(info: &redis::ConnectionInfo, mut stream: &TcpStream) -> io::Result<()> {
+    let redis = info.redis_settings();
     let mut reader = BufReader::new(stream);
     if let Some(pw) = redis.password() {
         match redis.username() {

@@ -63,7 +63,9 @@ pub(crate) struct Shared {
     pub config: RedisConfig,
     pub node_id: String,
     pub keys: Keys,
-    pub info: redis::ConnectionInfo,
+    /// The node (or a Cluster's seed nodes) to dial.
+    pub infos: Vec<redis::ConnectionInfo>,
+    pub cluster: bool,
     pub counters: Counters,
     pub connections: AtomicUsize,
     /// Set by stop (or a hub gone): every thread ends at its next wake.
@@ -87,14 +89,15 @@ impl Shared {
     pub fn new(
         config: RedisConfig,
         node_id: String,
-        info: redis::ConnectionInfo,
+        (infos, cluster): (Vec<redis::ConnectionInfo>, bool),
         deliver: Deliver,
     ) -> Shared {
         Shared {
             keys: Keys::new(&config.prefix),
             config,
             node_id,
-            info,
+            infos,
+            cluster,
             counters: Counters::default(),
             connections: AtomicUsize::new(0),
             stop: AtomicBool::new(false),

@@ -39,7 +39,7 @@ fn bad_settings_are_refused() {
     };
     assert_eq!(
         bad(|c| c.url = "http://x".into()),
-        ConfigError::Scheme("none of redis://")
+        ConfigError::Scheme("none of redis://, redis+cluster://")
     );
     assert_eq!(bad(|c| c.node_id = Some("a b".into())), ConfigError::NodeId);
     assert_eq!(bad(|c| c.node_id = Some("a:b".into())), ConfigError::NodeId);

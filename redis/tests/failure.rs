@@ -156,5 +156,7 @@ fn up_after_a_restart_means_publishes_work() {
     redis.restart();
     a.wait("Up", |i| *i == BrokerInput::Up);
     assert_eq!(a.publish("news", "{}", None), Ok(None));
-    assert!(a.try_wait(Duration::ZERO, &|i| *i == BrokerInput::Down).is_none());
+    assert!(a
+        .try_wait(Duration::ZERO, &|i| *i == BrokerInput::Down)
+        .is_none());
 }
