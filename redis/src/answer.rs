@@ -12,8 +12,9 @@ use wshub_core::message::positioned_json;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::backoff::random_alnum;
-use crate::command::ms;
+use crate::command::{ms, Scripts};
 use crate::envelope;
+use crate::scripts;
 use crate::shared::Shared;
 
 /// A read that Redis did not answer. `HistoryError` has no "unavailable";
@@ -41,15 +42,25 @@ pub(crate) enum Job {
 }
 
 impl Job {
-    /// Appends the job's one command to `pipe`.
-    pub fn add_to(
-        &self,
-        shared: &Shared,
-        publish_sha: &str,
-        read_sha: &str,
-        pipe: &mut redis::Pipeline,
-    ) {
+    /// The job's one command.
+    pub fn command(&self, shared: &Shared, scripts: &Scripts) -> redis::Cmd {
         let keys = &shared.keys;
+        let script = |sha: fn(&Scripts) -> Option<&str>, text: &str| {
+            let mut cmd = match sha(scripts) {
+                Some(sha) => {
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(sha);
+                    c
+                }
+                None => {
+                    let mut c = redis::cmd("EVAL");
+                    c.arg(text);
+                    c
+                }
+            };
+            cmd.arg(2);
+            cmd
+        };
         match self {
             Job::Publish {
                 channel,
@@ -57,10 +68,8 @@ impl Job {
                 history: Some(h),
                 ..
             } if h.size > 0 => {
-                pipe.cmd("EVALSHA")
-                    .arg(publish_sha)
-                    .arg(2)
-                    .arg(keys.meta(channel))
+                let mut cmd = script(Scripts::publish_sha, scripts::PUBLISH);
+                cmd.arg(keys.meta(channel))
                     .arg(keys.stream(channel))
                     .arg(keys.pubsub(channel))
                     .arg(random_alnum(EPOCH_LEN))
@@ -69,11 +78,13 @@ impl Job {
                     .arg(ms(h.meta_ttl.max(h.ttl)))
                     .arg(&shared.node_id)
                     .arg(&json[..]);
+                cmd
             }
             Job::Publish { channel, json, .. } => {
-                pipe.cmd("PUBLISH")
-                    .arg(keys.pubsub(channel))
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(keys.pubsub(channel))
                     .arg(envelope::encode_plain(&shared.node_id, json));
+                cmd
             }
             Job::Read {
                 channel,
@@ -90,15 +101,14 @@ impl Job {
                         None => (String::new(), 0),
                     },
                 };
-                pipe.cmd("EVALSHA")
-                    .arg(read_sha)
-                    .arg(2)
-                    .arg(keys.meta(channel))
+                let mut cmd = script(Scripts::read_sha, scripts::READ);
+                cmd.arg(keys.meta(channel))
                     .arg(keys.stream(channel))
                     .arg(random_alnum(EPOCH_LEN))
                     .arg(ms(history.meta_ttl.max(history.ttl)))
                     .arg(first)
                     .arg(limit);
+                cmd
             }
         }
     }

@@ -11,6 +11,7 @@ use wshub_core::broker::{BrokerInput, BrokerLink, BrokerOutput};
 use crate::backoff::random_u64;
 use crate::command::{CommandThread, Msg};
 use crate::config::{ConfigError, RedisConfig};
+use crate::conn::RedisConn;
 use crate::pubsub::{PubSubThread, SubMsg};
 use crate::shared::{unix_ms, BrokerStatus, Shared};
 
@@ -83,7 +84,7 @@ pub struct RedisBroker {
     sub_tx: Sender<SubMsg>,
     threads: Vec<JoinHandle<()>>,
     /// The queries' own connection, made on first use.
-    query: Mutex<Option<redis::Connection>>,
+    query: Mutex<Option<RedisConn>>,
 }
 
 impl fmt::Debug for RedisBroker {
@@ -106,15 +107,15 @@ impl RedisBroker {
         deliver: impl Fn(BrokerInput) -> bool + Send + Sync + 'static,
     ) -> Result<RedisBroker, ConfigError> {
         config.validate()?;
-        let info = config.connection_info()?;
+        let infos = config.connection_infos()?;
         let node_id = config
             .node_id
             .clone()
             .unwrap_or_else(|| format!("{:016x}", random_u64()));
-        let shared = Arc::new(Shared::new(config, node_id, info, Box::new(deliver)));
+        let shared = Arc::new(Shared::new(config, node_id, infos, Box::new(deliver)));
         let (sub_tx, sub_rx) = mpsc::channel();
         let command = CommandThread::new(shared.clone(), outputs.rx, sub_tx.clone());
-        let pubsub = PubSubThread::new(shared.clone(), sub_rx, sub_tx.clone());
+        let pubsub = PubSubThread::new(shared.clone(), sub_rx, sub_tx.clone(), outputs.tx.clone());
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(name.into())
@@ -153,21 +154,15 @@ impl RedisBroker {
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerQueryError> {
         let keys = &self.shared.keys;
         let now = unix_ms();
-        let (ids, counts): (Vec<String>, Vec<(String, usize)>) = self.query(|c| {
-            redis::pipe()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(keys.nodes())
-                .arg("-inf")
-                .arg(now)
-                .ignore()
-                .cmd("ZRANGEBYSCORE")
-                .arg(keys.nodes())
-                .arg(now)
-                .arg("+inf")
-                .cmd("HGETALL")
-                .arg(keys.node_conns())
-                .query(c)
-        })?;
+        let mut clean = redis::cmd("ZREMRANGEBYSCORE");
+        clean.arg(keys.nodes()).arg("-inf").arg(now);
+        let mut live = redis::cmd("ZRANGEBYSCORE");
+        live.arg(keys.nodes()).arg(now).arg("+inf");
+        let mut all = redis::cmd("HGETALL");
+        all.arg(keys.node_conns());
+        let replies = self.query(&[clean, live, all])?;
+        let ids: Vec<String> = parse(&replies[1])?;
+        let counts: Vec<(String, usize)> = parse(&replies[2])?;
         let mut nodes: Vec<NodeInfo> = ids
             .into_iter()
             .map(|id| {
@@ -183,12 +178,9 @@ impl RedisBroker {
             .collect();
         if !dead.is_empty() {
             // Counts of dead nodes would pile up in the hash otherwise.
-            let _: Result<(), _> = self.query(|c| {
-                redis::cmd("HDEL")
-                    .arg(keys.node_conns())
-                    .arg(&dead)
-                    .query(c)
-            });
+            let mut hdel = redis::cmd("HDEL");
+            hdel.arg(keys.node_conns()).arg(&dead);
+            let _ = self.query(&[hdel]);
         }
         Ok(nodes)
     }
@@ -197,19 +189,12 @@ impl RedisBroker {
     pub fn presence(&self, channel: &str) -> Result<Vec<String>, BrokerQueryError> {
         let key = self.shared.keys.presence(channel);
         let now = unix_ms();
-        let (members,): (Vec<String>,) = self.query(|c| {
-            redis::pipe()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(now)
-                .ignore()
-                .cmd("ZRANGEBYSCORE")
-                .arg(&key)
-                .arg(now)
-                .arg("+inf")
-                .query(c)
-        })?;
+        let mut clean = redis::cmd("ZREMRANGEBYSCORE");
+        clean.arg(&key).arg("-inf").arg(now);
+        let mut live = redis::cmd("ZRANGEBYSCORE");
+        live.arg(&key).arg(now).arg("+inf");
+        let replies = self.query(&[clean, live])?;
+        let members: Vec<String> = parse(&replies[1])?;
         let mut users: Vec<String> = members
             .into_iter()
             .filter_map(|m| m.split_once(':').map(|(_, u)| u.to_string()))
@@ -219,29 +204,28 @@ impl RedisBroker {
         Ok(users)
     }
 
-    fn query<T>(
-        &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, BrokerQueryError> {
+    /// Runs `cmds` on the queries' connection: one reply per command, or
+    /// an error if any failed.
+    fn query(&self, cmds: &[redis::Cmd]) -> Result<Vec<redis::Value>, BrokerQueryError> {
         let mut slot = self.query.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            let cfg = &self.shared.config;
-            let conn = redis::Client::open(self.shared.info.clone())
-                .and_then(|c| c.get_connection_with_timeout(cfg.connect_timeout))
-                .and_then(|c| {
-                    c.set_read_timeout(Some(cfg.response_timeout))?;
-                    c.set_write_timeout(Some(cfg.response_timeout))?;
-                    Ok(c)
-                })
-                .map_err(|_| BrokerQueryError::Unavailable)?;
-            *slot = Some(conn);
+            *slot = Some(RedisConn::open(&self.shared).map_err(|_| BrokerQueryError::Unavailable)?);
         }
         let conn = slot.as_mut().ok_or(BrokerQueryError::Unavailable)?;
-        f(conn).map_err(|_| {
-            // Its state after an error is unknown: the next query redials.
-            *slot = None;
-            BrokerQueryError::Unavailable
-        })
+        match conn.run(cmds) {
+            Ok(replies) if replies.len() == cmds.len() => replies
+                .into_iter()
+                .map(|r| match r {
+                    Ok(redis::Value::ServerError(_)) | Err(_) => Err(BrokerQueryError::Unavailable),
+                    Ok(v) => Ok(v),
+                })
+                .collect(),
+            _ => {
+                // Its state after an error is unknown: the next query redials.
+                *slot = None;
+                Err(BrokerQueryError::Unavailable)
+            }
+        }
     }
 
     /// Stops the threads, removing this node's presence and node entries.
@@ -271,4 +255,9 @@ impl Drop for RedisBroker {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// A reply of the shape Redis documents for the command, or unavailable.
+fn parse<T: redis::FromRedisValue>(v: &redis::Value) -> Result<T, BrokerQueryError> {
+    T::from_redis_value_ref(v).map_err(|_| BrokerQueryError::Unavailable)
 }

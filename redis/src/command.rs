@@ -13,6 +13,7 @@ use wshub_core::broker::{BrokerError, BrokerInput, BrokerOutput};
 
 use crate::answer::{self, Job};
 use crate::backoff::Backoff;
+use crate::conn::RedisConn;
 use crate::presence::PresenceTable;
 use crate::pubsub::SubMsg;
 use crate::scripts;
@@ -21,44 +22,80 @@ use crate::shared::{Conn, Shared};
 /// What the command thread takes: the hub's outputs, or the stop signal.
 pub(crate) enum Msg {
     Out(BrokerOutput),
+    /// The pub/sub link was lost: check this one too, so that a Redis that
+    /// went away while no command was running is not reported `Up` again
+    /// through a dead command connection.
+    Check,
     Stop,
 }
 
 /// Most outputs taken into one pipeline.
 const MAX_BATCH: usize = 256;
 
-/// A live command connection and its scripts' SHA1s.
+/// A live command connection and how it calls the scripts.
 struct Link {
-    conn: redis::Connection,
-    publish_sha: String,
-    read_sha: String,
+    conn: RedisConn,
+    scripts: Scripts,
+}
+
+/// How a job names its script.
+pub(crate) enum Scripts {
+    /// EVALSHA with these SHA1s (loaded on connect, again on NOSCRIPT).
+    Sha { publish: String, read: String },
+    /// EVAL with the text: a Cluster would need the scripts loaded on every
+    /// primary, including one promoted later; Redis caches them anyway.
+    Text,
+}
+
+impl Scripts {
+    pub fn publish_sha(&self) -> Option<&str> {
+        match self {
+            Scripts::Sha { publish, .. } => Some(publish),
+            Scripts::Text => None,
+        }
+    }
+
+    pub fn read_sha(&self) -> Option<&str> {
+        match self {
+            Scripts::Sha { read, .. } => Some(read),
+            Scripts::Text => None,
+        }
+    }
 }
 
 impl Link {
     fn open(shared: &Shared) -> RedisResult<Link> {
-        let cfg = &shared.config;
-        let client = redis::Client::open(shared.info.clone())?;
-        let mut conn = client.get_connection_with_timeout(cfg.connect_timeout)?;
-        conn.set_read_timeout(Some(cfg.response_timeout))?;
-        conn.set_write_timeout(Some(cfg.response_timeout))?;
-        let (publish_sha, read_sha) = load_scripts(&mut conn)?;
-        Ok(Link {
-            conn,
-            publish_sha,
-            read_sha,
-        })
+        let mut conn = RedisConn::open(shared)?;
+        let scripts = if conn.is_cluster() {
+            Scripts::Text
+        } else {
+            load_scripts(&mut conn)?
+        };
+        Ok(Link { conn, scripts })
     }
 }
 
-fn load_scripts(conn: &mut redis::Connection) -> RedisResult<(String, String)> {
-    redis::pipe()
-        .cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(scripts::PUBLISH)
-        .cmd("SCRIPT")
-        .arg("LOAD")
-        .arg(scripts::READ)
-        .query(conn)
+fn load_scripts(conn: &mut RedisConn) -> RedisResult<Scripts> {
+    let mut load = |text: &str| -> RedisResult<String> {
+        let mut cmd = redis::cmd("SCRIPT");
+        cmd.arg("LOAD").arg(text);
+        match conn.run(&[cmd])?.pop() {
+            Some(Ok(Value::BulkString(sha))) => String::from_utf8(sha).map_err(|_| bad_reply()),
+            Some(Err(e)) => Err(e),
+            _ => Err(bad_reply()),
+        }
+    };
+    Ok(Scripts::Sha {
+        publish: load(scripts::PUBLISH)?,
+        read: load(scripts::READ)?,
+    })
+}
+
+fn bad_reply() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "unexpected reply to SCRIPT LOAD",
+    ))
 }
 
 pub(crate) struct CommandThread {
@@ -108,6 +145,7 @@ impl CommandThread {
             let wait = wake.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Out(o)) => batch.push(o),
+                Ok(Msg::Check) => self.check(),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => continue,
             }
@@ -115,6 +153,7 @@ impl CommandThread {
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(Msg::Out(o)) => batch.push(o),
+                    Ok(Msg::Check) => self.check(),
                     Ok(Msg::Stop) => {
                         stop = true;
                         break;
@@ -144,6 +183,14 @@ impl CommandThread {
                 self.shared.conn_up(Conn::Command);
             }
             Err(_) => self.lost(),
+        }
+    }
+
+    fn check(&mut self) {
+        if let Some(link) = self.link.as_mut() {
+            if link.conn.run(&[redis::cmd("PING")]).is_err() {
+                self.lost();
+            }
         }
     }
 
@@ -209,34 +256,35 @@ impl CommandThread {
             return;
         };
         let shared = &self.shared;
-        let mut pipe = redis::pipe();
-        for job in &jobs {
-            job.add_to(shared, &link.publish_sha, &link.read_sha, &mut pipe);
-        }
-        // Presence writes ride along; their replies are not needed.
         if jobs.is_empty() && presence_ops.is_empty() {
             return;
         }
-        for cmd in presence_ops {
-            pipe.add_command(cmd).ignore();
-        }
-        match query(&mut pipe, link) {
+        let mut cmds: Vec<redis::Cmd> = jobs
+            .iter()
+            .map(|j| j.command(shared, &link.scripts))
+            .collect();
+        // Presence writes ride along; their replies are not needed.
+        cmds.extend(presence_ops);
+        match link.conn.run(&cmds) {
             Ok(mut replies) => {
+                replies.truncate(jobs.len());
+                if replies.len() < jobs.len() {
+                    self.fail_all(jobs);
+                    self.lost();
+                    return;
+                }
                 if replies.iter().any(answer::is_noscript) {
-                    // SCRIPT FLUSH (or a failover to a replica without the
-                    // scripts): a script that was not found did not run, so
+                    // SCRIPT FLUSH, or a failover to a replica without the
+                    // scripts: a script that was not found did not run, so
                     // running it again cannot apply it twice.
-                    match retry_noscript(shared, link, &jobs, &mut replies) {
-                        Ok(()) => {}
-                        Err(_) => {
-                            self.fail_all(jobs);
-                            self.lost();
-                            return;
-                        }
+                    if retry_noscript(shared, link, &jobs, &mut replies).is_err() {
+                        self.fail_all(jobs);
+                        self.lost();
+                        return;
                     }
                 }
                 for (job, reply) in jobs.into_iter().zip(replies) {
-                    shared.deliver(answer::answer(shared, job, reply));
+                    shared.deliver_final(answer::answer(shared, job, reply));
                 }
             }
             Err(_) => {
@@ -248,7 +296,8 @@ impl CommandThread {
 
     fn fail_all(&self, jobs: Vec<Job>) {
         for job in jobs {
-            self.shared.deliver(answer::failure(&self.shared, job));
+            self.shared
+                .deliver_final(answer::failure(&self.shared, job));
         }
     }
 
@@ -259,8 +308,8 @@ impl CommandThread {
         let Some(link) = self.link.as_mut() else {
             return;
         };
-        for pipe in self.presence.refresh(&self.shared) {
-            if pipe.query::<()>(&mut link.conn).is_err() {
+        for cmds in self.presence.refresh(&self.shared) {
+            if link.conn.run(&cmds).is_err() {
                 self.lost();
                 return;
             }
@@ -271,16 +320,21 @@ impl CommandThread {
     /// expiring.
     fn finish(mut self) {
         // Outputs still queued are answered: the contract holds to the end.
-        while let Ok(Msg::Out(o)) = self.rx.try_recv() {
+        while let Ok(m) = self.rx.try_recv() {
+            let Msg::Out(o) = m else { continue };
             match o {
-                BrokerOutput::Publish { id, .. } => self.shared.deliver(BrokerInput::Published {
-                    id,
-                    result: Err(BrokerError::Unavailable),
-                }),
-                BrokerOutput::Read { read, .. } => self.shared.deliver(BrokerInput::HistoryRead {
-                    read,
-                    result: Err(answer::READ_FAILED),
-                }),
+                BrokerOutput::Publish { id, .. } => {
+                    self.shared.deliver_final(BrokerInput::Published {
+                        id,
+                        result: Err(BrokerError::Unavailable),
+                    })
+                }
+                BrokerOutput::Read { read, .. } => {
+                    self.shared.deliver_final(BrokerInput::HistoryRead {
+                        read,
+                        result: Err(answer::READ_FAILED),
+                    })
+                }
                 _ => {}
             }
         }
@@ -288,16 +342,9 @@ impl CommandThread {
             return;
         }
         if let Some(link) = self.link.as_mut() {
-            let _ = self
-                .presence
-                .cleanup(&self.shared)
-                .query::<()>(&mut link.conn);
+            let _ = link.conn.run(&self.presence.cleanup(&self.shared));
         }
     }
-}
-
-fn query(pipe: &mut redis::Pipeline, link: &mut Link) -> RedisResult<Vec<RedisResult<Value>>> {
-    pipe.ignore_errors().query(&mut link.conn)
 }
 
 /// Loads the scripts again and reruns the jobs that met NOSCRIPT.
@@ -307,15 +354,15 @@ fn retry_noscript(
     jobs: &[Job],
     replies: &mut [RedisResult<Value>],
 ) -> RedisResult<()> {
-    (link.publish_sha, link.read_sha) = load_scripts(&mut link.conn)?;
+    link.scripts = load_scripts(&mut link.conn)?;
     let again: Vec<usize> = (0..jobs.len())
         .filter(|&i| replies.get(i).is_some_and(answer::is_noscript))
         .collect();
-    let mut pipe = redis::pipe();
-    for &i in &again {
-        jobs[i].add_to(shared, &link.publish_sha, &link.read_sha, &mut pipe);
-    }
-    let fresh = query(&mut pipe, link)?;
+    let cmds: Vec<redis::Cmd> = again
+        .iter()
+        .map(|&i| jobs[i].command(shared, &link.scripts))
+        .collect();
+    let fresh = link.conn.run(&cmds)?;
     for (i, reply) in again.into_iter().zip(fresh) {
         replies[i] = reply;
     }

@@ -7,8 +7,9 @@ use std::time::Duration;
 /// How to reach Redis and how patiently.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host[:port][/db]`. May hold a password: never
-    /// shown by `Debug` or any error.
+    /// `redis://[:password@]host[:port][/db]`, or
+    /// `redis+cluster://[:password@]host:port,host:port,...` for Redis
+    /// Cluster. May hold a password: never shown by `Debug` or any error.
     pub url: String,
     /// This node's id; `None`: 16 random hex chars, new per process start.
     pub node_id: Option<String>,
@@ -51,13 +52,15 @@ impl RedisConfig {
 
     /// Checks the URL and the settings without touching the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.connection_info().map(|_| ())?;
+        self.connection_infos().map(|_| ())?;
         if let Some(id) = &self.node_id {
             if !valid_node_id(id) {
                 return Err(ConfigError::NodeId);
             }
         }
-        if self.prefix.is_empty() || !self.prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        // A brace would change the keys' hash tags (and so their Cluster slots).
+        let fits = |b: u8| b.is_ascii_graphic() && b != b'{' && b != b'}';
+        if self.prefix.is_empty() || !self.prefix.bytes().all(fits) {
             return Err(ConfigError::Prefix);
         }
         let zero = [
@@ -79,21 +82,42 @@ impl RedisConfig {
         Ok(())
     }
 
-    /// The parsed URL (`redis://` only, over TCP).
-    pub(crate) fn connection_info(&self) -> Result<redis::ConnectionInfo, ConfigError> {
-        let scheme = self.url.split_once("://").map(|(s, _)| s);
+    /// The parsed URL: one node for `redis://`, the seed nodes and `true`
+    /// for `redis+cluster://[auth@]host:port,host:port,...`.
+    pub(crate) fn connection_infos(
+        &self,
+    ) -> Result<(Vec<redis::ConnectionInfo>, bool), ConfigError> {
+        let (scheme, rest) = self
+            .url
+            .split_once("://")
+            .ok_or(ConfigError::Scheme("none of redis://, redis+cluster://"))?;
         match scheme {
-            Some("redis") => {}
-            Some("rediss") => return Err(ConfigError::Scheme("rediss (TLS is not built in yet)")),
-            Some(_) | None => return Err(ConfigError::Scheme("none of redis://")),
+            "redis" => Ok((vec![parse_node(&self.url)?], false)),
+            "redis+cluster" => {
+                // The credentials, written once before the first node, hold for all.
+                let (auth, hosts) = match rest.rfind('@') {
+                    Some(at) => (&rest[..=at], &rest[at + 1..]),
+                    None => ("", rest),
+                };
+                let infos = hosts
+                    .split(',')
+                    .map(|h| parse_node(&format!("redis://{auth}{h}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((infos, true))
+            }
+            "rediss" => Err(ConfigError::Scheme("rediss (TLS is not built in yet)")),
+            _ => Err(ConfigError::Scheme("none of redis://, redis+cluster://")),
         }
-        // The parser's own error text may quote the URL: never show it.
-        let info = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
-            .map_err(|_| ConfigError::Url)?;
-        match info.addr() {
-            redis::ConnectionAddr::Tcp(host, _) if !host.is_empty() => Ok(info),
-            _ => Err(ConfigError::Url),
-        }
+    }
+}
+
+fn parse_node(url: &str) -> Result<redis::ConnectionInfo, ConfigError> {
+    // The parser's own error text may quote the URL: never show it.
+    let info =
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| ConfigError::Url)?;
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(host, _) if !host.is_empty() => Ok(info),
+        _ => Err(ConfigError::Url),
     }
 }
 
@@ -139,13 +163,13 @@ pub(crate) fn valid_node_id(id: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The URL's scheme is not `redis://`.
+    /// The URL's scheme is not `redis://` or `redis+cluster://`.
     Scheme(&'static str),
     /// The URL does not parse as `redis://host[:port][/db]`.
     Url,
     /// The node id is not 1..=64 of `[A-Za-z0-9._-]`.
     NodeId,
-    /// The prefix is empty or holds spaces or control characters.
+    /// The prefix is empty or holds spaces, braces or control characters.
     Prefix,
     /// This duration is zero or out of order with another.
     Duration(&'static str),
@@ -157,9 +181,11 @@ impl fmt::Display for ConfigError {
             ConfigError::Scheme(what) => {
                 write!(f, "broker URL scheme is {what}: expected redis://host:port")
             }
-            ConfigError::Url => f.write_str("broker URL is not redis://[:password@]host[:port][/db]"),
+            ConfigError::Url => f.write_str(
+                "broker URL is not redis://[:password@]host[:port][/db] or redis+cluster://[:password@]host:port,host:port",
+            ),
             ConfigError::NodeId => f.write_str("node id must be 1..=64 of [A-Za-z0-9._-]"),
-            ConfigError::Prefix => f.write_str("key prefix must be non-empty printable ASCII"),
+            ConfigError::Prefix => f.write_str("key prefix must be non-empty printable ASCII without braces"),
             ConfigError::Duration(name) => write!(
                 f,
                 "{name} must be non-zero (reconnect_max >= reconnect_min, presence_ttl > presence_refresh)"

@@ -79,6 +79,7 @@ mod backoff;
 mod broker;
 mod command;
 mod config;
+mod conn;
 pub mod envelope;
 mod keys;
 mod presence;

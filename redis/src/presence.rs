@@ -40,9 +40,7 @@ impl PresenceTable {
             let expiry = unix_ms() + ms(shared.config.presence_ttl);
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(&key).arg(expiry).arg(m);
-            let mut pexpire = redis::cmd("PEXPIRE");
-            pexpire.arg(&key).arg(ms(shared.config.presence_ttl));
-            ops.extend([zadd, pexpire]);
+            ops.extend([zadd, pexpire(&key, ms(shared.config.presence_ttl))]);
             self.channels.entry(channel).or_default().insert(user);
         } else {
             let mut zrem = redis::cmd("ZREM");
@@ -57,78 +55,72 @@ impl PresenceTable {
         }
     }
 
-    /// The heartbeat's pipelines: node entry, connection count, and every
+    /// The heartbeat's commands, in chunks of at most [`REFRESH_CHUNK`]
+    /// (one round trip each): node entry, connection count, and every
     /// presence entry, each with a new expiry.
-    pub fn refresh(&self, shared: &Shared) -> Vec<redis::Pipeline> {
+    pub fn refresh(&self, shared: &Shared) -> Vec<Vec<redis::Cmd>> {
         let ttl = ms(shared.config.presence_ttl);
         let now = unix_ms();
         let expiry = now + ttl;
         let (nodes, conns) = (shared.keys.nodes(), shared.keys.node_conns());
-        let mut first = redis::pipe();
-        first
-            .cmd("ZADD")
-            .arg(&nodes)
-            .arg(expiry)
+        let mut first = Vec::new();
+        let mut c = redis::cmd("ZADD");
+        c.arg(&nodes).arg(expiry).arg(&shared.node_id);
+        first.push(c);
+        let mut c = redis::cmd("ZREMRANGEBYSCORE");
+        c.arg(&nodes).arg("-inf").arg(now);
+        first.push(c);
+        first.push(pexpire(&nodes, ttl));
+        let mut c = redis::cmd("HSET");
+        c.arg(&conns)
             .arg(&shared.node_id)
-            .ignore()
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&nodes)
-            .arg("-inf")
-            .arg(now)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&nodes)
-            .arg(ttl)
-            .ignore()
-            .cmd("HSET")
-            .arg(&conns)
-            .arg(&shared.node_id)
-            .arg(shared.connections.load(Relaxed))
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&conns)
-            .arg(ttl)
-            .ignore();
-        let mut pipes = vec![first];
-        let mut current = redis::pipe();
-        let mut n = 0;
+            .arg(shared.connections.load(Relaxed));
+        first.push(c);
+        first.push(pexpire(&conns, ttl));
+        let mut chunks = vec![first];
+        let mut current = Vec::new();
         for (channel, users) in &self.channels {
             let key = shared.keys.presence(channel);
-            let zadd = current.cmd("ZADD").arg(&key);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key);
             for user in users {
                 zadd.arg(expiry).arg(member(shared, user));
             }
-            current.ignore().cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-            n += 2;
-            if n >= REFRESH_CHUNK {
-                pipes.push(std::mem::replace(&mut current, redis::pipe()));
-                n = 0;
+            current.push(zadd);
+            current.push(pexpire(&key, ttl));
+            if current.len() >= REFRESH_CHUNK {
+                chunks.push(std::mem::take(&mut current));
             }
         }
-        if n > 0 {
-            pipes.push(current);
+        if !current.is_empty() {
+            chunks.push(current);
         }
-        pipes
+        chunks
     }
 
     /// Removes every entry of this node (a clean stop).
-    pub fn cleanup(&self, shared: &Shared) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
+    pub fn cleanup(&self, shared: &Shared) -> Vec<redis::Cmd> {
+        let mut cmds = Vec::new();
         for (channel, users) in &self.channels {
-            let zrem = pipe.cmd("ZREM").arg(shared.keys.presence(channel));
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(shared.keys.presence(channel));
             for user in users {
                 zrem.arg(member(shared, user));
             }
-            pipe.ignore();
+            cmds.push(zrem);
         }
-        pipe.cmd("ZREM")
-            .arg(shared.keys.nodes())
-            .arg(&shared.node_id)
-            .ignore()
-            .cmd("HDEL")
-            .arg(shared.keys.node_conns())
-            .arg(&shared.node_id)
-            .ignore();
-        pipe
+        let mut c = redis::cmd("ZREM");
+        c.arg(shared.keys.nodes()).arg(&shared.node_id);
+        cmds.push(c);
+        let mut c = redis::cmd("HDEL");
+        c.arg(shared.keys.node_conns()).arg(&shared.node_id);
+        cmds.push(c);
+        cmds
     }
+}
+
+fn pexpire(key: &str, ttl_ms: u64) -> redis::Cmd {
+    let mut c = redis::cmd("PEXPIRE");
+    c.arg(key).arg(ttl_ms);
+    c
 }

@@ -3,7 +3,7 @@
 //! never stuck behind a blocked read; a reader thread per connection parses
 //! what Redis pushes and hands it to the hub.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -15,6 +15,7 @@ use std::time::Instant;
 use wshub_core::broker::BrokerInput;
 
 use crate::backoff::Backoff;
+use crate::command::Msg;
 use crate::envelope;
 use crate::resp::{self, Resp};
 use crate::shared::{Conn, Shared};
@@ -35,12 +36,30 @@ pub(crate) enum SubMsg {
     Stop,
 }
 
+impl SubMsg {
+    fn channel(&self) -> Option<&str> {
+        match self {
+            SubMsg::Subscribe { channel, .. } | SubMsg::Unsubscribe { channel, .. } => {
+                Some(channel)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub(crate) struct PubSubThread {
     shared: Arc<Shared>,
     rx: Receiver<SubMsg>,
     tx: Sender<SubMsg>,
-    pending: VecDeque<SubMsg>,
+    /// To ask the command thread to check its link when this one is lost.
+    cmd_tx: Sender<Msg>,
+    /// Requests taken while disconnected, the last one per channel (a
+    /// subscribe then an unsubscribe is just the unsubscribe): bounded by the
+    /// channel count, however long Redis stays away.
+    pending: BTreeMap<String, SubMsg>,
     gen: u64,
+    /// The node dialled first next time: the one that last answered.
+    node: usize,
 }
 
 /// Why a connection ended.
@@ -50,13 +69,20 @@ enum End {
 }
 
 impl PubSubThread {
-    pub fn new(shared: Arc<Shared>, rx: Receiver<SubMsg>, tx: Sender<SubMsg>) -> PubSubThread {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<SubMsg>,
+        tx: Sender<SubMsg>,
+        cmd_tx: Sender<Msg>,
+    ) -> PubSubThread {
         PubSubThread {
             shared,
             rx,
             tx,
-            pending: VecDeque::new(),
+            cmd_tx,
+            pending: BTreeMap::new(),
             gen: 0,
+            node: 0,
         }
     }
 
@@ -65,7 +91,8 @@ impl PubSubThread {
         let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
         let mut was_up = false;
         while !self.shared.stopping() {
-            if let Ok(stream) = connect(&self.shared) {
+            if let Ok((node, stream)) = connect(&self.shared, self.node) {
+                self.node = node;
                 backoff.reset();
                 if was_up {
                     self.shared.counters.reconnects.fetch_add(1, Relaxed);
@@ -74,6 +101,7 @@ impl PubSubThread {
                 if let End::Stop = self.serve(stream) {
                     return;
                 }
+                let _ = self.cmd_tx.send(Msg::Check);
             }
             self.shared.conn_down(Conn::PubSub);
             let until = Instant::now() + backoff.next_delay();
@@ -90,7 +118,11 @@ impl PubSubThread {
             match self.rx.recv_timeout(left) {
                 Ok(SubMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
                 Ok(SubMsg::ReaderDone(_)) => {}
-                Ok(m) => self.pending.push_back(m),
+                Ok(m) => {
+                    if let Some(channel) = m.channel() {
+                        self.pending.insert(channel.to_string(), m);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => return !self.shared.stopping(),
             }
             if self.shared.stopping() {
@@ -136,7 +168,7 @@ impl PubSubThread {
         // A request older than the last Down is dropped: the hub
         // resubscribes every channel it holds on the Up that follows.
         let downs = self.shared.downs();
-        while let Some(m) = self.pending.pop_front() {
+        for m in std::mem::take(&mut self.pending).into_values() {
             let fresh = match &m {
                 SubMsg::Subscribe { stamp, .. } | SubMsg::Unsubscribe { stamp, .. } => {
                     *stamp >= downs
@@ -193,11 +225,25 @@ impl PubSubThread {
     }
 }
 
-/// Dials, authenticates and checks the server answers a PING, all within
-/// the connect and response timeouts.
-fn connect(shared: &Shared) -> io::Result<TcpStream> {
+/// Dials the nodes in turn from `first` (any Cluster node carries every
+/// PUBLISH), authenticates and checks the server answers a PING, each within
+/// the connect and response timeouts. The index that answered, and its
+/// stream.
+fn connect(shared: &Shared, first: usize) -> io::Result<(usize, TcpStream)> {
+    let n = shared.infos.len();
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for i in (0..n).map(|k| (first + k) % n) {
+        match connect_to(shared, &shared.infos[i]) {
+            Ok(stream) => return Ok((i, stream)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn connect_to(shared: &Shared, info: &redis::ConnectionInfo) -> io::Result<TcpStream> {
     let cfg = &shared.config;
-    let redis::ConnectionAddr::Tcp(host, port) = shared.info.addr() else {
+    let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
         return Err(io::ErrorKind::Unsupported.into());
     };
     let mut last = io::Error::from(io::ErrorKind::NotFound);
@@ -207,7 +253,7 @@ fn connect(shared: &Shared) -> io::Result<TcpStream> {
                 stream.set_nodelay(true)?;
                 stream.set_write_timeout(Some(cfg.response_timeout))?;
                 stream.set_read_timeout(Some(cfg.response_timeout))?;
-                handshake(shared, &stream)?;
+                handshake(info, &stream)?;
                 // The reader blocks until data or shutdown; liveness is the
                 // probe's job, not a read timeout's.
                 stream.set_read_timeout(None)?;
@@ -219,8 +265,8 @@ fn connect(shared: &Shared) -> io::Result<TcpStream> {
     Err(last)
 }
 
-fn handshake(shared: &Shared, mut stream: &TcpStream) -> io::Result<()> {
-    let redis = shared.info.redis_settings();
+fn handshake(info: &redis::ConnectionInfo, mut stream: &TcpStream) -> io::Result<()> {
+    let redis = info.redis_settings();
     let mut reader = BufReader::new(stream);
     if let Some(pw) = redis.password() {
         match redis.username() {

@@ -2,7 +2,10 @@
 //! the up/down state of the two connections, turned into exactly one `Up` or
 //! `Down` per change of the pair.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Mutex;
 
 use wshub_core::broker::BrokerInput;
@@ -52,8 +55,6 @@ struct LinkState {
     pubsub: bool,
     /// What the hub was last told; `None` before the first `Up` or `Down`.
     reported: Option<bool>,
-    /// `Down`s delivered so far.
-    downs: u64,
 }
 
 type Deliver = Box<dyn Fn(BrokerInput) -> bool + Send + Sync>;
@@ -62,7 +63,9 @@ pub(crate) struct Shared {
     pub config: RedisConfig,
     pub node_id: String,
     pub keys: Keys,
-    pub info: redis::ConnectionInfo,
+    /// The node (or a Cluster's seed nodes) to dial.
+    pub infos: Vec<redis::ConnectionInfo>,
+    pub cluster: bool,
     pub counters: Counters,
     pub connections: AtomicUsize,
     /// Set by stop (or a hub gone): every thread ends at its next wake.
@@ -71,27 +74,38 @@ pub(crate) struct Shared {
     /// presence and node entries.
     pub crashed: AtomicBool,
     deliver: Deliver,
+    /// Taken only by the driver's threads, never by a caller of
+    /// [`crate::RedisBroker`]'s methods: `deliver` may block on the hub's
+    /// queue while it is held, and a hub thread asking for the status must
+    /// not wait on that.
     link: Mutex<LinkState>,
+    /// What `link.reported` says, readable without the lock.
+    up: AtomicBool,
+    /// `Down`s delivered so far.
+    downs: AtomicU64,
 }
 
 impl Shared {
     pub fn new(
         config: RedisConfig,
         node_id: String,
-        info: redis::ConnectionInfo,
+        (infos, cluster): (Vec<redis::ConnectionInfo>, bool),
         deliver: Deliver,
     ) -> Shared {
         Shared {
             keys: Keys::new(&config.prefix),
             config,
             node_id,
-            info,
+            infos,
+            cluster,
             counters: Counters::default(),
             connections: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             deliver,
             link: Mutex::new(LinkState::default()),
+            up: AtomicBool::new(false),
+            downs: AtomicU64::new(0),
         }
     }
 
@@ -101,9 +115,14 @@ impl Shared {
 
     /// Hands `input` to the hub; a hub that is gone stops the driver.
     pub fn deliver(&self, input: BrokerInput) {
-        if self.stopping() {
-            return;
+        if !self.stopping() {
+            self.deliver_final(input);
         }
+    }
+
+    /// As `deliver`, even while stopping: the answers to what was still
+    /// queued, so every publish and read is answered to the end.
+    pub fn deliver_final(&self, input: BrokerInput) {
         if !(self.deliver)(input) {
             self.stop.store(true, Relaxed);
         }
@@ -112,7 +131,7 @@ impl Shared {
     /// `Down`s delivered so far: a Subscribe stamped with an older count was
     /// overtaken by a `Down`, and the hub resubscribes everything on `Up`.
     pub fn downs(&self) -> u64 {
-        self.lock().downs
+        self.downs.load(Acquire)
     }
 
     /// `conn` is up; `Up` goes out once both are.
@@ -124,6 +143,7 @@ impl Shared {
         }
         if link.command && link.pubsub && link.reported != Some(true) {
             link.reported = Some(true);
+            self.up.store(true, Relaxed);
             // Under the lock, so an `Up` and a `Down` reach the hub in the
             // order they happened.
             self.deliver(BrokerInput::Up);
@@ -140,7 +160,8 @@ impl Shared {
         }
         if link.reported != Some(false) {
             link.reported = Some(false);
-            link.downs += 1;
+            self.up.store(false, Relaxed);
+            self.downs.fetch_add(1, Release);
             self.deliver(BrokerInput::Down);
         }
     }
@@ -148,7 +169,7 @@ impl Shared {
     pub fn status(&self) -> BrokerStatus {
         let c = &self.counters;
         BrokerStatus {
-            up: self.lock().reported == Some(true),
+            up: self.up.load(Relaxed),
             publishes: c.publishes.load(Relaxed),
             publish_failures: c.publish_failures.load(Relaxed),
             publications_in: c.publications_in.load(Relaxed),

@@ -185,3 +185,26 @@ fn a_bad_envelope_is_counted_and_dropped() {
     assert_eq!(a.publication("news").0, r#"{"ok":1}"#);
     assert_eq!(a.broker.status().publications_in, 1);
 }
+
+#[test]
+fn scripts_flushed_from_redis_are_loaded_again() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    assert_eq!(
+        a.publish("news", "{}", Some(history(10)))
+            .unwrap()
+            .unwrap()
+            .offset,
+        1
+    );
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(
+        a.publish("news", "{}", Some(history(10)))
+            .unwrap()
+            .unwrap()
+            .offset,
+        2
+    );
+    assert_eq!(a.read("news", Some(0), 10).unwrap().publications.len(), 2);
+    assert_eq!(a.broker.status().publish_failures, 0);
+}
