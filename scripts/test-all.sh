@@ -23,8 +23,9 @@ if grep -nE '^(tokio|smol|async-io|async-std|mio|polling)\b' core/Cargo.toml; th
   echo "the core must not depend on a runtime"; exit 1
 fi
 
-step "tests (installs Chromium, node and playwright-core for the browser tests on first use)"
+step "tests (installs Chromium, node and playwright-core for the browser tests, and redis-server for the broker tests, on first use)"
 ./tests/browser/install.sh
+./redis/install.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

@@ -88,7 +88,7 @@ pub fn route(
             (Ok(s), Ok(channels)) => {
                 let mut v = stats_json(&s, &channels);
                 if let Some(c) = settings.cluster {
-                    v["broker"] = c.stats_json();
+                    v["broker"] = c.stats_json(&s);
                 }
                 Response::json(200, v)
             }
@@ -478,7 +478,7 @@ fn metrics(s: &Stats, channels: &[(String, usize)], cluster: Option<&Cluster>) -
         s.recoveries_failed.to_string(),
     );
     if let Some(c) = cluster {
-        c.metrics(&mut metric);
+        c.metrics(s, &mut metric);
     }
     out.push_str("# HELP wshub_channel_subscribers Subscribers per channel.\n# TYPE wshub_channel_subscribers gauge\n");
     for (c, n) in channels {
@@ -806,7 +806,7 @@ mod tests {
             ],
             [&json!(4), &json!(400), &json!(2), &json!(3), &json!(1)]
         );
-        let m = metrics(&s, &[]);
+        let m = metrics(&s, &[], None);
         for line in [
             "wshub_history_messages 4\n",
             "wshub_history_bytes 400\n",

@@ -37,7 +37,7 @@ impl Cluster {
     ) -> std::io::Result<Arc<Cluster>> {
         let shown = redact_url(&config.url);
         let sink = running.broker_sink();
-        let broker = RedisBroker::start(config, outputs, move |input| sink(input))
+        let broker = RedisBroker::start(config, outputs, sink)
             .map_err(|e| std::io::Error::other(format!("--broker: {e}")))?;
         info!(node = %broker.node_id(), broker = %shown, "one node of many through the broker");
         let cluster = Arc::new(Cluster { broker });
@@ -79,8 +79,10 @@ impl Cluster {
         }
     }
 
-    /// `/api/stats`'s `broker` object.
-    pub fn stats_json(&self) -> Value {
+    /// `/api/stats`'s `broker` object: the hub's counts of what it sent and
+    /// got (every publish it refused or the broker failed is one
+    /// `publish_failures`), the driver's of its links.
+    pub fn stats_json(&self, hub: &wshub_core::Stats) -> Value {
         let s = self.broker.status();
         // `null` when Redis cannot say: a node list is never guessed.
         let nodes = self.broker.nodes().ok().map(|nodes| {
@@ -92,25 +94,31 @@ impl Cluster {
         });
         json!({
             "node_id": self.broker.node_id(),
-            "up": s.up,
+            "up": s.up && hub.broker_up,
             "nodes": nodes,
-            "publishes": s.publishes,
-            "publish_failures": s.publish_failures,
-            "publications_in": s.publications_in,
+            "publishes": hub.broker_publishes,
+            "publish_failures": hub.broker_publish_failures,
+            "publications_in": hub.broker_publications,
+            "link_reconnects": hub.broker_reconnects,
+            "catch_ups": hub.broker_catch_ups,
             "bad_envelopes": s.bad_envelopes,
-            "reconnects": s.reconnects,
+            "connection_reconnects": s.reconnects,
             "probe_failures": s.probe_failures,
         })
     }
 
     /// The broker's lines for `/metrics`.
-    pub fn metrics(&self, metric: &mut dyn FnMut(&str, &str, &str, String)) {
+    pub fn metrics(
+        &self,
+        hub: &wshub_core::Stats,
+        metric: &mut dyn FnMut(&str, &str, &str, String),
+    ) {
         let s = self.broker.status();
         metric(
             "wshub_broker_up",
             "gauge",
             "1 while the broker link is up.",
-            u8::from(s.up).to_string(),
+            u8::from(s.up && hub.broker_up).to_string(),
         );
         if let Ok(nodes) = self.broker.nodes() {
             metric(
@@ -124,27 +132,32 @@ impl Cluster {
             (
                 "wshub_broker_publishes_total",
                 "Publishes the broker stored and sent.",
-                s.publishes,
+                hub.broker_publishes,
             ),
             (
                 "wshub_broker_publish_failures_total",
-                "Publishes the broker did not take (each reported to its publisher).",
-                s.publish_failures,
+                "Publishes refused or lost (each reported to its publisher).",
+                hub.broker_publish_failures,
             ),
             (
                 "wshub_broker_publications_total",
                 "Publications received from the broker.",
-                s.publications_in,
+                hub.broker_publications,
+            ),
+            (
+                "wshub_broker_link_reconnects_total",
+                "Times the broker link came back after being down.",
+                hub.broker_reconnects,
+            ),
+            (
+                "wshub_broker_catch_ups_total",
+                "Channels whose missed publications were read after a reconnect.",
+                hub.broker_catch_ups,
             ),
             (
                 "wshub_broker_bad_envelopes_total",
                 "Malformed or oversized broker messages dropped.",
                 s.bad_envelopes,
-            ),
-            (
-                "wshub_broker_reconnects_total",
-                "Broker connections re-established.",
-                s.reconnects,
             ),
             (
                 "wshub_broker_probe_failures_total",
