@@ -244,6 +244,8 @@ pub(crate) fn what(value_name: &str) -> &'static str {
         "RATE" => RATE,
         "FORMAT" => LOG_FORMAT,
         "LEVEL" => "a level like info or debug, or a RUST_LOG filter",
+        "URL" => "a broker URL like redis://127.0.0.1:6379",
+        "ID" => "a node id (1-64 of A-Za-z0-9._-)",
         history::RULE => history::RULE_WHAT,
         _ => "a string",
     }

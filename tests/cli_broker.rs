@@ -500,3 +500,37 @@ fn presence_across_nodes_expires_after_a_node_is_killed() {
     let refused = a.http("GET", "/api/presence?channel=room", None, "");
     assert_eq!(refused.status, 401, "presence needs the admin key");
 }
+
+#[test]
+fn an_in_process_node_publishes_through_its_handle() {
+    use wshub_core::command::{Command, HubCommands};
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let remote = node(&url, "tokio", &[]);
+    let (link, outputs) = wshub_redis::link();
+    let server = wshub_blocking::Server::builder(wshub_core::HubConfig::default())
+        .broker(link)
+        .bind("127.0.0.1:0")
+        .unwrap();
+    let handle = server.handle();
+    let teller = handle.clone();
+    let config = wshub_redis::RedisConfig::new(url.clone());
+    let broker = wshub_redis::RedisBroker::start(config, outputs, move |input| {
+        teller.tell(Command::Broker(input)).is_ok()
+    })
+    .unwrap();
+    eventually("the in-process node is up", WAIT, || {
+        handle.stats().unwrap().broker_up
+    });
+    let mut sub = Ws::connect(&remote, "ka");
+    sub.subscribe("jobs");
+    let message = wshub_core::Message::new("event", json!("acked"));
+    let position = handle.publish_acked("jobs", message).unwrap().unwrap();
+    assert_eq!(position.map(|p| p.offset), Some(1));
+    // Fire and forget: handed to the broker, delivered everywhere anyway.
+    let message = wshub_core::Message::new("event", json!("told"));
+    assert_eq!(handle.publish("jobs", message).unwrap(), 0);
+    assert_eq!(sub.events(2), [(1, json!("acked")), (2, json!("told"))]);
+    assert_eq!(handle.stats().unwrap().broker_publishes, 2);
+    drop(broker);
+}

@@ -325,6 +325,8 @@ fn every_option_takes_a_value_of_its_kind() {
             ("log-level", _) => Some("info"),
             (n, _) if n.ends_with("-env") => Some("WSHUB_TEST_ENV_VALUE"),
             (_, Some("KEY=USER")) => Some("k=u"),
+            (_, Some("URL")) => Some("redis://127.0.0.1:6379"),
+            (_, Some("ID")) => Some("node-1"),
             (_, Some(history::RULE)) => Some("a*=5,1m"),
             (_, Some("SIZE")) => Some("1KiB"),
             (_, Some("DURATION")) => Some(if name == "pong-timeout" { "60s" } else { "5s" }),
@@ -334,6 +336,9 @@ fn every_option_takes_a_value_of_its_kind() {
         line.extend(value.map(String::from));
         if name.starts_with("jwt-audience") || name.starts_with("jwt-issuer") {
             line.extend(["--jwt-secret".into(), "s".into()]);
+        }
+        if name == "node-id" || name == "presence-ttl" {
+            line.extend(["--broker".into(), "redis://127.0.0.1:6379".into()]);
         }
         let r = parse(&line);
         assert!(r.is_ok(), "{line:?}: {r:?}");
