@@ -2,11 +2,11 @@
 //! (nodes): one broker output per publish, per-channel subscriptions on
 //! demand, reads held until the channel is confirmed, delivery in the
 //! broker's order on every node, failures reported to every publisher, and
-//! the catch-up after the link comes back.
+//! the catch-up after the link comes back. The broker is testkit's
+//! `MemoryBroker`, which the `broker` fuzz target drives too.
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -17,192 +17,13 @@ use wshub_core::auth::ApiKeyAuth;
 use wshub_core::broker::{BrokerError, BrokerInput, BrokerOutput};
 use wshub_core::command::{Command, Reply};
 use wshub_core::config::PublishPatterns;
-use wshub_core::message::positioned_json;
-use wshub_core::{
-    ConnId, HistoryError, HistoryPage, HubConfig, Message, Publication, StreamPosition,
-};
-
-/// One channel as the broker keeps it.
-#[derive(Default)]
-struct Stream {
-    epoch: String,
-    top: u64,
-    /// (offset, JSON without position).
-    items: VecDeque<(u64, Bytes)>,
-}
-
-/// The broker: streams, which node holds which channel, and what it saw.
-struct Broker {
-    streams: BTreeMap<String, Stream>,
-    subscribed: Vec<HashSet<String>>,
-    /// Nodes whose link is up; a down node's outputs are lost (the real
-    /// driver answers them with errors, as `answer_failed` does).
-    up: Vec<bool>,
-    /// Inputs waiting to be handed to each node.
-    inbox: Vec<VecDeque<BrokerInput>>,
-    /// Every output each node sent, in order.
-    log: Vec<Vec<BrokerOutput>>,
-    /// Hold `Subscribed` confirmations (to test what waits for them).
-    hold_confirmations: bool,
-    held_confirmations: Vec<(usize, String)>,
-    epoch_seq: u32,
-    presence: BTreeMap<(String, String, usize), ()>,
-}
-
-impl Broker {
-    fn new(nodes: usize) -> Self {
-        Broker {
-            streams: BTreeMap::new(),
-            subscribed: vec![HashSet::new(); nodes],
-            up: vec![true; nodes],
-            inbox: vec![VecDeque::new(); nodes],
-            log: vec![Vec::new(); nodes],
-            hold_confirmations: false,
-            held_confirmations: Vec::new(),
-            epoch_seq: 0,
-            presence: BTreeMap::new(),
-        }
-    }
-
-    fn stream(&mut self, channel: &str) -> &mut Stream {
-        if !self.streams.contains_key(channel) {
-            self.epoch_seq += 1;
-            let epoch = format!("E{}", self.epoch_seq);
-            self.streams.insert(
-                channel.to_owned(),
-                Stream {
-                    epoch,
-                    ..Stream::default()
-                },
-            );
-        }
-        self.streams.get_mut(channel).unwrap()
-    }
-
-    fn take(&mut self, node: usize, output: BrokerOutput) {
-        self.log[node].push(output.clone());
-        if !self.up[node] {
-            return self.answer_failed(node, output);
-        }
-        match output {
-            BrokerOutput::Subscribe { channel } => {
-                self.subscribed[node].insert(channel.clone());
-                if self.hold_confirmations {
-                    self.held_confirmations.push((node, channel));
-                } else {
-                    self.inbox[node].push_back(BrokerInput::Subscribed { channel });
-                }
-            }
-            BrokerOutput::Unsubscribe { channel } => {
-                self.subscribed[node].remove(&channel);
-            }
-            BrokerOutput::Publish {
-                id,
-                channel,
-                json,
-                history,
-            } => {
-                let position = history.map(|h| {
-                    let s = self.stream(&channel);
-                    s.top += 1;
-                    s.items.push_back((s.top, json.clone()));
-                    while s.items.len() > h.size {
-                        s.items.pop_front();
-                    }
-                    StreamPosition {
-                        offset: s.top,
-                        epoch: s.epoch.clone(),
-                    }
-                });
-                for n in 0..self.subscribed.len() {
-                    if self.up[n] && self.subscribed[n].contains(&channel) {
-                        self.inbox[n].push_back(BrokerInput::Publication {
-                            channel: channel.clone(),
-                            json: json.clone(),
-                            position: position.clone(),
-                        });
-                    }
-                }
-                self.inbox[node].push_back(BrokerInput::Published {
-                    id,
-                    result: Ok(position),
-                });
-            }
-            BrokerOutput::Read {
-                read,
-                channel,
-                since,
-                limit,
-                ..
-            } => {
-                let s = self.stream(&channel);
-                let all: Vec<Publication> = s
-                    .items
-                    .iter()
-                    .filter(|(o, _)| since.is_none_or(|since| *o > since))
-                    .map(|(o, j)| Publication {
-                        offset: *o,
-                        json: Bytes::from(positioned_json(j, *o, None).unwrap()),
-                    })
-                    .collect();
-                let publications = match since {
-                    Some(_) => all.into_iter().take(limit).collect(),
-                    None => {
-                        let skip = all.len().saturating_sub(limit);
-                        all.into_iter().skip(skip).collect()
-                    }
-                };
-                let page = HistoryPage {
-                    position: StreamPosition {
-                        offset: s.top,
-                        epoch: s.epoch.clone(),
-                    },
-                    publications,
-                };
-                self.inbox[node].push_back(BrokerInput::HistoryRead {
-                    read,
-                    result: Ok(page),
-                });
-            }
-            BrokerOutput::Presence {
-                channel,
-                user,
-                present,
-            } => {
-                if present {
-                    self.presence.insert((channel, user, node), ());
-                } else {
-                    self.presence.remove(&(channel, user, node));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// What the real driver does with outputs it cannot carry out.
-    fn answer_failed(&mut self, node: usize, output: BrokerOutput) {
-        match output {
-            BrokerOutput::Publish { id, .. } => {
-                self.inbox[node].push_back(BrokerInput::Published {
-                    id,
-                    result: Err(BrokerError::Unavailable),
-                })
-            }
-            BrokerOutput::Read { read, .. } => {
-                self.inbox[node].push_back(BrokerInput::HistoryRead {
-                    read,
-                    result: Err(HistoryError::Unavailable),
-                })
-            }
-            _ => {}
-        }
-    }
-}
+use wshub_core::{ConnId, HubConfig, Message};
+use wshub_testkit::broker::MemoryBroker;
 
 /// Several hubs on one broker.
 struct Cluster {
     nodes: Vec<Sim>,
-    broker: Broker,
+    broker: MemoryBroker,
 }
 
 fn config() -> HubConfig {
@@ -225,7 +46,7 @@ impl Cluster {
     fn with(n: usize, cfg: HubConfig) -> Self {
         let mut c = Cluster {
             nodes: (0..n).map(|_| Sim::new(cfg.clone())).collect(),
-            broker: Broker::new(n),
+            broker: MemoryBroker::new(n),
         };
         for node in 0..n {
             c.input(node, BrokerInput::Up);

@@ -24,6 +24,11 @@
 //! - [`check_recovery_bytes`]: history and recovery (issue 11): clients cut
 //!   and resuming with `recover` never see a duplicate or a silent gap
 //!   (`src/recovery/`; [`run_recovery`] is the quickcheck property's entry).
+//! - [`check_broker_bytes`]: the broker seam (issue 12): two hubs on one
+//!   in-memory broker ([`broker::MemoryBroker`], which core's tests use
+//!   too) under dropped links, restarts and late confirmations never
+//!   duplicate or reorder an offset, answer every request once, and end
+//!   with every subscriber at its channel's head (`src/broker/`).
 //!
 //! Every input is read through one [`ByteCursor`]. Time is an argument in the
 //! core, so the harnesses take one anchor instant and only ever use offsets
@@ -33,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+pub mod broker;
 mod client;
 pub mod differential;
 mod frames;
@@ -47,6 +53,7 @@ mod wire;
 mod tests;
 
 pub use backoff::check_backoff;
+pub use broker::{check_broker_bytes, run_broker, BrokerOp, BrokerTally};
 pub use client::check_client_bytes;
 pub use differential::check_frames_differential;
 pub use frames::{check_frames, FramesCase};

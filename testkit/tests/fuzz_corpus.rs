@@ -114,3 +114,8 @@ fn recovery_corpus() {
         wshub_testkit::check_recovery_bytes(anchor(), d)
     });
 }
+
+#[test]
+fn broker_corpus() {
+    replay("broker", |d| wshub_testkit::check_broker_bytes(anchor(), d));
+}

@@ -63,11 +63,13 @@ impl ExternalSubs {
             .map(|(_, e)| &**e)
     }
 
-    /// Forgets a channel's read and acked epoch; the read's id, if any.
-    pub fn forget(&mut self, channel: &str) -> Option<u64> {
+    /// Forgets a channel's read and acked epoch; the read's id and the
+    /// subscribe's request id, if a read was out.
+    pub fn forget(&mut self, channel: &str) -> Option<(u64, Option<Value>)> {
         self.epochs.retain(|(c, _)| &**c != channel);
         let i = self.reads.iter().position(|r| &*r.channel == channel)?;
-        Some(self.reads.swap_remove(i).read)
+        let r = self.reads.swap_remove(i);
+        Some((r.read, r.id))
     }
 
     /// Every read still out (the connection is leaving).
@@ -142,10 +144,18 @@ impl Hub {
     }
 
     /// Drops a connection's read for `channel` (unsubscribe, re-subscribe).
+    /// The subscribe that asked for it still gets its one reply: an error
+    /// saying a later request replaced it.
     pub(super) fn cancel_read(&mut self, slot: Slot, channel: &str) {
         let conn = &mut self.conns[slot as usize];
-        if let Some(read) = conn.external.as_mut().and_then(|e| e.forget(channel)) {
-            self.reads.remove(&read);
+        let Some((read, id)) = conn.external.as_mut().and_then(|e| e.forget(channel)) else {
+            return;
+        };
+        self.reads.remove(&read);
+        if id.is_some() {
+            let text = "cancelled: a later request for the channel replaced this subscribe";
+            let now = self.last_now;
+            self.reply_as(now, slot, id, Err((ErrorCode::NotSubscribed, text)), false);
         }
     }
 

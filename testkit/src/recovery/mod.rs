@@ -17,7 +17,7 @@ use std::time::Instant;
 
 mod model;
 mod ops;
-mod sim;
+pub(crate) mod sim;
 
 pub use ops::RecoveryOp;
 

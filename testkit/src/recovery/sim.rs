@@ -13,20 +13,20 @@ use crate::virtual_time::VirtualTime;
 use crate::wire::{decode_server_frames, upgrade_request, UNIX_AT_START};
 
 /// A hub plus fake time and per-connection sinks.
-pub(super) struct Sim {
-    pub(super) hub: Hub,
-    pub(super) now: Instant,
+pub(crate) struct Sim {
+    pub(crate) hub: Hub,
+    pub(crate) now: Instant,
     /// Frame bytes received after the 101, not yet read.
-    pub(super) rx: HashMap<ConnId, Vec<u8>>,
-    pub(super) events: Vec<Event>,
+    pub(crate) rx: HashMap<ConnId, Vec<u8>>,
+    pub(crate) events: Vec<Event>,
     /// Connections whose writes are blocked (the socket takes nothing).
-    pub(super) stalled: Vec<ConnId>,
+    pub(crate) stalled: Vec<ConnId>,
     /// What stalled connections were leased and did not write yet.
-    pub(super) held: HashMap<ConnId, Vec<Bytes>>,
+    pub(crate) held: HashMap<ConnId, Vec<Bytes>>,
 }
 
 impl Sim {
-    pub(super) fn new(cfg: HubConfig, now: Instant) -> Self {
+    pub(crate) fn new(cfg: HubConfig, now: Instant) -> Self {
         Sim {
             hub: Hub::new(cfg, now, UNIX_AT_START).expect("a valid config"),
             now,
@@ -38,7 +38,7 @@ impl Sim {
     }
 
     /// Opens and upgrades a connection.
-    pub(super) fn connect(&mut self) -> ConnId {
+    pub(crate) fn connect(&mut self) -> ConnId {
         let id = self.hub.open(self.now, PeerInfo::default()).unwrap();
         self.rx.insert(id, Vec::new());
         self.feed(id, &upgrade_request("/ws"));
@@ -58,7 +58,7 @@ impl Sim {
     }
 
     /// Sends one masked text frame from the client.
-    pub(super) fn send_text(&mut self, id: ConnId, s: &str) {
+    pub(crate) fn send_text(&mut self, id: ConnId, s: &str) {
         let mut frame = Vec::new();
         encode_frame(
             &mut frame,
@@ -70,7 +70,7 @@ impl Sim {
     }
 
     /// Drains events and output; stalled connections keep their leases unwritten.
-    pub(super) fn pump(&mut self) {
+    pub(crate) fn pump(&mut self) {
         loop {
             let mut progressed = false;
             while let Some(e) = self.hub.poll_event() {
@@ -98,7 +98,7 @@ impl Sim {
     }
 
     /// The text messages `id` received since the last call, parsed.
-    pub(super) fn take_json(&mut self, id: ConnId) -> Vec<Value> {
+    pub(crate) fn take_json(&mut self, id: ConnId) -> Vec<Value> {
         let raw = std::mem::take(self.rx.get_mut(&id).unwrap());
         decode_server_frames(&raw)
             .into_iter()
