@@ -57,6 +57,10 @@ pub(crate) struct PubSubThread {
     /// subscribe then an unsubscribe is just the unsubscribe): bounded by the
     /// channel count, however long Redis stays away.
     pending: BTreeMap<String, SubMsg>,
+    /// Requests written on the current connection, the last per channel: if
+    /// it dies they may never have reached Redis, so they go back to
+    /// `pending` (where the stamp check drops those a Down overtook).
+    inflight: BTreeMap<String, SubMsg>,
     gen: u64,
     /// The node dialled first next time: the one that last answered.
     node: usize,
@@ -81,6 +85,7 @@ impl PubSubThread {
             tx,
             cmd_tx,
             pending: BTreeMap::new(),
+            inflight: BTreeMap::new(),
             gen: 0,
             node: 0,
         }
@@ -98,7 +103,12 @@ impl PubSubThread {
                     self.shared.counters.reconnects.fetch_add(1, Relaxed);
                 }
                 was_up = true;
-                if let End::Stop = self.serve(stream) {
+                let end = self.serve(stream);
+                // Newer requests (already pending) win over older in-flight ones.
+                for (channel, m) in std::mem::take(&mut self.inflight) {
+                    self.pending.entry(channel).or_insert(m);
+                }
+                if let End::Stop = end {
                     return;
                 }
                 let _ = self.cmd_tx.send(Msg::Check);
@@ -175,7 +185,7 @@ impl PubSubThread {
                 }
                 _ => false,
             };
-            if fresh && self.send(&mut stream, &m).is_err() {
+            if fresh && self.send(&mut stream, m).is_err() {
                 return End::Lost;
             }
         }
@@ -188,7 +198,7 @@ impl PubSubThread {
                 Ok(SubMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return End::Stop,
                 Ok(SubMsg::ReaderDone(gen)) if gen == self.gen => return End::Lost,
                 Ok(SubMsg::ReaderDone(_)) => Ok(()),
-                Ok(m) => self.send(&mut stream, &m),
+                Ok(m) => self.send(&mut stream, m),
                 Err(RecvTimeoutError::Timeout) => {
                     // The PING sent one interval ago is still unanswered: the
                     // link may look open while delivering nothing.
@@ -210,8 +220,8 @@ impl PubSubThread {
         }
     }
 
-    fn send(&self, stream: &mut &TcpStream, m: &SubMsg) -> io::Result<()> {
-        match m {
+    fn send(&mut self, stream: &mut &TcpStream, m: SubMsg) -> io::Result<()> {
+        let sent = match &m {
             SubMsg::Subscribe { channel, .. } => {
                 let name = self.shared.keys.pubsub(channel);
                 resp::write_command(stream, &[b"SUBSCRIBE", name.as_bytes()])
@@ -220,8 +230,12 @@ impl PubSubThread {
                 let name = self.shared.keys.pubsub(channel);
                 resp::write_command(stream, &[b"UNSUBSCRIBE", name.as_bytes()])
             }
-            _ => Ok(()),
+            _ => return Ok(()),
+        };
+        if let Some(channel) = m.channel() {
+            self.inflight.insert(channel.to_string(), m);
         }
+        sent
     }
 }
 
