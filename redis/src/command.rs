@@ -286,6 +286,7 @@ impl CommandThread {
                 for (job, reply) in jobs.into_iter().zip(replies) {
                     shared.deliver_final(answer::answer(shared, job, reply));
                 }
+                self.presence.removals_sent();
             }
             Err(_) => {
                 self.fail_all(jobs);
@@ -314,6 +315,7 @@ impl CommandThread {
                 return;
             }
         }
+        self.presence.removals_sent();
     }
 
     /// On stop (not on a crash): the node's entries go at once instead of

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -45,6 +45,16 @@ impl SubMsg {
             _ => None,
         }
     }
+}
+
+/// What the reader tells the probe.
+#[derive(Default)]
+struct Probe {
+    /// PONGs read.
+    pongs: AtomicU64,
+    /// The reader is handing an input to the hub: a PONG queued behind it
+    /// is not read yet, and the hub's backpressure is no dead link.
+    busy: AtomicBool,
 }
 
 pub(crate) struct PubSubThread {
@@ -145,21 +155,21 @@ impl PubSubThread {
         self.gen += 1;
         let end = match stream.try_clone() {
             Ok(read_half) => {
-                let pongs = Arc::new(AtomicU64::new(0));
+                let probe = Arc::new(Probe::default());
                 let reader = {
-                    let (shared, tx, pongs, gen) = (
+                    let (shared, tx, probe, gen) = (
                         self.shared.clone(),
                         self.tx.clone(),
-                        pongs.clone(),
+                        probe.clone(),
                         self.gen,
                     );
                     thread::Builder::new()
                         .name("wshub-redis-sub-read".into())
-                        .spawn(move || read_loop(&shared, read_half, &pongs, &tx, gen))
+                        .spawn(move || read_loop(&shared, read_half, &probe, &tx, gen))
                 };
                 match reader {
                     Ok(reader) => {
-                        let end = self.write_loop(&stream, &pongs);
+                        let end = self.write_loop(&stream, &probe);
                         let _ = stream.shutdown(Shutdown::Both);
                         let _ = reader.join();
                         end
@@ -173,7 +183,7 @@ impl PubSubThread {
         end
     }
 
-    fn write_loop(&mut self, mut stream: &TcpStream, pongs: &AtomicU64) -> End {
+    fn write_loop(&mut self, mut stream: &TcpStream, probe: &Probe) -> End {
         self.shared.conn_up(Conn::PubSub);
         // A request older than the last Down is dropped: the hub
         // resubscribes every channel it holds on the Up that follows.
@@ -202,7 +212,11 @@ impl PubSubThread {
                 Err(RecvTimeoutError::Timeout) => {
                     // The PING sent one interval ago is still unanswered: the
                     // link may look open while delivering nothing.
-                    if pongs.load(Relaxed) < pings {
+                    if probe.pongs.load(Relaxed) < pings {
+                        if probe.busy.load(Relaxed) {
+                            next_probe = Instant::now() + interval;
+                            continue;
+                        }
                         self.shared.counters.probe_failures.fetch_add(1, Relaxed);
                         return End::Lost;
                     }
@@ -307,13 +321,15 @@ fn handshake(info: &redis::ConnectionInfo, mut stream: &TcpStream) -> io::Result
     }
 }
 
-fn read_loop(shared: &Shared, stream: TcpStream, pongs: &AtomicU64, tx: &Sender<SubMsg>, gen: u64) {
+fn read_loop(shared: &Shared, stream: TcpStream, probe: &Probe, tx: &Sender<SubMsg>, gen: u64) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     while let Ok(value) = resp::read(&mut reader) {
         if shared.stopping() {
             break;
         }
-        handle(shared, value, pongs);
+        probe.busy.store(true, Relaxed);
+        handle(shared, value, &probe.pongs);
+        probe.busy.store(false, Relaxed);
     }
     let _ = tx.send(SubMsg::ReaderDone(gen));
 }
