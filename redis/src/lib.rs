@@ -30,6 +30,8 @@
 //!   is answered exactly once, with [`BrokerError::Unavailable`] (reads:
 //!   [`HistoryError::NoHistory`], the closest there is) when the link fails
 //!   or is down. It also keeps the node's presence entries and heartbeat.
+//!   A **dialer** thread makes its connections, so answers never wait for a
+//!   connect's timeouts.
 //! - The **pub/sub** thread writes SUBSCRIBE, UNSUBSCRIBE and a PING probe
 //!   on its own connection; a reader thread parses what Redis pushes. A PING
 //!   unanswered for one `probe_interval` rebuilds the link (a connection can
