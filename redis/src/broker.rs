@@ -159,7 +159,9 @@ impl RedisBroker {
         self.shared.connections.store(n, Relaxed);
     }
 
-    /// The live nodes (heartbeat within `presence_ttl`), by id.
+    /// The live nodes (heartbeat within `presence_ttl`), by id. Blocks the
+    /// caller for one round trip on the queries' own connection (dialled on
+    /// first use: at most `connect_timeout` + `response_timeout` more).
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerQueryError> {
         let keys = &self.shared.keys;
         let now = unix_ms();
@@ -195,6 +197,7 @@ impl RedisBroker {
     }
 
     /// The distinct users present in `channel` on any live node, sorted.
+    /// Blocks as [`RedisBroker::nodes`] does.
     pub fn presence(&self, channel: &str) -> Result<Vec<String>, BrokerQueryError> {
         let key = self.shared.keys.presence(channel);
         let now = unix_ms();
