@@ -81,7 +81,14 @@ impl Job {
                 cmd
             }
             Job::Publish { channel, json, .. } => {
-                let mut cmd = redis::cmd("PUBLISH");
+                let mut cmd = match scripts {
+                    Scripts::Sha { .. } => redis::cmd("PUBLISH"),
+                    Scripts::Text => {
+                        let mut c = redis::cmd("EVAL");
+                        c.arg(scripts::PUBLISH_PLAIN).arg(1).arg(keys.meta(channel));
+                        c
+                    }
+                };
                 cmd.arg(keys.pubsub(channel))
                     .arg(envelope::encode_plain(&shared.node_id, json));
                 cmd

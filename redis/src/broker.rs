@@ -76,8 +76,8 @@ impl fmt::Display for BrokerQueryError {
 
 impl std::error::Error for BrokerQueryError {}
 
-/// The Redis broker driver: two threads (command, pub/sub) plus one reader
-/// per pub/sub connection. Dropping it stops them (as [`RedisBroker::stop`]).
+/// The Redis broker driver: threads for commands, pub/sub and dialing, plus
+/// one reader per pub/sub connection. Dropping it stops them (as [`RedisBroker::stop`]).
 pub struct RedisBroker {
     shared: Arc<Shared>,
     cmd_tx: Sender<Msg>,
@@ -114,7 +114,12 @@ impl RedisBroker {
             .unwrap_or_else(|| format!("{:016x}", random_u64()));
         let shared = Arc::new(Shared::new(config, node_id, infos, Box::new(deliver)));
         let (sub_tx, sub_rx) = mpsc::channel();
-        let command = CommandThread::new(shared.clone(), outputs.rx, sub_tx.clone());
+        let (dial_tx, dial_rx) = mpsc::channel();
+        let command = CommandThread::new(shared.clone(), outputs.rx, sub_tx.clone(), dial_tx);
+        let dialer = {
+            let (shared, cmd_tx) = (shared.clone(), outputs.tx.clone());
+            move || crate::command::dialer(shared, dial_rx, cmd_tx)
+        };
         let pubsub = PubSubThread::new(shared.clone(), sub_rx, sub_tx.clone(), outputs.tx.clone());
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
@@ -126,6 +131,10 @@ impl RedisBroker {
             spawn("wshub-redis-cmd", Box::new(move || command.run())),
             spawn("wshub-redis-sub", Box::new(move || pubsub.run())),
         ];
+        // Not joined on stop: it may sit in a connect for up to the connect
+        // and response timeouts, and ends on its own once the command
+        // thread is gone.
+        drop(spawn("wshub-redis-dial", Box::new(dialer)));
         Ok(RedisBroker {
             shared,
             cmd_tx: outputs.tx,
@@ -150,7 +159,9 @@ impl RedisBroker {
         self.shared.connections.store(n, Relaxed);
     }
 
-    /// The live nodes (heartbeat within `presence_ttl`), by id.
+    /// The live nodes (heartbeat within `presence_ttl`), by id. Blocks the
+    /// caller for one round trip on the queries' own connection (dialled on
+    /// first use: at most `connect_timeout` + `response_timeout` more).
     pub fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerQueryError> {
         let keys = &self.shared.keys;
         let now = unix_ms();
@@ -186,6 +197,7 @@ impl RedisBroker {
     }
 
     /// The distinct users present in `channel` on any live node, sorted.
+    /// Blocks as [`RedisBroker::nodes`] does.
     pub fn presence(&self, channel: &str) -> Result<Vec<String>, BrokerQueryError> {
         let key = self.shared.keys.presence(channel);
         let now = unix_ms();

@@ -26,6 +26,8 @@ pub(crate) enum Msg {
     /// went away while no command was running is not reported `Up` again
     /// through a dead command connection.
     Check,
+    /// The dialer's result: a new link, or `None` (try again later).
+    Dialed(Option<Box<Link>>),
     Stop,
 }
 
@@ -33,7 +35,7 @@ pub(crate) enum Msg {
 const MAX_BATCH: usize = 256;
 
 /// A live command connection and how it calls the scripts.
-struct Link {
+pub(crate) struct Link {
     conn: RedisConn,
     scripts: Scripts,
 }
@@ -98,10 +100,28 @@ fn bad_reply() -> redis::RedisError {
     ))
 }
 
+/// Dials on request, off the command thread, so publishes and reads are
+/// answered at once while a connect waits out its timeouts.
+pub(crate) fn dialer(shared: Arc<Shared>, requests: Receiver<()>, cmd_tx: Sender<Msg>) {
+    for () in requests {
+        if shared.stopping() {
+            return;
+        }
+        let link = Link::open(&shared).ok().map(Box::new);
+        if cmd_tx.send(Msg::Dialed(link)).is_err() {
+            return;
+        }
+    }
+}
+
 pub(crate) struct CommandThread {
     shared: Arc<Shared>,
     rx: Receiver<Msg>,
     sub_tx: Sender<SubMsg>,
+    /// Ends the dialer when the thread ends (the sender drops).
+    dial_tx: Sender<()>,
+    /// A dial is under way.
+    dialing: bool,
     link: Option<Link>,
     backoff: Backoff,
     next_attempt: Instant,
@@ -112,9 +132,16 @@ pub(crate) struct CommandThread {
 }
 
 impl CommandThread {
-    pub fn new(shared: Arc<Shared>, rx: Receiver<Msg>, sub_tx: Sender<SubMsg>) -> CommandThread {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<Msg>,
+        sub_tx: Sender<SubMsg>,
+        dial_tx: Sender<()>,
+    ) -> CommandThread {
         let now = Instant::now();
         CommandThread {
+            dial_tx,
+            dialing: false,
             backoff: Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max),
             shared,
             rx,
@@ -131,21 +158,23 @@ impl CommandThread {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while !self.shared.stopping() {
             let now = Instant::now();
-            if self.link.is_none() && now >= self.next_attempt {
-                self.connect();
+            if self.link.is_none() && !self.dialing && now >= self.next_attempt {
+                self.dialing = self.dial_tx.send(()).is_ok();
             }
             if self.link.is_some() && Instant::now() >= self.next_refresh {
                 self.refresh();
             }
-            let wake = if self.link.is_some() {
-                self.next_refresh
-            } else {
-                self.next_attempt
+            let wake = match (&self.link, self.dialing) {
+                (Some(_), _) => self.next_refresh,
+                // The dialer's answer wakes the thread.
+                (None, true) => Instant::now() + Duration::from_secs(1),
+                (None, false) => self.next_attempt,
             };
             let wait = wake.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(Msg::Out(o)) => batch.push(o),
                 Ok(Msg::Check) => self.check(),
+                Ok(Msg::Dialed(link)) => self.dialed(link),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => continue,
             }
@@ -154,6 +183,7 @@ impl CommandThread {
                 match self.rx.try_recv() {
                     Ok(Msg::Out(o)) => batch.push(o),
                     Ok(Msg::Check) => self.check(),
+                    Ok(Msg::Dialed(link)) => self.dialed(link),
                     Ok(Msg::Stop) => {
                         stop = true;
                         break;
@@ -169,10 +199,11 @@ impl CommandThread {
         self.finish();
     }
 
-    fn connect(&mut self) {
-        match Link::open(&self.shared) {
-            Ok(link) => {
-                self.link = Some(link);
+    fn dialed(&mut self, link: Option<Box<Link>>) {
+        self.dialing = false;
+        match link {
+            Some(link) => {
+                self.link = Some(*link);
                 self.backoff.reset();
                 if self.was_up {
                     self.shared.counters.reconnects.fetch_add(1, Relaxed);
@@ -182,7 +213,7 @@ impl CommandThread {
                 self.next_refresh = Instant::now();
                 self.shared.conn_up(Conn::Command);
             }
-            Err(_) => self.lost(),
+            None => self.lost(),
         }
     }
 
@@ -248,9 +279,6 @@ impl CommandThread {
                 _ => {}
             }
         }
-        if self.link.is_none() && Instant::now() >= self.next_attempt {
-            self.connect();
-        }
         let Some(link) = self.link.as_mut() else {
             self.fail_all(jobs);
             return;
@@ -286,6 +314,7 @@ impl CommandThread {
                 for (job, reply) in jobs.into_iter().zip(replies) {
                     shared.deliver_final(answer::answer(shared, job, reply));
                 }
+                self.presence.removals_sent();
             }
             Err(_) => {
                 self.fail_all(jobs);
@@ -314,6 +343,7 @@ impl CommandThread {
                 return;
             }
         }
+        self.presence.removals_sent();
     }
 
     /// On stop (not on a crash): the node's entries go at once instead of

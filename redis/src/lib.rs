@@ -30,6 +30,8 @@
 //!   is answered exactly once, with [`BrokerError::Unavailable`] (reads:
 //!   [`HistoryError::NoHistory`], the closest there is) when the link fails
 //!   or is down. It also keeps the node's presence entries and heartbeat.
+//!   A **dialer** thread makes its connections, so answers never wait for a
+//!   connect's timeouts.
 //! - The **pub/sub** thread writes SUBSCRIBE, UNSUBSCRIBE and a PING probe
 //!   on its own connection; a reader thread parses what Redis pushes. A PING
 //!   unanswered for one `probe_interval` rebuilds the link (a connection can
@@ -64,6 +66,18 @@
 //! its scores forward every `presence_refresh`, a crashed one's fall behind
 //! and are skipped and removed by the next query, at most `presence_ttl`
 //! later.
+//!
+//! # Redis Cluster
+//!
+//! `redis+cluster://[:password@]host:port,host:port,...` names a Cluster's
+//! seed nodes. Commands go through redis-rs's blocking `ClusterConnection`,
+//! one by one (a batch's commands live in different slots); the scripts run
+//! as EVAL (no SCRIPT LOAD on every primary, including ones promoted later).
+//! A publish without history is a one-line script keyed by the channel's
+//! meta key, so it leaves from the channel's slot like one with history:
+//! a bare PUBLISH may go to another node and overtake it on the cluster bus.
+//! The pub/sub link goes to any one node (every node forwards every
+//! PUBLISH), the next one in the list when it fails.
 //!
 //! The envelope format is in [`envelope`]'s docs: `w1 <node> <offset>
 //! <epoch>\n<json>`. Anything malformed or past [`MAX_ENVELOPE`] is counted

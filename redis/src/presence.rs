@@ -16,6 +16,10 @@ const REFRESH_CHUNK: usize = 512;
 #[derive(Default)]
 pub(crate) struct PresenceTable {
     channels: BTreeMap<String, BTreeSet<String>>,
+    /// Removals not yet known to have reached Redis (the link was down or
+    /// failed): sent again with each refresh until one succeeds, so a user
+    /// who left while Redis was away does not linger for a whole ttl.
+    removals: BTreeSet<(String, String)>,
 }
 
 fn member(shared: &Shared, user: &str) -> String {
@@ -41,6 +45,7 @@ impl PresenceTable {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(&key).arg(expiry).arg(m);
             ops.extend([zadd, pexpire(&key, ms(shared.config.presence_ttl))]);
+            self.removals.remove(&(channel.clone(), user.clone()));
             self.channels.entry(channel).or_default().insert(user);
         } else {
             let mut zrem = redis::cmd("ZREM");
@@ -52,7 +57,13 @@ impl PresenceTable {
                     self.channels.remove(&channel);
                 }
             }
+            self.removals.insert((channel, user));
         }
+    }
+
+    /// The removals went through (a batch or a refresh succeeded).
+    pub fn removals_sent(&mut self) {
+        self.removals.clear();
     }
 
     /// The heartbeat's commands, in chunks of at most [`REFRESH_CHUNK`]
@@ -79,6 +90,15 @@ impl PresenceTable {
         first.push(pexpire(&conns, ttl));
         let mut chunks = vec![first];
         let mut current = Vec::new();
+        for (channel, user) in &self.removals {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(shared.keys.presence(channel))
+                .arg(member(shared, user));
+            current.push(zrem);
+            if current.len() >= REFRESH_CHUNK {
+                chunks.push(std::mem::take(&mut current));
+            }
+        }
         for (channel, users) in &self.channels {
             let key = shared.keys.presence(channel);
             let mut zadd = redis::cmd("ZADD");

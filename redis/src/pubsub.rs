@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufReader};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread;
@@ -47,6 +47,16 @@ impl SubMsg {
     }
 }
 
+/// What the reader tells the probe.
+#[derive(Default)]
+struct Probe {
+    /// PONGs read.
+    pongs: AtomicU64,
+    /// The reader is handing an input to the hub: a PONG queued behind it
+    /// is not read yet, and the hub's backpressure is no dead link.
+    busy: AtomicBool,
+}
+
 pub(crate) struct PubSubThread {
     shared: Arc<Shared>,
     rx: Receiver<SubMsg>,
@@ -57,6 +67,10 @@ pub(crate) struct PubSubThread {
     /// subscribe then an unsubscribe is just the unsubscribe): bounded by the
     /// channel count, however long Redis stays away.
     pending: BTreeMap<String, SubMsg>,
+    /// Requests written on the current connection, the last per channel: if
+    /// it dies they may never have reached Redis, so they go back to
+    /// `pending` (where the stamp check drops those a Down overtook).
+    inflight: BTreeMap<String, SubMsg>,
     gen: u64,
     /// The node dialled first next time: the one that last answered.
     node: usize,
@@ -81,6 +95,7 @@ impl PubSubThread {
             tx,
             cmd_tx,
             pending: BTreeMap::new(),
+            inflight: BTreeMap::new(),
             gen: 0,
             node: 0,
         }
@@ -98,7 +113,12 @@ impl PubSubThread {
                     self.shared.counters.reconnects.fetch_add(1, Relaxed);
                 }
                 was_up = true;
-                if let End::Stop = self.serve(stream) {
+                let end = self.serve(stream);
+                // Newer requests (already pending) win over older in-flight ones.
+                for (channel, m) in std::mem::take(&mut self.inflight) {
+                    self.pending.entry(channel).or_insert(m);
+                }
+                if let End::Stop = end {
                     return;
                 }
                 let _ = self.cmd_tx.send(Msg::Check);
@@ -135,21 +155,21 @@ impl PubSubThread {
         self.gen += 1;
         let end = match stream.try_clone() {
             Ok(read_half) => {
-                let pongs = Arc::new(AtomicU64::new(0));
+                let probe = Arc::new(Probe::default());
                 let reader = {
-                    let (shared, tx, pongs, gen) = (
+                    let (shared, tx, probe, gen) = (
                         self.shared.clone(),
                         self.tx.clone(),
-                        pongs.clone(),
+                        probe.clone(),
                         self.gen,
                     );
                     thread::Builder::new()
                         .name("wshub-redis-sub-read".into())
-                        .spawn(move || read_loop(&shared, read_half, &pongs, &tx, gen))
+                        .spawn(move || read_loop(&shared, read_half, &probe, &tx, gen))
                 };
                 match reader {
                     Ok(reader) => {
-                        let end = self.write_loop(&stream, &pongs);
+                        let end = self.write_loop(&stream, &probe);
                         let _ = stream.shutdown(Shutdown::Both);
                         let _ = reader.join();
                         end
@@ -163,7 +183,7 @@ impl PubSubThread {
         end
     }
 
-    fn write_loop(&mut self, mut stream: &TcpStream, pongs: &AtomicU64) -> End {
+    fn write_loop(&mut self, mut stream: &TcpStream, probe: &Probe) -> End {
         self.shared.conn_up(Conn::PubSub);
         // A request older than the last Down is dropped: the hub
         // resubscribes every channel it holds on the Up that follows.
@@ -175,7 +195,7 @@ impl PubSubThread {
                 }
                 _ => false,
             };
-            if fresh && self.send(&mut stream, &m).is_err() {
+            if fresh && self.send(&mut stream, m).is_err() {
                 return End::Lost;
             }
         }
@@ -188,11 +208,15 @@ impl PubSubThread {
                 Ok(SubMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return End::Stop,
                 Ok(SubMsg::ReaderDone(gen)) if gen == self.gen => return End::Lost,
                 Ok(SubMsg::ReaderDone(_)) => Ok(()),
-                Ok(m) => self.send(&mut stream, &m),
+                Ok(m) => self.send(&mut stream, m),
                 Err(RecvTimeoutError::Timeout) => {
                     // The PING sent one interval ago is still unanswered: the
                     // link may look open while delivering nothing.
-                    if pongs.load(Relaxed) < pings {
+                    if probe.pongs.load(Relaxed) < pings {
+                        if probe.busy.load(Relaxed) {
+                            next_probe = Instant::now() + interval;
+                            continue;
+                        }
                         self.shared.counters.probe_failures.fetch_add(1, Relaxed);
                         return End::Lost;
                     }
@@ -210,8 +234,8 @@ impl PubSubThread {
         }
     }
 
-    fn send(&self, stream: &mut &TcpStream, m: &SubMsg) -> io::Result<()> {
-        match m {
+    fn send(&mut self, stream: &mut &TcpStream, m: SubMsg) -> io::Result<()> {
+        let sent = match &m {
             SubMsg::Subscribe { channel, .. } => {
                 let name = self.shared.keys.pubsub(channel);
                 resp::write_command(stream, &[b"SUBSCRIBE", name.as_bytes()])
@@ -220,8 +244,12 @@ impl PubSubThread {
                 let name = self.shared.keys.pubsub(channel);
                 resp::write_command(stream, &[b"UNSUBSCRIBE", name.as_bytes()])
             }
-            _ => Ok(()),
+            _ => return Ok(()),
+        };
+        if let Some(channel) = m.channel() {
+            self.inflight.insert(channel.to_string(), m);
         }
+        sent
     }
 }
 
@@ -293,13 +321,15 @@ fn handshake(info: &redis::ConnectionInfo, mut stream: &TcpStream) -> io::Result
     }
 }
 
-fn read_loop(shared: &Shared, stream: TcpStream, pongs: &AtomicU64, tx: &Sender<SubMsg>, gen: u64) {
+fn read_loop(shared: &Shared, stream: TcpStream, probe: &Probe, tx: &Sender<SubMsg>, gen: u64) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     while let Ok(value) = resp::read(&mut reader) {
         if shared.stopping() {
             break;
         }
-        handle(shared, value, pongs);
+        probe.busy.store(true, Relaxed);
+        handle(shared, value, &probe.pongs);
+        probe.busy.store(false, Relaxed);
     }
     let _ = tx.send(SubMsg::ReaderDone(gen));
 }

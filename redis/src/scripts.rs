@@ -59,3 +59,11 @@ if limit > 0 then
 end
 return out
 "#;
+
+/// KEYS: meta (not touched: it only routes). ARGV: pub/sub channel,
+/// envelope. On a Cluster a bare PUBLISH goes to any node and can overtake
+/// a script's PUBLISH of the same channel on the cluster bus; sent from the
+/// channel's slot, every publication of a channel takes one path, in order.
+pub(crate) const PUBLISH_PLAIN: &str = r#"
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"#;

@@ -13,13 +13,21 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     args: Vec<String>,
+    /// A Cluster node: `--cluster-enabled yes`, its config file in `dir`.
+    cluster: bool,
     child: Option<Child>,
 }
 
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
 
+/// A free port whose Cluster bus port (+10000) is free too.
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if port < 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
 }
 
 /// Whether something on `port` answers PING (with `auth` first if given).
@@ -60,6 +68,10 @@ impl RedisServer {
     /// As [`RedisServer::start`], with extra `redis-server` arguments (e.g.
     /// `["--requirepass", "pw"]`).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::launch(extra, false)
+    }
+
+    fn launch(extra: &[&str], cluster: bool) -> RedisServer {
         let n = NEXT_DIR.fetch_add(1, Relaxed);
         let dir = std::env::temp_dir().join(format!("wshub-redis-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -70,6 +82,7 @@ impl RedisServer {
                 port,
                 dir: dir.clone(),
                 args: args.clone(),
+                cluster,
                 child: None,
             };
             if server.spawn() {
@@ -86,7 +99,14 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let log = self.dir.join(format!("redis-{}.log", self.port));
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if self.cluster {
+            let conf = self.dir.join(format!("nodes-{}.conf", self.port));
+            let _ = std::fs::remove_file(&conf);
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                .arg(conf);
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--enable-debug-command", "yes"])
@@ -168,5 +188,69 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A three-primary Redis Cluster (no replicas) of [`RedisServer`]s.
+pub struct RedisCluster {
+    /// Its nodes.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (at least 3) nodes, joins them with `redis-cli --cluster
+    /// create` and waits for `cluster_state:ok` on each.
+    pub fn start(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n).map(|_| RedisServer::launch(&[], true)).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for node in &nodes {
+            while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "cluster not ok on {}", node.port);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...`
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// Runs `redis-cli -c` (following redirects) against the first node.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "-c",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.nodes[0].port.to_string(),
+            ])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }

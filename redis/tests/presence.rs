@@ -107,3 +107,27 @@ fn a_crashed_node_leaves_no_ghost_past_the_ttl() {
     assert_eq!(redis.cli(&["ZCARD", "wshub.{room}.presence"]), "0");
     assert_eq!(redis.cli(&["HEXISTS", "{wshub}.node_conns", "b"]), "0");
 }
+
+#[test]
+fn a_leave_while_the_link_is_down_is_sent_after_it() {
+    let redis = RedisServer::start();
+    // A ttl far past the test: only the removal itself can clear the entry.
+    let long = |c: &mut RedisConfig| {
+        common::fast(c);
+        c.node_id = Some("a".into());
+        c.presence_refresh = Duration::from_millis(100);
+        c.presence_ttl = Duration::from_secs(60);
+    };
+    let mut a = Node::up(&redis.url(), long);
+    present(&mut a, "room", "alice", true);
+    eventually("alice present", || {
+        a.broker.presence("room").unwrap() == ["alice"]
+    });
+    // Cuts every normal connection (a's command link among them); the data
+    // stays.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    present(&mut a, "room", "alice", false);
+    eventually("alice gone", || {
+        a.broker.presence("room").is_ok_and(|u| u.is_empty())
+    });
+}

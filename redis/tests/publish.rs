@@ -208,3 +208,27 @@ fn scripts_flushed_from_redis_are_loaded_again() {
     assert_eq!(a.read("news", Some(0), 10).unwrap().publications.len(), 2);
     assert_eq!(a.broker.status().publish_failures, 0);
 }
+
+#[test]
+fn an_envelope_past_the_limit_is_skipped_unread() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    a.subscribe("news");
+    let mut huge = b"w1 n 0 -\n{\"x\":\"".to_vec();
+    huge.resize(wshub_redis::MAX_ENVELOPE + 1, b'x');
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg("wshub.pub.news")
+        .arg(huge)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(receivers, 1);
+    eventually("the big one counted", || {
+        a.broker.status().bad_envelopes == 1
+    });
+    a.publish("news", r#"{"after":1}"#, None).unwrap();
+    assert_eq!(a.publication("news").0, r#"{"after":1}"#);
+}
