@@ -534,3 +534,40 @@ fn an_in_process_node_publishes_through_its_handle() {
     assert_eq!(handle.stats().unwrap().broker_publishes, 2);
     drop(broker);
 }
+
+/// Redis Cluster (three `--cluster-enabled` servers made into a cluster by
+/// the fixture): publishes cross nodes in order, and a client that leaves
+/// node A recovers on node B what was published meanwhile.
+#[test]
+fn cross_node_and_recovery_on_a_redis_cluster() {
+    let cluster = wshub_redis::testing::RedisCluster::start(3);
+    let url = cluster.url();
+    assert!(url.starts_with("redis+cluster://"), "{url}");
+    let a = node(&url, "tokio", &[]);
+    let b = node(&url, "smol", &[]);
+    let mut on_a = Ws::connect(&a, "ka");
+    let mut on_b = Ws::connect(&b, "kb");
+    let ack = on_a.subscribe("orders");
+    let epoch = ack["epoch"].as_str().unwrap().to_owned();
+    on_b.subscribe("orders");
+    for i in 1..=3 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(publish(node, "orders", json!(i)).status, 200);
+    }
+    let want: Vec<(u64, Value)> = (1..=3).map(|i| (i, json!(i))).collect();
+    assert_eq!(on_a.events(3), want);
+    assert_eq!(on_b.events(3), want);
+    drop(on_a);
+    for i in 4..=6 {
+        assert_eq!(publish(&a, "orders", json!(i)).status, 200);
+    }
+    let mut back = Ws::connect(&b, "ka");
+    back.send(json!({"type": "subscribe", "id": "r", "channel": "orders",
+                     "recover": {"offset": 3, "epoch": epoch}}));
+    let ack = back.next();
+    assert_eq!(ack["data"]["recovered"], true, "{ack}");
+    assert_eq!(
+        back.events(3),
+        (4..=6).map(|i| (i, json!(i))).collect::<Vec<_>>()
+    );
+}

@@ -59,6 +59,14 @@ use crate::history::{HistoryError, HistoryPage, StreamPosition};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublishId(pub(crate) u64);
 
+#[cfg(any(test, feature = "testing"))]
+impl PublishId {
+    /// An id as the hub would make it, for a test standing in for the hub.
+    pub fn for_tests(n: u64) -> PublishId {
+        PublishId(n)
+    }
+}
+
 impl fmt::Display for PublishId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "publish#{}", self.0)

@@ -184,6 +184,14 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HistoryReadId(pub(crate) u64);
 
+#[cfg(any(test, feature = "testing"))]
+impl HistoryReadId {
+    /// An id as the hub would make it, for a test standing in for the hub.
+    pub fn for_tests(n: u64) -> HistoryReadId {
+        HistoryReadId(n)
+    }
+}
+
 impl fmt::Display for HistoryReadId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "read#{}", self.0)

@@ -17,9 +17,9 @@ use crate::envelope;
 use crate::scripts;
 use crate::shared::Shared;
 
-/// A read that Redis did not answer. `HistoryError` has no "unavailable";
-/// `NoHistory` is the closest: the hub gets no page and cannot replay.
-pub(crate) const READ_FAILED: HistoryError = HistoryError::NoHistory;
+/// A read that Redis did not answer: the hub refuses the subscribe with
+/// `unavailable` (never a plain subscription, which `NoHistory` would be).
+pub(crate) const READ_FAILED: HistoryError = HistoryError::Unavailable;
 
 /// Length of the epochs this driver makes.
 const EPOCH_LEN: usize = 12;

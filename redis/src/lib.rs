@@ -28,7 +28,7 @@
 //! - The **command** thread drains the hub's outputs. Publishes and reads
 //!   queued together (up to 256) go out as one pipeline, one round trip; each
 //!   is answered exactly once, with [`BrokerError::Unavailable`] (reads:
-//!   [`HistoryError::NoHistory`], the closest there is) when the link fails
+//!   [`HistoryError::Unavailable`]) when the link fails
 //!   or is down. It also keeps the node's presence entries and heartbeat.
 //!   A **dialer** thread makes its connections, so answers never wait for a
 //!   connect's timeouts.
@@ -84,7 +84,7 @@
 //! ([`BrokerStatus::bad_envelopes`]) and dropped.
 //!
 //! [`BrokerError::Unavailable`]: wshub_core::broker::BrokerError::Unavailable
-//! [`HistoryError::NoHistory`]: wshub_core::history::HistoryError::NoHistory
+//! [`HistoryError::Unavailable`]: wshub_core::history::HistoryError::Unavailable
 //! [`BrokerInput::Down`]: wshub_core::broker::BrokerInput::Down
 //! [`BrokerInput::Up`]: wshub_core::broker::BrokerInput::Up
 

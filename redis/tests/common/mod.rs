@@ -19,19 +19,14 @@ use wshub_redis::{Link, RedisBroker, RedisConfig};
 /// Longest wait for an input the test expects.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-// The ids' fields are private to the core (only the hub makes them); a test
-// standing in for the hub needs its own. Both are one-u64 newtypes.
-const _: () = assert!(std::mem::size_of::<PublishId>() == 8);
-const _: () = assert!(std::mem::size_of::<HistoryReadId>() == 8);
-
+// Only the hub makes ids; a test standing in for it uses the core's
+// `testing` constructors.
 pub fn publish_id(n: u64) -> PublishId {
-    // SAFETY: a struct with one u64 field has the layout of that u64.
-    unsafe { std::mem::transmute::<u64, PublishId>(n) }
+    PublishId::for_tests(n)
 }
 
 pub fn read_id(n: u64) -> HistoryReadId {
-    // SAFETY: as for `publish_id`.
-    unsafe { std::mem::transmute::<u64, HistoryReadId>(n) }
+    HistoryReadId::for_tests(n)
 }
 
 /// History of `size` publications, kept a minute.
