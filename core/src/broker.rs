@@ -94,10 +94,14 @@ pub struct ChannelHistory {
 #[non_exhaustive]
 pub enum BrokerOutput {
     /// Start receiving the channel's publications; confirm with
-    /// [`BrokerInput::Subscribed`].
+    /// [`BrokerInput::Subscribed`]. While a node holds a channel that keeps
+    /// history, the broker keeps its position alive (past `meta_ttl`), as
+    /// the in-memory store does for a channel with subscribers.
     Subscribe {
         /// The channel.
         channel: String,
+        /// How the channel keeps history; `None`: it keeps none.
+        history: Option<ChannelHistory>,
     },
     /// Stop receiving the channel's publications (its last local subscriber
     /// left).

@@ -432,7 +432,7 @@ fn after_the_link_comes_back_every_channel_is_resubscribed_and_the_gap_filled() 
     let mut resubscribed: Vec<String> = c.broker.log[0][before..]
         .iter()
         .filter_map(|o| match o {
-            BrokerOutput::Subscribe { channel } => Some(channel.clone()),
+            BrokerOutput::Subscribe { channel, .. } => Some(channel.clone()),
             _ => None,
         })
         .collect();

@@ -129,6 +129,10 @@ pub(crate) struct CommandThread {
     /// A connection was up before: the next one is a reconnect.
     was_up: bool,
     presence: PresenceTable,
+    /// Channels this node holds that keep history, with their meta TTL:
+    /// the heartbeat keeps their positions alive while the node holds
+    /// them, so a quiet channel with subscribers keeps its epoch.
+    held_meta: std::collections::BTreeMap<String, std::time::Duration>,
 }
 
 impl CommandThread {
@@ -151,6 +155,7 @@ impl CommandThread {
             next_refresh: now,
             was_up: false,
             presence: PresenceTable::default(),
+            held_meta: std::collections::BTreeMap::new(),
         }
     }
 
@@ -237,11 +242,17 @@ impl CommandThread {
         let mut presence_ops: Vec<redis::Cmd> = Vec::new();
         for o in batch.drain(..) {
             match o {
-                BrokerOutput::Subscribe { channel } => {
+                BrokerOutput::Subscribe { channel, history } => {
+                    if let Some(h) = history {
+                        // As the scripts do: the position outlives the items.
+                        self.held_meta
+                            .insert(channel.clone(), h.meta_ttl.max(h.ttl));
+                    }
                     let stamp = self.shared.downs();
                     let _ = self.sub_tx.send(SubMsg::Subscribe { channel, stamp });
                 }
                 BrokerOutput::Unsubscribe { channel } => {
+                    self.held_meta.remove(&channel);
                     let stamp = self.shared.downs();
                     let _ = self.sub_tx.send(SubMsg::Unsubscribe { channel, stamp });
                 }
@@ -339,6 +350,21 @@ impl CommandThread {
         };
         for cmds in self.presence.refresh(&self.shared) {
             if link.conn.run(&cmds).is_err() {
+                self.lost();
+                return;
+            }
+        }
+        let metas: Vec<redis::Cmd> = self
+            .held_meta
+            .iter()
+            .map(|(channel, ttl)| {
+                let mut c = redis::cmd("PEXPIRE");
+                c.arg(self.shared.keys.meta(channel)).arg(ms(*ttl));
+                c
+            })
+            .collect();
+        for chunk in metas.chunks(256) {
+            if link.conn.run(chunk).is_err() {
                 self.lost();
                 return;
             }

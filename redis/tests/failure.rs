@@ -132,6 +132,7 @@ fn a_subscribe_while_down_is_answered_after_the_reconnect() {
     // Arrives after the Down: kept, and sent once the link is back.
     a.send(wshub_core::broker::BrokerOutput::Subscribe {
         channel: "news".into(),
+        history: None,
     });
     redis.restart();
     a.wait(

@@ -232,3 +232,49 @@ fn an_envelope_past_the_limit_is_skipped_unread() {
     a.publish("news", r#"{"after":1}"#, None).unwrap();
     assert_eq!(a.publication("news").0, r#"{"after":1}"#);
 }
+
+/// A quiet channel a node holds keeps its position past `meta_ttl` (the
+/// heartbeat renews it), so its subscribers keep their epoch; once no node
+/// holds it, it expires as configured.
+#[test]
+fn a_held_channel_keeps_its_position_past_meta_ttl() {
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |c| {
+        c.presence_refresh = std::time::Duration::from_millis(100);
+        c.presence_ttl = std::time::Duration::from_secs(1);
+    });
+    let short = wshub_core::broker::ChannelHistory {
+        ttl: std::time::Duration::from_millis(300),
+        meta_ttl: std::time::Duration::from_millis(400),
+        ..history(10)
+    };
+    a.send(BrokerOutput::Subscribe {
+        channel: "quiet".into(),
+        history: Some(short),
+    });
+    let first = a
+        .publish("quiet", r#"{"n":1}"#, Some(short))
+        .unwrap()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let meta = "wshub.{quiet}.meta";
+    assert_eq!(
+        redis.cli(&["EXISTS", meta]).trim(),
+        "1",
+        "renewed while held"
+    );
+    let second = a
+        .publish("quiet", r#"{"n":2}"#, Some(short))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (second.epoch.as_str(), second.offset),
+        (first.epoch.as_str(), 2)
+    );
+    a.send(BrokerOutput::Unsubscribe {
+        channel: "quiet".into(),
+    });
+    eventually("the position expires once nobody holds it", || {
+        redis.cli(&["EXISTS", meta]).trim() == "0"
+    });
+}

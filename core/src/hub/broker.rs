@@ -170,17 +170,22 @@ impl Hub {
     /// removed: holds or drops the channel at the broker and tracks the
     /// user's presence. Call after the router changed.
     pub(super) fn membership_changed(&mut self, slot: Slot, channel: &str, joined: bool) {
+        if self.broker.is_none() {
+            return;
+        }
+        let name: Arc<str> = Arc::from(channel);
+        let count = self.router.subscriber_count(channel);
+        let history = self.channel_history(channel);
         let Some(b) = self.broker.as_mut() else {
             return;
         };
-        let name: Arc<str> = Arc::from(channel);
-        let count = self.router.subscriber_count(channel);
         if joined && count == 1 && !b.held.contains_key(channel) {
             let held = b.held.entry(name.clone()).or_default();
             if b.up {
                 held.unconfirmed += 1;
                 b.outputs.push_back(BrokerOutput::Subscribe {
                     channel: channel.to_owned(),
+                    history,
                 });
             }
         } else if !joined && count == 0 && b.held.remove(channel).is_some() {
@@ -278,6 +283,10 @@ impl Hub {
         names.sort();
         for name in names {
             let has_positioned = !self.router.members_in(&name, List::Positioned).is_empty();
+            let history = self.channel_history(&name);
+            let Some(b) = self.broker.as_mut() else {
+                return;
+            };
             let Some(h) = b.held.get_mut(&name) else {
                 continue;
             };
@@ -285,6 +294,7 @@ impl Hub {
             h.catch_up = has_positioned && h.last.is_some();
             b.outputs.push_back(BrokerOutput::Subscribe {
                 channel: name.to_string(),
+                history,
             });
         }
     }
@@ -467,12 +477,30 @@ impl Hub {
             return;
         }
         self.stats.broker_catch_ups += 1;
+        let members = self.router.members_in(channel, List::Positioned).to_vec();
         for p in missed {
             next = next.max(p.offset);
-            self.scratch.clear();
-            self.scratch
-                .extend_from_slice(self.router.members_in(channel, List::Positioned));
-            self.fan_out(now, frame::server_frame(OpCode::Text, &p.json));
+            // As live: subscribers acked in another epoch are told this one.
+            let (mut same, mut other) = (None, None);
+            for &slot in &members {
+                let acked = self.conns[slot as usize]
+                    .external
+                    .as_ref()
+                    .and_then(|e| e.epoch_of(channel))
+                    .is_some_and(|e| e == last.epoch);
+                let f = if acked {
+                    same.get_or_insert_with(|| frame::server_frame(OpCode::Text, &p.json))
+                        .clone()
+                } else {
+                    other
+                        .get_or_insert_with(|| {
+                            let json = with_epoch(&p.json, &last.epoch);
+                            frame::server_frame(OpCode::Text, &json)
+                        })
+                        .clone()
+                };
+                self.enqueue(now, slot, f);
+            }
         }
         if let Some(h) = self.broker.as_mut().and_then(|b| b.held.get_mut(channel)) {
             advance(
@@ -517,11 +545,43 @@ impl Hub {
     }
 }
 
+/// A stored positioned JSON (`...,"offset":N}`) with `,"epoch":"e"` after
+/// the offset, byte for byte what [`crate::message::positioned_json`] makes
+/// with an epoch.
+fn with_epoch(positioned: &[u8], epoch: &str) -> Vec<u8> {
+    let end = positioned
+        .iter()
+        .rposition(|&b| b == b'}')
+        .unwrap_or(positioned.len());
+    let mut out = Vec::with_capacity(positioned.len() + epoch.len() + 12);
+    out.extend_from_slice(&positioned[..end]);
+    out.extend_from_slice(b",\"epoch\":\"");
+    out.extend_from_slice(epoch.as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
+}
+
 /// Moves `last` to `seen` when `seen` is newer: another epoch (the newer
 /// knowledge) or a higher offset.
 fn advance(last: &mut Option<StreamPosition>, seen: &StreamPosition) {
     match last {
         Some(l) if l.epoch == seen.epoch && l.offset >= seen.offset => {}
         _ => *last = Some(seen.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_epoch;
+    use crate::message::positioned_json;
+
+    #[test]
+    fn an_epoch_added_to_a_stored_publication_is_the_live_bytes() {
+        let json = br#"{"type":"event","channel":"c","data":1,"timestamp":"t"}"#;
+        let stored = positioned_json(json, 7, None).unwrap();
+        assert_eq!(
+            with_epoch(&stored, "E2"),
+            positioned_json(json, 7, Some("E2")).unwrap()
+        );
     }
 }

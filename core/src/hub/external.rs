@@ -56,7 +56,7 @@ struct Buffered {
 }
 
 impl ExternalSubs {
-    fn epoch_of(&self, channel: &str) -> Option<&str> {
+    pub(super) fn epoch_of(&self, channel: &str) -> Option<&str> {
         self.epochs
             .iter()
             .find(|(c, _)| &**c == channel)

@@ -174,6 +174,7 @@ impl Node {
     pub fn subscribe(&mut self, channel: &str) {
         self.send(BrokerOutput::Subscribe {
             channel: channel.into(),
+            history: Some(history(10)),
         });
         self.wait(
             "Subscribed",

@@ -94,7 +94,7 @@ impl MemoryBroker {
             return self.answer_failed(node, output);
         }
         match output {
-            BrokerOutput::Subscribe { channel } => {
+            BrokerOutput::Subscribe { channel, .. } => {
                 self.subscribed[node].insert(channel.clone());
                 if self.hold_confirmations {
                     self.held_confirmations.push((node, channel));
