@@ -11,8 +11,7 @@
 //! order: a node that delivered its own publications on the spot could show
 //! its local subscribers offset 7 before a remote offset 6 still on the wire.
 //! The origin node's copy of its own publication is thus not an echo to
-//! ignore but its only delivery; what a node does ignore is its own
-//! node-level traffic (presence refreshes), which the broker driver filters.
+//! ignore but its only delivery.
 //!
 //! A node holds a channel at the broker only while it has local subscribers
 //! ([`BrokerOutput::Subscribe`] on the first, [`BrokerOutput::Unsubscribe`]
