@@ -134,11 +134,6 @@ pub fn route(
         }
         ("GET", "/api/history") => match authorize_admin(request, admin_key) {
             Err(r) => r,
-            Ok(()) if settings.cluster.is_some() => Response::error(
-                501,
-                "with --broker the history is in Redis: read it with a subscribe \
-                 (history: N); this endpoint serves the in-memory history only",
-            ),
             Ok(()) => history(request, settings.history_max_replay, hub),
         },
         (_, "/api/publish" | "/api/broadcast") => Response::error(405, "use POST"),
@@ -337,6 +332,7 @@ fn history(request: &UpgradeRequest, max_replay: usize, hub: &dyn HubCommands) -
         Ok(Err(HistoryError::NoHistory)) => {
             return Response::error(404, "the channel keeps no history")
         }
+        Ok(Err(HistoryError::Unavailable)) => return Response::error(503, "broker unavailable"),
         Ok(Err(e)) => return Response::error(400, &e.to_string()),
         Ok(Ok(page)) => page,
     };

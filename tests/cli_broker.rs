@@ -202,6 +202,19 @@ fn cross_node(runtime: &str) {
     for (n, s) in subs.iter_mut().enumerate() {
         assert_eq!(s.events(10), want, "node {n}");
     }
+    // The history in Redis, read through any node's HTTP API.
+    let h = nodes[2].http("GET", "/api/history?channel=news&since=7", Some(ADMIN), "");
+    assert_eq!(h.status, 200, "{:?}", h.json);
+    let data: Vec<&Value> = h.json["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["data"])
+        .collect();
+    assert_eq!(data, [&json!(7), &json!(8), &json!(9)], "{:?}", h.json);
+    assert_eq!(h.json["offset"], 10);
+    let future = nodes[2].http("GET", "/api/history?channel=news&since=99", Some(ADMIN), "");
+    assert_eq!(future.status, 400, "{:?}", future.json);
     // The publishing node holds no subscriber of its own: it never asked
     // Redis for the channel, and delivered nothing.
     let s1 = stats(&nodes[1]);

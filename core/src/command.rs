@@ -243,13 +243,20 @@ impl Hub {
     }
 
     /// Applies a command and hands its reply to `reply`: at once, or (a
-    /// [`Command::PublishAcked`] through a broker) when the broker answered.
+    /// [`Command::PublishAcked`] or [`Command::History`] through a broker)
+    /// when the broker answered.
     /// Every command gets exactly one reply, also if the broker link fails.
     pub fn apply_then(&mut self, now: Instant, command: Command, reply: ReplyTo) {
         match command {
             Command::PublishAcked { channel, message } if self.has_broker() => {
                 self.publish_deferred(now, &channel, *message, reply);
             }
+            // The history is in the broker: read there, answered later.
+            Command::History {
+                channel,
+                since,
+                limit,
+            } if self.has_broker() => self.broker_history(now, &channel, since, limit, reply),
             command => reply(self.apply(now, command)),
         }
     }

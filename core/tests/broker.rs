@@ -535,3 +535,49 @@ fn channels_without_history_get_plain_publications_through_the_broker() {
         .any(|o| matches!(o, BrokerOutput::Read { .. }));
     assert!(!reads, "nothing to read");
 }
+
+#[test]
+fn the_application_reads_history_from_the_broker() {
+    let mut c = Cluster::new(2);
+    let p = c.connect(1, "k2");
+    for i in 1..=4 {
+        c.send(
+            1,
+            p,
+            &format!(r#"{{"type":"publish","channel":"c","data":{i}}}"#),
+        );
+    }
+    let ask = |c: &mut Cluster, since, limit| {
+        let (tx, rx) = mpsc::channel();
+        let now = c.nodes[0].now;
+        let command = Command::History {
+            channel: "c".into(),
+            since,
+            limit,
+        };
+        c.nodes[0]
+            .hub
+            .apply_then(now, command, Box::new(move |r| tx.send(r).unwrap()));
+        c.settle();
+        rx.try_recv().expect("answered")
+    };
+    let Reply::History(Ok(page)) = ask(&mut c, Some(1), 2) else {
+        panic!("a page");
+    };
+    assert_eq!(page.position.offset, 4);
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, vec![2, 3], "after 1, at most 2");
+    assert_eq!(
+        ask(&mut c, Some(9), 2),
+        Reply::History(Err(wshub_core::HistoryError::FromTheFuture))
+    );
+    assert_eq!(
+        ask(&mut c, None, 0),
+        Reply::History(Err(wshub_core::HistoryError::TooMany))
+    );
+    c.input(0, BrokerInput::Down);
+    assert_eq!(
+        ask(&mut c, None, 2),
+        Reply::History(Err(wshub_core::HistoryError::Unavailable))
+    );
+}

@@ -59,6 +59,9 @@ pub(crate) struct BrokerState {
     presence: HashMap<(Arc<str>, Arc<str>), u32>,
     /// Catch-up reads out: read id -> channel.
     catch_ups: HashMap<u64, Arc<str>>,
+    /// The application's history reads out ([`Command::History`] through
+    /// [`Hub::apply_then`]): read id -> (since, limit, where the reply goes).
+    app_reads: HashMap<u64, (Option<u64>, usize, ReplyTo)>,
 }
 
 impl BrokerState {
@@ -95,19 +98,71 @@ impl Hub {
                 json,
                 position,
             } => self.broker_publication(now, &channel, json, position),
-            BrokerInput::HistoryRead { read, result } => {
-                let catch_up = self
-                    .broker
-                    .as_mut()
-                    .and_then(|b| b.catch_ups.remove(&read.0));
-                match catch_up {
-                    Some(channel) => self.catch_up(now, &channel, result),
-                    None => {
-                        let _ = self.answer_history_read(now, read, result);
-                    }
-                }
-            }
+            BrokerInput::HistoryRead { read, result } => self.read_answered(now, read, result),
         }
+    }
+
+    /// A read's answer, to whoever asked: a subscriber, the catch-up, or the
+    /// application.
+    fn read_answered(
+        &mut self,
+        now: Instant,
+        read: HistoryReadId,
+        result: Result<HistoryPage, HistoryError>,
+    ) {
+        let Some(b) = self.broker.as_mut() else {
+            return;
+        };
+        if let Some(channel) = b.catch_ups.remove(&read.0) {
+            return self.catch_up(now, &channel, result);
+        }
+        if let Some((since, limit, reply)) = b.app_reads.remove(&read.0) {
+            let result = result.and_then(|mut page| {
+                if since.is_some_and(|s| s > page.position.offset) {
+                    return Err(HistoryError::FromTheFuture);
+                }
+                page.publications.truncate(limit);
+                Ok(page)
+            });
+            return reply(Reply::History(result));
+        }
+        let _ = self.answer_history_read(now, read, result);
+    }
+
+    /// [`Hub::history`] against the broker: answered through `reply` when
+    /// the broker answers (at once when the request is refused).
+    pub(crate) fn broker_history(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        reply: ReplyTo,
+    ) {
+        self.touch(now);
+        if limit == 0 || limit > self.cfg.history.max_replay {
+            return reply(Reply::History(Err(HistoryError::TooMany)));
+        }
+        let history = match self.check_channel(channel) {
+            Ok(()) => self.channel_history(channel),
+            Err(_) => None,
+        };
+        let Some(history) = history else {
+            return reply(Reply::History(Err(HistoryError::NoHistory)));
+        };
+        let Some(b) = self.broker.as_mut().filter(|b| b.up) else {
+            return reply(Reply::History(Err(HistoryError::Unavailable)));
+        };
+        self.next_read += 1;
+        let read = self.next_read;
+        b.app_reads.insert(read, (since, limit, reply));
+        b.outputs.push_back(BrokerOutput::Read {
+            read: HistoryReadId(read),
+            channel: channel.to_owned(),
+            since,
+            limit,
+            history,
+        });
     }
 
     /// Whether new upgrades must wait for the broker.
@@ -332,7 +387,7 @@ impl Hub {
             }
         }
         for read in failed {
-            let _ = self.answer_history_read(now, read, Err(HistoryError::Unavailable));
+            self.read_answered(now, read, Err(HistoryError::Unavailable));
         }
     }
 
