@@ -725,7 +725,10 @@ impl Hub {
     /// A channel's stored publications with offset > `since` (the newest
     /// `limit` when `since` is `None`), at most `limit` (1..=max_replay), in
     /// offset order, with its position: what the HTTP API and
-    /// [`crate::command::Command::History`] answer.
+    /// [`crate::command::Command::History`] answer. With a broker the
+    /// history is the broker's: this reads the (empty) local store and
+    /// answers `NoHistory`; send `Command::History` through
+    /// [`Hub::apply_then`] instead, as every adapter's handle does.
     pub fn history(
         &mut self,
         now: Instant,
