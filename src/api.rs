@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use wshub_core::auth::constant_time_eq;
-use wshub_core::command::HubCommands;
+use wshub_core::command::{Command, HubCommands, Reply};
 use wshub_core::{HistoryError, Message, Stats, UpgradeRequest};
 
 use crate::cluster::Cluster;
@@ -111,13 +111,13 @@ pub fn route(
                 return r;
             }
             let broadcast = request.path() == "/api/broadcast";
-            let through_broker = settings.cluster.is_some() && !broadcast;
+            let through_broker = settings.cluster.is_some();
             if body.trim_ascii_start().starts_with(b"[") {
                 return publish_batch(body, broadcast, through_broker, hub);
             }
             match parse_publish(body, broadcast) {
                 Err(e) => Response::error(400, e),
-                Ok((Some(channel), message)) if through_broker => {
+                Ok((channel, message)) if through_broker => {
                     broker_publish(&[(channel, message)], hub)
                 }
                 Ok((channel, message)) => {
@@ -197,10 +197,6 @@ fn publish_batch(
         Err(e) => return Response::error(400, e),
     };
     if through_broker {
-        let batch: Vec<(String, Message)> = batch
-            .into_iter()
-            .filter_map(|(c, m)| Some((c?, m)))
-            .collect();
         return broker_publish(&batch, hub);
     }
     let published = batch.len();
@@ -221,19 +217,28 @@ fn publish_batch(
     )
 }
 
-/// Publishes through the broker, in order, each one waiting for Redis:
-/// `{"published":N,"offset":..,"epoch":..}` (the last one's position), or
-/// 503 naming how many went out before the broker failed.
-fn broker_publish(batch: &[(String, Message)], hub: &dyn HubCommands) -> Response {
+/// Publishes (a channel) or broadcasts (`None`) through the broker, in
+/// order, each one waiting for Redis: `{"published":N,"offset":..,"epoch":..}`
+/// (the last publication's position), or 503 naming how many went out
+/// before the broker failed.
+fn broker_publish(batch: &[(Option<String>, Message)], hub: &dyn HubCommands) -> Response {
     let mut last = None;
     for (i, (channel, message)) in batch.iter().enumerate() {
-        match hub.publish_acked(channel, message.clone()) {
+        let outcome = match channel {
+            Some(channel) => hub.publish_acked(channel, message.clone()),
+            None => match hub.command(Command::Broadcast(message.clone())) {
+                Ok(Reply::Published(r)) => Ok(r),
+                Ok(_) => Ok(Ok(None)),
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
             Err(_) => return Response::error(503, "hub stopped"),
             Ok(Err(e)) => {
                 let v = json!({ "error": e.to_string(), "published": i });
                 return Response::json(503, v);
             }
-            Ok(Ok(position)) => last = position,
+            Ok(Ok(position)) => last = position.or(last),
         }
     }
     let mut v = json!({ "published": batch.len() });

@@ -215,6 +215,20 @@ fn cross_node(runtime: &str) {
     assert_eq!(h.json["offset"], 10);
     let future = nodes[2].http("GET", "/api/history?channel=news&since=99", Some(ADMIN), "");
     assert_eq!(future.status, 400, "{:?}", future.json);
+    // A broadcast through node 2's API reaches the clients of every node.
+    let body = json!({"type": "notice", "data": "all"}).to_string();
+    let r = nodes[2].http("POST", "/api/broadcast", Some(ADMIN), &body);
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    for (n, s) in subs.iter_mut().enumerate() {
+        let m = s.next();
+        assert_eq!(
+            (m["type"].as_str(), m["data"].as_str()),
+            (Some("notice"), Some("all")),
+            "node {n}"
+        );
+    }
+    let m = publisher.next();
+    assert_eq!(m["type"], "notice", "the publisher's own node too");
     // The publishing node holds no subscriber of its own: it never asked
     // Redis for the channel, and delivered nothing.
     let s1 = stats(&nodes[1]);
@@ -335,6 +349,9 @@ fn redis_killed_mid_stream_then_restarted_empty() {
     // Publishes fail visibly, new upgrades wait, open connections stay.
     let r = publish(&b, "news", json!(2));
     assert_eq!(r.status, 503, "{:?}", r.json);
+    let body = json!({"type": "notice"}).to_string();
+    let r = b.http("POST", "/api/broadcast", Some(ADMIN), &body);
+    assert_eq!(r.status, 503, "a broadcast fails visibly too: {:?}", r.json);
     assert!(
         r.json["error"].as_str().unwrap().contains("unavailable"),
         "{:?}",

@@ -137,6 +137,19 @@ pub enum BrokerOutput {
         /// it has none, with this meta TTL).
         history: ChannelHistory,
     },
+    /// A broadcast or send-to-user for every node ([`crate::Hub::broadcast`],
+    /// [`crate::Hub::send_to_user`]): hand it to every node, this one
+    /// included, as a [`BrokerInput::Delivery`]; answer with
+    /// [`BrokerInput::Published`] (position `None`). No offsets: it keeps no
+    /// history and has no order with channel publications.
+    Send {
+        /// Names it in the answer.
+        id: PublishId,
+        /// Who gets it.
+        to: Audience,
+        /// The message's JSON.
+        json: Bytes,
+    },
     /// A user's presence in a channel on this node changed: `present` when
     /// its first connection subscribed here, not when its last one left (or
     /// closed). The broker driver keeps the node's entries, refreshed while
@@ -149,6 +162,15 @@ pub enum BrokerOutput {
         /// Whether the user is now present here.
         present: bool,
     },
+}
+
+/// Who a [`BrokerOutput::Send`] is for, on every node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Every upgraded connection.
+    Everyone,
+    /// Every connection of this user.
+    User(String),
 }
 
 /// Why the broker could not carry out a publish.
@@ -203,6 +225,13 @@ pub enum BrokerInput {
         json: Bytes,
         /// Its position; `None` for a channel without history.
         position: Option<StreamPosition>,
+    },
+    /// A [`BrokerOutput::Send`] from any node (this one included).
+    Delivery {
+        /// Who gets it.
+        to: Audience,
+        /// The message's JSON.
+        json: Bytes,
     },
     /// The answer to a [`BrokerOutput::Read`].
     HistoryRead {

@@ -26,7 +26,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::broker::{BrokerError, BrokerInput};
+use crate::broker::{Audience, BrokerError, BrokerInput};
 use crate::history::{HistoryError, HistoryPage, StreamPosition};
 use crate::HistoryReadId;
 use crate::{AuthDecision, ConnId, Hub, Identity, Message, Rejection, Stats, UsageError};
@@ -243,13 +243,20 @@ impl Hub {
     }
 
     /// Applies a command and hands its reply to `reply`: at once, or (a
-    /// [`Command::PublishAcked`] or [`Command::History`] through a broker)
-    /// when the broker answered.
+    /// [`Command::PublishAcked`], [`Command::Broadcast`],
+    /// [`Command::SendToUser`] or [`Command::History`] through a broker) when
+    /// the broker answered, with [`Reply::Published`] for the sends.
     /// Every command gets exactly one reply, also if the broker link fails.
     pub fn apply_then(&mut self, now: Instant, command: Command, reply: ReplyTo) {
         match command {
             Command::PublishAcked { channel, message } if self.has_broker() => {
                 self.publish_deferred(now, &channel, *message, reply);
+            }
+            Command::Broadcast(message) if self.has_broker() => {
+                self.touch_and_send(now, Audience::Everyone, &message, reply)
+            }
+            Command::SendToUser { user, message } if self.has_broker() => {
+                self.touch_and_send(now, Audience::User(user), &message, reply)
             }
             // The history is in the broker: read there, answered later.
             Command::History {

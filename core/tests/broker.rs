@@ -581,3 +581,48 @@ fn the_application_reads_history_from_the_broker() {
         Reply::History(Err(wshub_core::HistoryError::Unavailable))
     );
 }
+
+#[test]
+fn broadcasts_and_sends_to_a_user_reach_every_node() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0, "k1");
+    let b = c.connect(1, "k1");
+    let other = c.connect(1, "k2");
+    let now = c.nodes[1].now;
+    let hello = Message::new("hello", json!(1));
+    assert_eq!(
+        c.nodes[1].hub.broadcast(now, &hello),
+        0,
+        "handed to the broker"
+    );
+    c.settle();
+    for (n, id) in [(0, a), (1, b), (1, other)] {
+        assert_eq!(types(&c.json(n, id)), vec!["hello"], "node {n}");
+    }
+    let (tx, rx) = mpsc::channel();
+    let command = Command::SendToUser {
+        user: "u1".into(),
+        message: Message::new("dm", json!(2)),
+    };
+    c.nodes[0]
+        .hub
+        .apply_then(now, command, Box::new(move |r| tx.send(r).unwrap()));
+    c.settle();
+    assert_eq!(rx.try_recv().unwrap(), Reply::Published(Ok(None)));
+    assert_eq!(types(&c.json(0, a)), vec!["dm"]);
+    assert_eq!(types(&c.json(1, b)), vec!["dm"], "u1 on the other node too");
+    assert!(c.json(1, other).is_empty(), "not u2");
+    // Down: refused, reported, nobody gets it.
+    c.input(0, BrokerInput::Down);
+    let (tx, rx) = mpsc::channel();
+    let command = Command::Broadcast(Message::new("lost", json!(3)));
+    c.nodes[0]
+        .hub
+        .apply_then(now, command, Box::new(move |r| tx.send(r).unwrap()));
+    c.settle();
+    assert_eq!(
+        rx.try_recv().unwrap(),
+        Reply::Published(Err(BrokerError::Unavailable))
+    );
+    assert!(c.json(1, b).is_empty());
+}

@@ -39,6 +39,8 @@ pub(crate) enum Job {
         limit: usize,
         history: ChannelHistory,
     },
+    /// A broadcast or send-to-user: its envelope, for the node-wide channel.
+    Send { id: PublishId, envelope: Vec<u8> },
 }
 
 impl Job {
@@ -91,6 +93,11 @@ impl Job {
                 };
                 cmd.arg(keys.pubsub(channel))
                     .arg(envelope::encode_plain(&shared.node_id, json));
+                cmd
+            }
+            Job::Send { envelope, .. } => {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(keys.everyone()).arg(&envelope[..]);
                 cmd
             }
             Job::Read {
@@ -163,13 +170,21 @@ pub(crate) fn answer(shared: &Shared, job: Job, reply: RedisResult<Value>) -> Br
             read,
             result: page(&reply, limit).ok_or(READ_FAILED),
         },
+        Job::Send { id, .. } if matches!(reply, Value::Int(_)) => {
+            shared.counters.publishes.fetch_add(1, Relaxed);
+            BrokerInput::Published {
+                id,
+                result: Ok(None),
+            }
+        }
+        job @ Job::Send { .. } => failure(shared, job),
     }
 }
 
 /// The error answer to `job`.
 pub(crate) fn failure(shared: &Shared, job: Job) -> BrokerInput {
     match job {
-        Job::Publish { id, .. } => {
+        Job::Publish { id, .. } | Job::Send { id, .. } => {
             shared.counters.publish_failures.fetch_add(1, Relaxed);
             BrokerInput::Published {
                 id,

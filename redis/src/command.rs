@@ -14,6 +14,7 @@ use wshub_core::broker::{BrokerError, BrokerInput, BrokerOutput};
 use crate::answer::{self, Job};
 use crate::backoff::Backoff;
 use crate::conn::RedisConn;
+use crate::envelope;
 use crate::presence::PresenceTable;
 use crate::pubsub::SubMsg;
 use crate::scripts;
@@ -274,6 +275,10 @@ impl CommandThread {
                     json,
                     history,
                 }),
+                BrokerOutput::Send { id, to, json } => {
+                    let envelope = envelope::encode_send(&self.shared.node_id, &to, &json);
+                    jobs.push(Job::Send { id, envelope });
+                }
                 BrokerOutput::Read {
                     read,
                     channel,
@@ -379,7 +384,7 @@ impl CommandThread {
         while let Ok(m) = self.rx.try_recv() {
             let Msg::Out(o) = m else { continue };
             match o {
-                BrokerOutput::Publish { id, .. } => {
+                BrokerOutput::Publish { id, .. } | BrokerOutput::Send { id, .. } => {
                     self.shared.deliver_final(BrokerInput::Published {
                         id,
                         result: Err(BrokerError::Unavailable),

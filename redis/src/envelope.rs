@@ -11,6 +11,7 @@
 //! parsing never copies more than the JSON itself.
 
 use bytes::Bytes;
+use wshub_core::broker::Audience;
 use wshub_core::history::{valid_epoch, StreamPosition};
 
 use crate::config::valid_node_id;
@@ -38,6 +39,51 @@ pub(crate) fn encode_plain(node: &str, json: &[u8]) -> Vec<u8> {
     out.extend_from_slice(b" 0 -\n");
     out.extend_from_slice(json);
     out
+}
+
+/// The envelope of a broadcast or send-to-user on the node-wide channel:
+/// `w1 <node> all\n<json>`, or `w1 <node> user <len>\n<user><json>` with the
+/// user id's length in bytes (any bytes may be in a user id).
+pub(crate) fn encode_send(node: &str, to: &Audience, json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + node.len() + 32);
+    out.extend_from_slice(b"w1 ");
+    out.extend_from_slice(node.as_bytes());
+    match to {
+        Audience::Everyone => out.extend_from_slice(b" all\n"),
+        Audience::User(user) => {
+            out.extend_from_slice(format!(" user {}\n", user.len()).as_bytes());
+            out.extend_from_slice(user.as_bytes());
+        }
+    }
+    out.extend_from_slice(json);
+    out
+}
+
+/// Decodes a node-wide envelope; `None` for anything malformed.
+pub(crate) fn decode_send(payload: &[u8]) -> Option<(Audience, Bytes)> {
+    if payload.len() > MAX_ENVELOPE {
+        return None;
+    }
+    let nl = payload.iter().position(|&b| b == b'\n')?;
+    let head = core::str::from_utf8(&payload[..nl]).ok()?;
+    let rest = &payload[nl + 1..];
+    let mut fields = head.split(' ');
+    if fields.next()? != "w1" || !valid_node_id(fields.next()?) {
+        return None;
+    }
+    let (to, json) = match (fields.next()?, fields.next(), fields.next()) {
+        ("all", None, None) => (Audience::Everyone, rest),
+        ("user", Some(len), None) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+            let len: usize = len.parse().ok()?;
+            let user = core::str::from_utf8(rest.get(..len)?).ok()?;
+            (Audience::User(user.to_owned()), &rest[len..])
+        }
+        _ => return None,
+    };
+    if json.first() != Some(&b'{') {
+        return None;
+    }
+    Some((to, Bytes::copy_from_slice(json)))
 }
 
 /// Decodes an envelope; `None` for anything malformed (the caller counts it).
@@ -85,6 +131,28 @@ pub(crate) fn decode(payload: &[u8]) -> Option<Envelope> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_round_trip_and_refuse_garbage() {
+        let all = encode_send("n1", &Audience::Everyone, br#"{"a":1}"#);
+        assert_eq!(
+            decode_send(&all),
+            Some((Audience::Everyone, Bytes::from_static(br#"{"a":1}"#)))
+        );
+        let odd = Audience::User("a b\nc".into());
+        let user = encode_send("n1", &odd, b"{}");
+        assert_eq!(decode_send(&user), Some((odd, Bytes::from_static(b"{}"))));
+        for bad in [
+            &b"w1 n1 user 99\nab{}"[..],
+            b"w1 n1 user +1\na{}",
+            b"w1 n1 all x\n{}",
+            b"w2 n1 all\n{}",
+            b"w1 n1 all\nnot json",
+            b"w1 n1 all",
+        ] {
+            assert_eq!(decode_send(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn plain_round_trips() {

@@ -46,6 +46,13 @@ impl Keys {
         format!("{}{channel}", self.pub_prefix)
     }
 
+    /// The node-wide pub/sub channel: broadcasts and sends to a user, which
+    /// every node hears while its link is up. Outside `<prefix>.pub.`, so no
+    /// hub channel can be named into it.
+    pub fn everyone(&self) -> String {
+        format!("{}.all", self.prefix)
+    }
+
     /// The hub channel a pub/sub channel name carries, if it is one of ours.
     pub fn channel_of<'a>(&self, pubsub: &'a [u8]) -> Option<&'a str> {
         let rest = pubsub.strip_prefix(self.pub_prefix.as_bytes())?;
@@ -66,5 +73,6 @@ mod tests {
         assert_eq!(k.nodes(), "{wshub}.nodes");
         assert_eq!(k.channel_of(b"wshub.pub.a.b"), Some("a.b"));
         assert_eq!(k.channel_of(b"other.pub.a"), None);
+        assert_eq!(k.channel_of(k.everyone().as_bytes()), None);
     }
 }

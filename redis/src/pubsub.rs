@@ -184,6 +184,11 @@ impl PubSubThread {
     }
 
     fn write_loop(&mut self, mut stream: &TcpStream, probe: &Probe) -> End {
+        // Broadcasts and sends to a user: every node hears them, always.
+        let everyone = self.shared.keys.everyone();
+        if resp::write_command(&mut stream, &[b"SUBSCRIBE", everyone.as_bytes()]).is_err() {
+            return End::Lost;
+        }
         self.shared.conn_up(Conn::PubSub);
         // A request older than the last Down is dropped: the hub
         // resubscribes every channel it holds on the Up that follows.
@@ -349,6 +354,17 @@ fn handle(shared: &Shared, value: Resp, pongs: &AtomicU64) {
         _ => return,
     };
     match (kind, parts.get(1), parts.get(2)) {
+        (b"message", Some(Resp::Bulk(name)), Some(payload))
+            if name.as_slice() == shared.keys.everyone().as_bytes() =>
+        {
+            let Resp::Bulk(payload) = payload else {
+                return bad();
+            };
+            let Some((to, json)) = envelope::decode_send(payload) else {
+                return bad();
+            };
+            shared.deliver(BrokerInput::Delivery { to, json });
+        }
         (b"message", Some(Resp::Bulk(name)), Some(payload)) => {
             let Some(channel) = shared.keys.channel_of(name) else {
                 return bad();

@@ -278,3 +278,34 @@ fn a_held_channel_keeps_its_position_past_meta_ttl() {
         redis.cli(&["EXISTS", meta]).trim() == "0"
     });
 }
+
+/// A broadcast or send-to-user reaches every node (the sender too) on the
+/// node-wide channel, however the user id is spelled.
+#[test]
+fn sends_reach_every_node() {
+    use wshub_core::broker::{Audience, BrokerInput};
+    let redis = RedisServer::start();
+    let mut a = Node::up(&redis.url(), |_| {});
+    let b = Node::up(&redis.url(), |_| {});
+    for to in [Audience::Everyone, Audience::User("ann e\n1".into())] {
+        a.send(BrokerOutput::Send {
+            id: common::publish_id(77),
+            to: to.clone(),
+            json: bytes::Bytes::from_static(br#"{"type":"notice"}"#),
+        });
+        a.wait("Published", |i| {
+            matches!(
+                i,
+                BrokerInput::Published {
+                    result: Ok(None),
+                    ..
+                }
+            )
+        });
+        for node in [&a, &b] {
+            node.wait("Delivery", |i| {
+                matches!(i, BrokerInput::Delivery { to: t, json } if *t == to && &json[..] == br#"{"type":"notice"}"#)
+            });
+        }
+    }
+}

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::Hub;
-use crate::broker::{BrokerError, BrokerInput, BrokerOutput, ChannelHistory, PublishId};
+use crate::broker::{Audience, BrokerError, BrokerInput, BrokerOutput, ChannelHistory, PublishId};
 use crate::command::{Reply, ReplyTo};
 use crate::event::HistoryReadId;
 use crate::frame::{self, OpCode};
@@ -99,6 +99,7 @@ impl Hub {
                 position,
             } => self.broker_publication(now, &channel, json, position),
             BrokerInput::HistoryRead { read, result } => self.read_answered(now, read, result),
+            BrokerInput::Delivery { to, json } => self.broker_delivery(now, &to, &json),
         }
     }
 
@@ -185,6 +186,28 @@ impl Hub {
         origin: Origin,
     ) {
         let history = self.channel_history(channel);
+        let (channel, json) = (channel.to_owned(), Bytes::copy_from_slice(json));
+        self.broker_submit(now, origin, |id| BrokerOutput::Publish {
+            id,
+            channel,
+            json,
+            history,
+        });
+    }
+
+    /// With a broker: a broadcast or send-to-user for every node.
+    pub(super) fn broker_send(&mut self, now: Instant, to: Audience, json: Bytes, origin: Origin) {
+        self.broker_submit(now, origin, |id| BrokerOutput::Send { id, to, json });
+    }
+
+    /// Queues what `output` makes for the broker, unless the link is down
+    /// or the backlog full (then the origin is answered at once).
+    fn broker_submit(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        output: impl FnOnce(PublishId) -> BrokerOutput,
+    ) {
         let Some(b) = self.broker.as_mut() else {
             return;
         };
@@ -202,12 +225,25 @@ impl Hub {
         b.next_publish += 1;
         let id = b.next_publish;
         b.publishes.insert(id, origin);
-        b.outputs.push_back(BrokerOutput::Publish {
-            id: PublishId(id),
-            channel: channel.to_owned(),
-            json: Bytes::copy_from_slice(json),
-            history,
-        });
+        b.outputs.push_back(output(PublishId(id)));
+    }
+
+    /// A broadcast or send-to-user from any node: delivered here as
+    /// [`Hub::broadcast`] / [`Hub::send_to_user`] would without a broker.
+    fn broker_delivery(&mut self, now: Instant, to: &Audience, json: &[u8]) {
+        self.scratch.clear();
+        match to {
+            Audience::Everyone => {
+                let open = self.conns.iter().filter(|(_, c)| c.is_open());
+                self.scratch.extend(open.map(|(k, _)| k as Slot));
+            }
+            Audience::User(user) => {
+                if let Some(slots) = self.users.get(user) {
+                    self.scratch.extend_from_slice(slots);
+                }
+            }
+        }
+        self.fan_out(now, frame::server_frame(OpCode::Text, json));
     }
 
     /// How `channel` keeps history, from the rules; `None` keeps none.
@@ -378,7 +414,7 @@ impl Hub {
         let queued: Vec<BrokerOutput> = b.outputs.drain(..).collect();
         for output in queued {
             match output {
-                BrokerOutput::Publish { id, .. } => {
+                BrokerOutput::Publish { id, .. } | BrokerOutput::Send { id, .. } => {
                     self.broker_published(now, id, Err(BrokerError::Unavailable))
                 }
                 BrokerOutput::Read { read, .. } => failed.push(read),
@@ -584,6 +620,31 @@ impl Hub {
     ) {
         self.touch(now);
         self.broker_publish_message(now, channel, message, Some(reply));
+    }
+
+    /// [`Hub::broker_send_message`] for [`Hub::apply_then`], answered when
+    /// the broker is.
+    pub(crate) fn touch_and_send(
+        &mut self,
+        now: Instant,
+        to: Audience,
+        message: &Message,
+        reply: ReplyTo,
+    ) {
+        self.touch(now);
+        self.broker_send_message(now, to, message, Some(reply));
+    }
+
+    /// A broadcast or send-to-user through the broker for the application.
+    pub(crate) fn broker_send_message(
+        &mut self,
+        now: Instant,
+        to: Audience,
+        message: &Message,
+        reply: Option<ReplyTo>,
+    ) {
+        let json = Bytes::from(message.to_json(self.timestamp(now)));
+        self.broker_send(now, to, json, Origin::App(reply));
     }
 
     /// Publishes a message through the broker on the application's behalf.

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::auth::{AuthDecision, Rejection};
+use crate::broker::Audience;
 use crate::config::HubConfig;
 use crate::conn::{Conn, Phase};
 use crate::event::{CloseReason, ConnId, Event, Stats, UsageError};
@@ -467,9 +468,14 @@ impl Hub {
         self.publish_json(now, channel, json_text.as_bytes())
     }
 
-    /// Sends to every upgraded connection; returns how many got it.
+    /// Sends to every upgraded connection; returns how many got it. With a
+    /// broker it goes to every node (0 is returned; see [`Hub::publish`]).
     pub fn broadcast(&mut self, now: Instant, message: &Message) -> usize {
         self.touch(now);
+        if self.broker.is_some() {
+            self.broker_send_message(now, Audience::Everyone, message, None);
+            return 0;
+        }
         let frame = self.frame_message(now, message);
         self.scratch.clear();
         let open = self
@@ -494,9 +500,16 @@ impl Hub {
         Ok(())
     }
 
-    /// Sends to every upgraded connection of a user; returns how many.
+    /// Sends to every upgraded connection of a user; returns how many. With
+    /// a broker it goes to the user's connections on every node (0 is
+    /// returned).
     pub fn send_to_user(&mut self, now: Instant, user_id: &str, message: &Message) -> usize {
         self.touch(now);
+        if self.broker.is_some() {
+            let to = Audience::User(user_id.to_owned());
+            self.broker_send_message(now, to, message, None);
+            return 0;
+        }
         let Some(slots) = self.users.get(user_id) else {
             return 0;
         };

@@ -146,6 +146,17 @@ impl MemoryBroker {
                 let result = Ok(page);
                 self.inbox[node].push_back(BrokerInput::HistoryRead { read, result });
             }
+            BrokerOutput::Send { id, to, json } => {
+                // Every node hears the node-wide channel while its link is up.
+                for n in 0..self.up.len() {
+                    if self.up[n] {
+                        let (to, json) = (to.clone(), json.clone());
+                        self.inbox[n].push_back(BrokerInput::Delivery { to, json });
+                    }
+                }
+                let result = Ok(None);
+                self.inbox[node].push_back(BrokerInput::Published { id, result });
+            }
             BrokerOutput::Presence {
                 channel,
                 user,
@@ -191,10 +202,12 @@ impl MemoryBroker {
     /// What the real driver does with outputs it cannot carry out.
     fn answer_failed(&mut self, node: usize, output: BrokerOutput) {
         let input = match output {
-            BrokerOutput::Publish { id, .. } => BrokerInput::Published {
-                id,
-                result: Err(BrokerError::Unavailable),
-            },
+            BrokerOutput::Publish { id, .. } | BrokerOutput::Send { id, .. } => {
+                BrokerInput::Published {
+                    id,
+                    result: Err(BrokerError::Unavailable),
+                }
+            }
             BrokerOutput::Read { read, .. } => BrokerInput::HistoryRead {
                 read,
                 result: Err(HistoryError::Unavailable),

@@ -202,6 +202,12 @@ impl World {
                     .publish(sim.now, &channel(ch), Message::new("event", data));
                 sim.pump();
             }
+            BrokerOp::Broadcast(n) => {
+                let sim = &mut self.nodes[usize::from(n)];
+                sim.hub
+                    .broadcast(sim.now, &Message::new("notice", json!(null)));
+                sim.pump();
+            }
             BrokerOp::Close(c) => self.close(c as usize),
             BrokerOp::Take(n) => self.take(usize::from(n)),
             BrokerOp::Deliver(n) => self.deliver(usize::from(n)),
@@ -385,7 +391,8 @@ fn read_one(client: &mut Client, m: &Value, subscribed: &[String]) -> Result<(),
     }
     if kind != "event" {
         return match kind {
-            "ack" => Ok(()), // unsubscribe has no id here; nothing else acks
+            "ack" => Ok(()),    // unsubscribe has no id here; nothing else acks
+            "notice" => Ok(()), // a broadcast: no channel, no order to check
             _ => Err("an unexpected message".into()),
         };
     }

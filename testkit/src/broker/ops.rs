@@ -41,6 +41,8 @@ pub enum BrokerOp {
     HoldConfirmations(bool),
     /// Hand the held confirmations on.
     ReleaseConfirmations,
+    /// An application broadcast from a node (to every node's connections).
+    Broadcast(u8),
 }
 
 impl BrokerOp {
@@ -64,7 +66,8 @@ impl BrokerOp {
             19 => BrokerOp::LinkUp(n),
             20 => BrokerOp::Restart,
             21 => BrokerOp::HoldConfirmations(ch == 0),
-            _ => BrokerOp::ReleaseConfirmations,
+            22 => BrokerOp::ReleaseConfirmations,
+            _ => BrokerOp::Broadcast(n),
         }
     }
 }
