@@ -7,14 +7,12 @@
 mod proc_log;
 mod serve;
 
-use std::collections::VecDeque;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use serve::{eventually, Serve, WAIT};
-use tungstenite::{Message as WsMessage, WebSocket};
+use serve::{eventually, Serve, Ws, WAIT};
 use wshub_blocking::client::{ClientBuilder, ClientConfig, ClientEvent, Endpoint};
 use wshub_core::backoff::{BackoffPolicy, Jitter};
 use wshub_redis::testing::RedisServer;
@@ -43,6 +41,11 @@ fn node(redis: &str, runtime: &str, extra: &[&str]) -> Serve {
     node
 }
 
+/// A client of `node` with client key `key`.
+fn ws(node: &Serve, key: &str) -> Ws {
+    Ws::connect(&node.addr, key)
+}
+
 fn healthz(node: &Serve) -> u16 {
     node.http("GET", "/healthz", None, "").status
 }
@@ -54,68 +57,6 @@ fn publish(node: &Serve, channel: &str, data: Value) -> serve::Reply {
 
 fn stats(node: &Serve) -> Value {
     node.http("GET", "/api/stats", None, "").json
-}
-
-/// A level-1 client on a real socket (tungstenite).
-struct Ws {
-    ws: WebSocket<TcpStream>,
-    pending: VecDeque<Value>,
-}
-
-impl Ws {
-    fn connect(node: &Serve, key: &str) -> Ws {
-        let stream = TcpStream::connect(&node.addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let url = format!("ws://{}/ws?token={key}", node.addr);
-        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("upgrade");
-        Ws {
-            ws,
-            pending: VecDeque::new(),
-        }
-    }
-
-    fn send(&mut self, v: Value) {
-        self.ws.send(WsMessage::text(v.to_string())).unwrap();
-    }
-
-    fn next(&mut self) -> Value {
-        loop {
-            if let Some(v) = self.pending.pop_front() {
-                return v;
-            }
-            match self.ws.read() {
-                Ok(WsMessage::Text(t)) => {
-                    for line in t.as_str().lines().filter(|l| !l.trim().is_empty()) {
-                        self.pending.push_back(serde_json::from_str(line).unwrap());
-                    }
-                }
-                Ok(WsMessage::Close(f)) => panic!("closed: {f:?}"),
-                Ok(_) => {}
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    /// Subscribes with positions; the ack's data.
-    fn subscribe(&mut self, channel: &str) -> Value {
-        self.send(json!({"type": "subscribe", "id": "s", "channel": channel, "positions": true}));
-        let ack = self.next();
-        assert_eq!(ack["type"], "ack", "{ack}");
-        ack["data"].clone()
-    }
-
-    /// The next `n` events: (offset, data).
-    fn events(&mut self, n: usize) -> Vec<(u64, Value)> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            let m = self.next();
-            if m["type"] != "event" {
-                continue; // acks of this client's own publishes
-            }
-            got.push((m["offset"].as_u64().expect("positioned"), m["data"].clone()));
-        }
-        got
-    }
 }
 
 /// How many Redis subscribers the pub/sub channel of `channel` has.
@@ -176,13 +117,13 @@ fn cross_node(runtime: &str) {
     let redis = RedisServer::start();
     let url = redis.url();
     let nodes: Vec<Serve> = (0..3).map(|_| node(&url, runtime, &[])).collect();
-    let mut subs: Vec<Ws> = nodes.iter().map(|n| Ws::connect(n, "ka")).collect();
+    let mut subs: Vec<Ws> = nodes.iter().map(|n| ws(n, "ka")).collect();
     for s in &mut subs {
-        let ack = s.subscribe("news");
+        let ack = s.subscribe("news", json!({"positions": true}));
         assert_eq!(ack["recovered"], true, "{ack}");
     }
     assert_eq!(numsub(&redis, "news"), 3, "one Redis subscription per node");
-    let mut publisher = Ws::connect(&nodes[1], "kb");
+    let mut publisher = ws(&nodes[1], "kb");
     for i in 0..10 {
         if i % 2 == 0 {
             let r = publish(&nodes[0], "news", json!(i));
@@ -200,7 +141,7 @@ fn cross_node(runtime: &str) {
     }
     let want: Vec<(u64, Value)> = (0..10).map(|i| (i + 1, json!(i))).collect();
     for (n, s) in subs.iter_mut().enumerate() {
-        assert_eq!(s.events(10), want, "node {n}");
+        assert_eq!(s.messages(10), want, "node {n}");
     }
     // The history in Redis, read through any node's HTTP API.
     let h = nodes[2].http("GET", "/api/history?channel=news&since=7", Some(ADMIN), "");
@@ -334,11 +275,11 @@ fn redis_killed_mid_stream_then_restarted_empty() {
     let url = redis.url();
     let a = node(&url, "tokio", &[]);
     let b = node(&url, "smol", &[]);
-    let mut sub = Ws::connect(&a, "ka");
-    let ack = sub.subscribe("news");
+    let mut sub = ws(&a, "ka");
+    let ack = sub.subscribe("news", json!({"positions": true}));
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
     assert_eq!(publish(&b, "news", json!(1)).status, 200);
-    assert_eq!(sub.events(1), [(1, json!(1))]);
+    assert_eq!(sub.messages(1), [(1, json!(1))]);
 
     redis.kill();
     for n in [&a, &b] {
@@ -398,33 +339,19 @@ fn redis_killed_mid_stream_then_restarted_empty() {
 
 /// `GET /metrics` as text.
 fn metrics_text(node: &Serve) -> String {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(&node.addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    reply
+    serve::raw(
+        &node.addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        false,
+    )
 }
 
-/// The status line and head of a real upgrade request to `node`.
+/// The status and head of a real upgrade request to `node`.
 fn ws_upgrade_status(node: &Serve) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(&node.addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
     let req = "GET /ws?token=ka HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
                Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                Sec-WebSocket-Version: 13\r\n\r\n";
-    s.write_all(req.as_bytes()).unwrap();
-    let mut reply = Vec::new();
-    let mut buf = [0; 1024];
-    while !reply.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&reply).into_owned();
+    let text = serve::raw(&node.addr, req, true);
     let status = text
         .split(' ')
         .nth(1)
@@ -496,10 +423,10 @@ fn presence_across_nodes_expires_after_a_node_is_killed() {
     let url = redis.url();
     let a = node(&url, "tokio", &["--presence-ttl", "2s"]);
     let mut b = node(&url, "blocking", &["--presence-ttl", "2s"]);
-    let mut alice = Ws::connect(&a, "ka");
-    let mut bob = Ws::connect(&b, "kb");
-    alice.subscribe("room");
-    bob.subscribe("room");
+    let mut alice = ws(&a, "ka");
+    let mut bob = ws(&b, "kb");
+    alice.subscribe("room", json!({"positions": true}));
+    bob.subscribe("room", json!({"positions": true}));
     let users = |n: &Serve| {
         n.http("GET", "/api/presence?channel=room", Some(ADMIN), "")
             .json
@@ -552,15 +479,15 @@ fn an_in_process_node_publishes_through_its_handle() {
     eventually("the in-process node is up", WAIT, || {
         handle.stats().unwrap().broker_up
     });
-    let mut sub = Ws::connect(&remote, "ka");
-    sub.subscribe("jobs");
+    let mut sub = ws(&remote, "ka");
+    sub.subscribe("jobs", json!({"positions": true}));
     let message = wshub_core::Message::new("event", json!("acked"));
     let position = handle.publish_acked("jobs", message).unwrap().unwrap();
     assert_eq!(position.map(|p| p.offset), Some(1));
     // Fire and forget: handed to the broker, delivered everywhere anyway.
     let message = wshub_core::Message::new("event", json!("told"));
     assert_eq!(handle.publish("jobs", message).unwrap(), 0);
-    assert_eq!(sub.events(2), [(1, json!("acked")), (2, json!("told"))]);
+    assert_eq!(sub.messages(2), [(1, json!("acked")), (2, json!("told"))]);
     eventually("both publishes answered", WAIT, || {
         handle.stats().unwrap().broker_publishes == 2
     });
@@ -577,29 +504,29 @@ fn cross_node_and_recovery_on_a_redis_cluster() {
     assert!(url.starts_with("redis+cluster://"), "{url}");
     let a = node(&url, "tokio", &[]);
     let b = node(&url, "smol", &[]);
-    let mut on_a = Ws::connect(&a, "ka");
-    let mut on_b = Ws::connect(&b, "kb");
-    let ack = on_a.subscribe("orders");
+    let mut on_a = ws(&a, "ka");
+    let mut on_b = ws(&b, "kb");
+    let ack = on_a.subscribe("orders", json!({"positions": true}));
     let epoch = ack["epoch"].as_str().unwrap().to_owned();
-    on_b.subscribe("orders");
+    on_b.subscribe("orders", json!({"positions": true}));
     for i in 1..=3 {
         let node = if i % 2 == 0 { &a } else { &b };
         assert_eq!(publish(node, "orders", json!(i)).status, 200);
     }
     let want: Vec<(u64, Value)> = (1..=3).map(|i| (i, json!(i))).collect();
-    assert_eq!(on_a.events(3), want);
-    assert_eq!(on_b.events(3), want);
+    assert_eq!(on_a.messages(3), want);
+    assert_eq!(on_b.messages(3), want);
     drop(on_a);
     for i in 4..=6 {
         assert_eq!(publish(&a, "orders", json!(i)).status, 200);
     }
-    let mut back = Ws::connect(&b, "ka");
+    let mut back = ws(&b, "ka");
     back.send(json!({"type": "subscribe", "id": "r", "channel": "orders",
                      "recover": {"offset": 3, "epoch": epoch}}));
     let ack = back.next();
     assert_eq!(ack["data"]["recovered"], true, "{ack}");
     assert_eq!(
-        back.events(3),
+        back.messages(3),
         (4..=6).map(|i| (i, json!(i))).collect::<Vec<_>>()
     );
 }

@@ -5,18 +5,17 @@
 //! order, on every runtime (tungstenite here, Python's `websockets` once).
 
 mod proc_log;
+mod serve;
 
 use proc_log::{run_serve, serve_command};
+use serve::Ws;
 
-use std::collections::VecDeque;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tungstenite::{Message as WsMessage, WebSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
 const BIN: &str = env!("CARGO_BIN_EXE_wshub");
@@ -49,8 +48,8 @@ impl Serve {
         Serve { child, addr }
     }
 
-    fn client(&self) -> Client {
-        Client::connect(&self.addr)
+    fn client(&self) -> Ws {
+        Ws::connect(&self.addr, TOKEN)
     }
 
     /// `POST /api/publish` of one event on `channel`; the delivery count.
@@ -73,12 +72,8 @@ impl Serve {
     }
 
     fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).unwrap();
-        reply
+        let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        serve::raw(&self.addr, req, false)
     }
 }
 
@@ -92,107 +87,13 @@ impl Drop for Serve {
 /// One plain HTTP request (with the admin key as a bearer if given): the
 /// status and the body as JSON (`null` when it is not JSON).
 fn http(addr: &str, method: &str, target: &str, key: Option<&str>, body: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    if let Some(k) = key {
-        req.push_str(&format!("Authorization: Bearer {k}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {reply:?}"));
-    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// A level-1 client on a real socket: JSON in, JSON out, one message at a
-/// time (a frame may carry several, one per line).
-struct Client {
-    ws: WebSocket<TcpStream>,
-    pending: VecDeque<Value>,
-}
-
-impl Client {
-    fn connect(addr: &str) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let url = format!("ws://{addr}/ws?token={TOKEN}");
-        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("upgrade");
-        Client {
-            ws,
-            pending: VecDeque::new(),
-        }
-    }
-
-    fn send(&mut self, v: Value) {
-        self.ws.send(WsMessage::text(v.to_string())).unwrap();
-    }
-
-    fn next(&mut self) -> Value {
-        loop {
-            if let Some(v) = self.pending.pop_front() {
-                return v;
-            }
-            match self.ws.read() {
-                Ok(WsMessage::Text(t)) => {
-                    for line in t.as_str().lines().filter(|l| !l.trim().is_empty()) {
-                        self.pending.push_back(serde_json::from_str(line).unwrap());
-                    }
-                }
-                Ok(WsMessage::Close(f)) => panic!("closed: {f:?}"),
-                Ok(_) => {}
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    /// Subscribes with `extra` fields (`recover`, `positions`, `history`);
-    /// the ack's data.
-    fn subscribe(&mut self, channel: &str, extra: Value) -> Value {
-        let mut req = json!({"type": "subscribe", "channel": channel, "id": 1});
-        for (k, v) in extra.as_object().unwrap() {
-            req[k] = v.clone();
-        }
-        self.send(req);
-        let ack = self.next();
-        assert_eq!(ack["type"], "ack", "{ack}");
-        assert_eq!(ack["id"], 1, "{ack}");
-        ack["data"].clone()
-    }
-
-    /// The next `n` messages: their (offset, data).
-    fn messages(&mut self, n: usize) -> Vec<(u64, Value)> {
-        (0..n)
-            .map(|_| {
-                let m = self.next();
-                let offset = m["offset"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("no offset: {m}"));
-                (offset, m["data"].clone())
-            })
-            .collect()
-    }
-
-    /// Closes cleanly and waits for the server's close.
-    fn close(mut self) {
-        let _ = self.ws.close(None);
-        while self.ws.read().is_ok() {}
-    }
+    let r = serve::http(addr, method, target, key, body);
+    (r.status, r.json)
 }
 
 /// Waits until `f` holds (the hub notices a drop on its own time).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    serve::eventually(what, WAIT, f);
 }
 
 #[test]

@@ -3,12 +3,14 @@
 //! plain HTTP requests to it.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use tungstenite::{Message as WsMessage, WebSocket};
 
 use crate::proc_log;
 
@@ -66,18 +68,31 @@ pub struct Reply {
     pub json: Value,
 }
 
-/// One plain HTTP request.
-pub fn http(addr: &str, method: &str, target: &str, key: Option<&str>, body: &str) -> Reply {
+/// Writes `request` as is and reads until the server closes, or until the
+/// end of the response head with `head_only`.
+pub fn raw(addr: &str, request: &str, head_only: bool) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0; 4096];
+    while !(head_only && reply.windows(4).any(|w| w == b"\r\n\r\n")) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// One plain HTTP request.
+pub fn http(addr: &str, method: &str, target: &str, key: Option<&str>, body: &str) -> Reply {
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
     if let Some(k) = key {
         req.push_str(&format!("Authorization: Bearer {k}\r\n"));
     }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
+    let reply = raw(addr, &req, false);
     let status = reply
         .split(' ')
         .nth(1)
@@ -97,5 +112,87 @@ pub fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "never: {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A level-1 client on a real socket (tungstenite): JSON in, JSON out, one
+/// message at a time (a frame may carry several, one per line).
+pub struct Ws {
+    ws: WebSocket<TcpStream>,
+    pending: VecDeque<Value>,
+}
+
+impl Ws {
+    /// Connects to `addr` with `?token=TOKEN` and upgrades.
+    pub fn connect(addr: &str, token: &str) -> Ws {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let url = format!("ws://{addr}/ws?token={token}");
+        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("upgrade");
+        Ws {
+            ws,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Sends one JSON message.
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(WsMessage::text(v.to_string())).unwrap();
+    }
+
+    /// The next message; panics on a close or an error.
+    pub fn next(&mut self) -> Value {
+        loop {
+            if let Some(v) = self.pending.pop_front() {
+                return v;
+            }
+            match self.ws.read() {
+                Ok(WsMessage::Text(t)) => {
+                    for line in t.as_str().lines().filter(|l| !l.trim().is_empty()) {
+                        self.pending.push_back(serde_json::from_str(line).unwrap());
+                    }
+                }
+                Ok(WsMessage::Close(f)) => panic!("closed: {f:?}"),
+                Ok(_) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Subscribes with `extra` fields (`recover`, `positions`, `history`);
+    /// the ack's data.
+    pub fn subscribe(&mut self, channel: &str, extra: Value) -> Value {
+        let mut req = json!({"type": "subscribe", "channel": channel, "id": 1});
+        for (k, v) in extra.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        self.send(req);
+        let ack = self.next();
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["id"], 1, "{ack}");
+        ack["data"].clone()
+    }
+
+    /// The next `n` positioned messages, skipping the acks of this client's
+    /// own requests: their (offset, data).
+    pub fn messages(&mut self, n: usize) -> Vec<(u64, Value)> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let m = self.next();
+            if m["type"] == "ack" {
+                continue;
+            }
+            let offset = m["offset"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no offset: {m}"));
+            got.push((offset, m["data"].clone()));
+        }
+        got
+    }
+
+    /// Closes cleanly and waits for the server's close.
+    pub fn close(mut self) {
+        let _ = self.ws.close(None);
+        while self.ws.read().is_ok() {}
     }
 }
