@@ -46,6 +46,18 @@ fn ws(node: &Serve, key: &str) -> Ws {
     Ws::connect(&node.addr, key)
 }
 
+/// A node on `url` that does not wait for Redis to answer.
+fn bare_node(url: &str) -> Serve {
+    Serve::start(&[
+        "--broker",
+        url,
+        "--api-key",
+        "ka=alice",
+        "--admin-key",
+        ADMIN,
+    ])
+}
+
 fn healthz(node: &Serve) -> u16 {
     node.http("GET", "/healthz", None, "").status
 }
@@ -365,14 +377,7 @@ fn redis_down_at_start_refuses_until_it_answers() {
     let mut redis = RedisServer::start();
     let url = redis.url();
     redis.kill();
-    let a = Serve::start(&[
-        "--broker",
-        &url,
-        "--api-key",
-        "ka=alice",
-        "--admin-key",
-        ADMIN,
-    ]);
+    let a = bare_node(&url);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(healthz(&a), 503, "never a silent single node");
     let (status, head) = ws_upgrade_status(&a);
@@ -396,14 +401,7 @@ fn a_redis_that_never_answers_gives_timeouts_not_hangs() {
             kept.push(s);
         }
     });
-    let a = Serve::start(&[
-        "--broker",
-        &url,
-        "--api-key",
-        "ka=alice",
-        "--admin-key",
-        ADMIN,
-    ]);
+    let a = bare_node(&url);
     let started = Instant::now();
     assert_eq!(healthz(&a), 503);
     let r = publish(&a, "news", json!(1));

@@ -7,7 +7,7 @@
 mod proc_log;
 mod serve;
 
-use proc_log::{run_serve, serve_command};
+use proc_log::run_serve;
 use serve::Ws;
 
 use std::net::TcpStream;
@@ -25,7 +25,8 @@ const ADMIN: &str = "history-admin";
 /// A running `wshub serve` with a known client token and admin key, killed
 /// when dropped.
 struct Serve {
-    child: Child,
+    /// Killed when dropped.
+    _node: serve::Serve,
     addr: String,
 }
 
@@ -36,16 +37,10 @@ impl Serve {
 
     /// A `wshub serve` with only the client token and `args`.
     fn start_without_admin(args: &[&str]) -> Serve {
-        let mut child = serve_command()
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--api-key", &format!("{TOKEN}=alice")])
-            .args(args)
-            .spawn()
-            .unwrap();
-        let stderr = proc_log::lines(child.stderr.take().unwrap());
-        let addr = proc_log::wait_listening(&stderr, &mut Vec::new(), WAIT);
-        std::thread::spawn(move || for _ in stderr {});
-        Serve { child, addr }
+        let token = format!("{TOKEN}=alice");
+        let node = serve::Serve::start(&[&["--api-key", &token][..], args].concat());
+        let addr = node.addr.clone();
+        Serve { _node: node, addr }
     }
 
     fn client(&self) -> Ws {
@@ -74,13 +69,6 @@ impl Serve {
     fn metrics(&self) -> String {
         let req = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         serve::raw(&self.addr, req, false)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
