@@ -318,6 +318,10 @@ pub struct Limits {
     /// Frames a client may send per second; 1008 past it (0 = no limit) [default: 1000].
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub max_messages_per_second: Option<u32>,
+    /// With --broker: publishes waiting for Redis's answer; past it a publish
+    /// is refused (`unavailable`) [default: 10000].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub max_broker_publishes: Option<usize>,
 }
 
 impl Limits {
@@ -337,6 +341,7 @@ impl Limits {
         set(&mut config.max_queued_bytes, self.max_queued_bytes);
         set(&mut config.max_subscriptions, self.max_subscriptions);
         set(&mut config.max_connections, self.max_connections);
+        set(&mut config.max_broker_publishes, self.max_broker_publishes);
         set(
             &mut config.max_messages_per_second,
             self.max_messages_per_second,

@@ -528,3 +528,32 @@ fn cross_node_and_recovery_on_a_redis_cluster() {
         (4..=6).map(|i| (i, json!(i))).collect::<Vec<_>>()
     );
 }
+
+/// `--max-broker-publishes` bounds what waits for Redis: with Redis busy
+/// (DEBUG SLEEP), the second publish is refused at once, the first goes
+/// through once Redis is back.
+#[test]
+fn the_broker_backlog_is_bounded_by_its_flag() {
+    let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
+    let url = redis.url();
+    let a = node(&url, "smol", &["--max-broker-publishes", "1"]);
+    let mut c = ws(&a, "kb");
+    let port = redis.port().to_string();
+    let sleeper = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port, "DEBUG", "SLEEP", "0.6"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for id in ["p1", "p2"] {
+        c.send(json!({"type": "publish", "id": id, "channel": "c", "data": id}));
+    }
+    let mut replies = vec![c.next(), c.next()];
+    replies.sort_by_key(|r| r["id"].as_str().unwrap_or("").to_owned());
+    assert_eq!(replies[0]["type"], "ack", "{replies:?}");
+    assert_eq!(replies[1]["data"]["code"], "unavailable", "{replies:?}");
+    let text = replies[1]["data"]["message"].as_str().unwrap();
+    assert!(text.contains("backlog"), "{text}");
+    sleeper.join().unwrap();
+}
