@@ -39,8 +39,19 @@ impl HubCommands for Handle {
 impl Handle {
     /// Serves a stream accepted elsewhere (its upgrade request not yet read).
     pub fn add_stream(&self, stream: TcpStream) -> Result<(), Stopped> {
+        self.add_stream_read(stream, Vec::new())
+    }
+
+    /// Serves a stream accepted elsewhere whose first bytes the application
+    /// already read (an HTTP server that looked at the request to route
+    /// it): `read` is taken as the stream's first bytes, then the socket. The
+    /// hub judges the whole request itself (path, origin, required headers,
+    /// auth, limits), as for any connection.
+    pub fn add_stream_read(&self, stream: TcpStream, read: Vec<u8>) -> Result<(), Stopped> {
         let peer = stream.peer_addr().ok();
-        self.add_stream_from(stream, peer)
+        self.tx
+            .send(Cmd::Open(stream, peer, read))
+            .map_err(|_| Stopped)
     }
 
     pub(crate) fn add_stream_from(
@@ -48,7 +59,9 @@ impl Handle {
         stream: TcpStream,
         peer: Option<SocketAddr>,
     ) -> Result<(), Stopped> {
-        self.tx.send(Cmd::Open(stream, peer)).map_err(|_| Stopped)
+        self.tx
+            .send(Cmd::Open(stream, peer, Vec::new()))
+            .map_err(|_| Stopped)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {

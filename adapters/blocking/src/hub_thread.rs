@@ -21,7 +21,8 @@ use wshub_core::write_queue::Flushed;
 
 /// Everything the hub thread is told.
 pub(crate) enum Cmd {
-    Open(TcpStream, Option<SocketAddr>),
+    /// A stream, its peer, and what the application already read of it.
+    Open(TcpStream, Option<SocketAddr>, Vec<u8>),
     Read(ConnId, Vec<u8>),
     Written(ConnId, usize),
     Eof(ConnId),
@@ -139,7 +140,7 @@ impl HubThread {
         let now = Instant::now();
         let hub = &mut self.hub;
         match cmd {
-            Cmd::Open(stream, peer) => self.open(now, stream, peer),
+            Cmd::Open(stream, peer, read) => self.open(now, stream, peer, &read),
             Cmd::Read(id, data) => {
                 let _ = hub.handle_read(now, id, &data);
             }
@@ -174,13 +175,17 @@ impl HubThread {
         Some(false)
     }
 
-    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
+    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>, read: &[u8]) {
         let Ok(id) = self.hub.open(now, PeerInfo { addr: peer }) else {
             return; // shutting down: dropping the stream closes it
         };
         match conn::spawn(id, stream, self.tx.clone(), self.settings) {
             Ok(io) => {
                 self.conns.insert(id, io);
+                // Before any Read from the socket: this command is applied first.
+                if !read.is_empty() {
+                    let _ = self.hub.handle_read(now, id, read);
+                }
             }
             Err(_) => {
                 // Out of threads: the connection cannot be served.

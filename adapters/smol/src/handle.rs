@@ -63,8 +63,20 @@ impl Handle {
     /// for example by an HTTP server sharing the port. A blocking std stream
     /// converts with `TcpStream::try_from(std_stream)`.
     pub async fn add_stream(&self, stream: TcpStream) -> Result<(), Stopped> {
+        self.add_stream_read(stream, Vec::new()).await
+    }
+
+    /// Serves a stream accepted elsewhere whose first bytes the application
+    /// already read (an HTTP server that looked at the request to route
+    /// it): `read` is taken as the stream's first bytes, then the socket. The
+    /// hub judges the whole request itself (path, origin, required headers,
+    /// auth, limits), as for any connection.
+    pub async fn add_stream_read(&self, stream: TcpStream, read: Vec<u8>) -> Result<(), Stopped> {
         let peer = stream.peer_addr().ok();
-        self.add_stream_from(stream, peer).await
+        self.tx
+            .send(Cmd::Open(stream, peer, read))
+            .await
+            .map_err(|_| Stopped)
     }
 
     pub(crate) async fn add_stream_from(
@@ -73,7 +85,7 @@ impl Handle {
         peer: Option<SocketAddr>,
     ) -> Result<(), Stopped> {
         self.tx
-            .send(Cmd::Open(stream, peer))
+            .send(Cmd::Open(stream, peer, Vec::new()))
             .await
             .map_err(|_| Stopped)
     }

@@ -20,7 +20,8 @@ use wshub_core::write_queue::Flushed;
 
 /// Everything the hub task is told.
 pub(crate) enum Cmd {
-    Open(TcpStream, Option<SocketAddr>),
+    /// A stream, its peer, and what the application already read of it.
+    Open(TcpStream, Option<SocketAddr>, Vec<u8>),
     Read(ConnId, Vec<u8>),
     /// A socket that was full can take more.
     Writable(ConnId),
@@ -139,7 +140,7 @@ impl HubTask {
         let now = Instant::now();
         let hub = &mut self.hub;
         match cmd {
-            Cmd::Open(stream, peer) => self.open(now, stream, peer),
+            Cmd::Open(stream, peer, read) => self.open(now, stream, peer, &read),
             Cmd::Read(id, data) => {
                 let _ = hub.handle_read(now, id, &data);
             }
@@ -179,12 +180,16 @@ impl HubTask {
         Some(false)
     }
 
-    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
+    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>, read: &[u8]) {
         let Ok(id) = self.hub.open(now, PeerInfo { addr: peer }) else {
             return; // shutting down: dropping the stream closes it
         };
         let tasks = conn::spawn(id, stream, self.tx.clone(), &self.spawner, self.read_buffer);
         self.conns.insert(id, tasks);
+        // Before any Read from the socket: this command is applied first.
+        if !read.is_empty() {
+            let _ = self.hub.handle_read(now, id, read);
+        }
     }
 
     /// Routes events and output until the core has nothing more.

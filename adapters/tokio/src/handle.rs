@@ -63,9 +63,18 @@ impl Handle {
     /// upgrade request has not been read yet. The stream must belong to the
     /// hub's runtime.
     pub async fn add_stream(&self, stream: TcpStream) -> Result<(), Stopped> {
+        self.add_stream_read(stream, Vec::new()).await
+    }
+
+    /// Serves a stream accepted elsewhere whose first bytes the application
+    /// already read (an HTTP server that looked at the request to route
+    /// it): `read` is taken as the stream's first bytes, then the socket. The
+    /// hub judges the whole request itself (path, origin, required headers,
+    /// auth, limits), as for any connection.
+    pub async fn add_stream_read(&self, stream: TcpStream, read: Vec<u8>) -> Result<(), Stopped> {
         let peer = stream.peer_addr().ok();
         self.tx
-            .send(Cmd::Open(stream, peer))
+            .send(Cmd::Open(stream, peer, read))
             .await
             .map_err(|_| Stopped)
     }
@@ -125,10 +134,15 @@ impl BlockingHandle {
 
     /// Serves a stream accepted elsewhere; see [`Handle::add_stream`].
     pub fn add_stream(&self, stream: TcpStream) -> Result<(), Stopped> {
+        self.add_stream_read(stream, Vec::new())
+    }
+
+    /// See [`Handle::add_stream_read`].
+    pub fn add_stream_read(&self, stream: TcpStream, read: Vec<u8>) -> Result<(), Stopped> {
         let peer = stream.peer_addr().ok();
         self.inner
             .tx
-            .blocking_send(Cmd::Open(stream, peer))
+            .blocking_send(Cmd::Open(stream, peer, read))
             .map_err(|_| Stopped)
     }
 

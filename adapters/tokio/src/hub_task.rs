@@ -21,7 +21,8 @@ use wshub_core::write_queue::Flushed;
 
 /// Everything the hub task is told.
 pub(crate) enum Cmd {
-    Open(TcpStream, Option<SocketAddr>),
+    /// A stream, its peer, and what the application already read of it.
+    Open(TcpStream, Option<SocketAddr>, Vec<u8>),
     Read(ConnId, Vec<u8>),
     /// A socket that was full can take more.
     Writable(ConnId),
@@ -191,7 +192,7 @@ impl HubTask {
         // the command was in flight) or a command its state does not allow:
         // nothing to do either way.
         match cmd {
-            Cmd::Open(stream, peer) => self.open(now, stream, peer),
+            Cmd::Open(stream, peer, read) => self.open(now, stream, peer, &read),
             Cmd::Read(id, data) => {
                 let _ = hub.handle_read(now, id, &data);
             }
@@ -231,12 +232,16 @@ impl HubTask {
         false
     }
 
-    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>) {
+    fn open(&mut self, now: Instant, stream: TcpStream, peer: Option<SocketAddr>, read: &[u8]) {
         let Ok(id) = self.hub.open(now, PeerInfo { addr: peer }) else {
             return; // shutting down: dropping the stream closes it
         };
         let tasks = conn::spawn(id, stream, self.tx.clone(), self.read_buffer);
         self.conns.insert(id, tasks);
+        // Before any Read from the socket: this command is applied first.
+        if !read.is_empty() {
+            let _ = self.hub.handle_read(now, id, read);
+        }
     }
 
     /// Routes events and output until the core has nothing more.

@@ -344,7 +344,12 @@ async fn accept_loop(listener: TcpListener, handle: Handle, mut stopping: watch:
         };
         match accepted {
             Ok((stream, peer)) => {
-                if handle.tx.send(Cmd::Open(stream, Some(peer))).await.is_err() {
+                if handle
+                    .tx
+                    .send(Cmd::Open(stream, Some(peer), Vec::new()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
