@@ -203,8 +203,8 @@ struct Row {
     deliveries_per_s: f64,
     /// Messages / (first publish to last receipt).
     publishes_per_s: f64,
-    /// Deliveries/s over the group's first row's (same run); in the group
-    /// `wide`, publishes/s over its first row's.
+    /// Deliveries/s over the group's reference row's (same run: the latest
+    /// row of the group without a broker); in the group `wide`, publishes/s.
     ratio: Option<f64>,
     p50_us: f64,
     p99_us: f64,
@@ -219,6 +219,12 @@ struct Row {
     redis_proc_us_per_publish: Option<f64>,
     /// Redis CPU over the phase window, % of one CPU.
     redis_cpu_pct: Option<f64>,
+    /// Redis CPU just before the phase, with the nodes connected and
+    /// subscribed but nothing published (heartbeats, presence, its own
+    /// cron), % of one CPU.
+    redis_idle_pct: Option<f64>,
+    /// `redis_us_per_publish` less that idle rate over the window.
+    redis_net_us_per_publish: Option<f64>,
     /// All nodes' CPU over the window, % of one CPU.
     nodes_cpu_pct: f64,
     gen_cpu_pct: f64,
@@ -316,6 +322,19 @@ fn cases(s: &Settings, fd_limit: u64) -> Vec<(Case, String)> {
             } else {
                 String::new()
             };
+            // The same deliveries per publish from one node without a
+            // broker: what the subscribers cost by themselves.
+            out.push((
+                Case {
+                    group: "wide",
+                    case: format!("one node, {} subs", 2 * per),
+                    nodes: vec![2 * per],
+                    broker: false,
+                    messages: m,
+                    rate: 0.0,
+                },
+                note.clone(),
+            ));
             out.push((
                 Case {
                     group: "wide",
@@ -394,11 +413,15 @@ fn run(settings: &Settings) -> Result<Report, String> {
                 row.broker = case.broker;
                 row.messages = case.messages;
                 row.rate = case.rate;
-                // Against the group's first row, in this run.
-                if let Some(first) = rows
+                // Against the group's latest row without a broker, in this
+                // run (flood, latency: the first; wide: the row before).
+                let reference = rows
                     .iter()
-                    .find(|x| x.group == row.group && x.server == row.server)
-                {
+                    .rev()
+                    .find(|x| x.group == row.group && x.server == row.server && !x.broker);
+                if !row.broker {
+                    row.ratio = (row.deliveries_per_s > 0.0).then_some(1.0);
+                } else if let Some(first) = reference {
                     // wide: publishes/s (the subscriber count differs).
                     let rate = |x: &Row| {
                         if x.group == "wide" {
@@ -414,11 +437,9 @@ fn run(settings: &Settings) -> Result<Report, String> {
                         row.p50_added_us = Some(row.p50_us - first.p50_us);
                         row.p99_added_us = Some(row.p99_us - first.p99_us);
                     }
-                } else if row.deliveries_per_s > 0.0 {
-                    row.ratio = Some(1.0);
                 }
                 eprintln!(
-                    "run {}/{}: {kind} {:<8} {:<22} {:>10.0} deliveries/s {:>8.0} publishes/s, p50 {}, p99 {}, lost {}, redis {} /publish, {:.1} s{}",
+                    "run {}/{}: {kind} {:<8} {:<22} {:>10.0} deliveries/s {:>8.0} publishes/s, p50 {}, p99 {}, lost {}, redis {} /publish (net {}), {:.1} s{}",
                     r + 1,
                     settings.runs,
                     row.group,
@@ -429,6 +450,7 @@ fn run(settings: &Settings) -> Result<Report, String> {
                     fmt_us(row.p99_us),
                     row.lost,
                     row.redis_us_per_publish.map_or("-".into(), |u| format!("{u:.1} us")),
+                    row.redis_net_us_per_publish.map_or("-".into(), |u| format!("{u:.1} us")),
                     started.elapsed().as_secs_f64(),
                     if row.note.is_empty() {
                         String::new()
@@ -554,6 +576,17 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Redis's CPU with nothing published, as a rate.
+    let mut redis_idle_ns_per_s = None;
+    if case.broker {
+        let idle_ms = if settings.mode == "bench" { 1_000 } else { 50 };
+        let a = redis.info_cpu_ns();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(idle_ms));
+        let b = redis.info_cpu_ns();
+        let el = t.elapsed().as_secs_f64();
+        redis_idle_ns_per_s = a.zip(b).map(|(a, b)| b.saturating_sub(a) as f64 / el);
+    }
     let closed0 = shared.closed.load(Ordering::SeqCst);
 
     // The phase: node A publishes, everyone receives.
@@ -634,6 +667,16 @@ fn measure(
             .0
             .zip(redis1.0)
             .map(|(a, b)| 100.0 * b.saturating_sub(a) as f64 / cpu_window);
+        row.redis_idle_pct = redis_idle_ns_per_s.map(|r| r / 1e7);
+        row.redis_net_us_per_publish =
+            redis0
+                .0
+                .zip(redis1.0)
+                .zip(redis_idle_ns_per_s)
+                .map(|((a, b), idle)| {
+                    let busy = b.saturating_sub(a) as f64 - idle * cpu_window / 1e9;
+                    busy.max(0.0) / 1e3 / case.messages.max(1) as f64
+                });
         let d = |i: usize| b1.get(i).zip(b0.get(i)).map_or(0, |(x, y)| x - y);
         row.broker_publishes = d(1);
         row.broker_publish_failures = d(3);
@@ -830,6 +873,8 @@ fn medians(runs: &[Vec<Row>]) -> Vec<Row> {
                 redis_us_per_publish: opt(|r| r.redis_us_per_publish),
                 redis_proc_us_per_publish: opt(|r| r.redis_proc_us_per_publish),
                 redis_cpu_pct: opt(|r| r.redis_cpu_pct),
+                redis_idle_pct: opt(|r| r.redis_idle_pct),
+                redis_net_us_per_publish: opt(|r| r.redis_net_us_per_publish),
                 nodes_cpu_pct: m(|r| r.nodes_cpu_pct),
                 gen_cpu_pct: m(|r| r.gen_cpu_pct),
                 broker_publishes: m(|r| r.broker_publishes as f64) as u64,
@@ -872,11 +917,11 @@ fn print_table(report: &Report) {
         report.machine.pinning
     );
     println!(
-        "load average {:.2} before, {:.2} after; x first = deliveries/s (wide: pub/s) over the group's first row; +p50/+p99 = latency over it",
+        "load average {:.2} before, {:.2} after; x ref = deliveries/s (wide: pub/s) over the group's row without a broker above it; +p50/+p99 = latency over it",
         report.machine.loadavg_before, report.machine.loadavg_after
     );
     println!(
-        "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8} {:>8} {:>7}",
+        "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>10} {:>8} {:>6} {:>8} {:>7}",
         "server",
         "group",
         "case",
@@ -884,7 +929,7 @@ fn print_table(report: &Report) {
         "M",
         "rate",
         "deliv/s",
-        "x first",
+        "x ref",
         "pub/s",
         "p50",
         "p99",
@@ -892,8 +937,10 @@ fn print_table(report: &Report) {
         "+p99",
         "lost",
         "redis/pub",
+        "net/pub",
         "proc/pub",
         "redis%",
+        "idle%",
         "nodes%",
         "gen%"
     );
@@ -904,7 +951,7 @@ fn print_table(report: &Report) {
             continue;
         }
         println!(
-            "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11.0} {:>6} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8} {:>7.0}% {:>6.0}%{}",
+            "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11.0} {:>6} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7.0}% {:>6.0}%{}",
             r.server,
             r.group,
             r.case,
@@ -920,8 +967,10 @@ fn print_table(report: &Report) {
             fmt_opt(r.p99_added_us, |x| format!("{x:+.0} us")),
             r.lost,
             fmt_opt(r.redis_us_per_publish, |x| format!("{x:.1} us")),
+            fmt_opt(r.redis_net_us_per_publish, |x| format!("{x:.1} us")),
             fmt_opt(r.redis_proc_us_per_publish, |x| format!("{x:.1} us")),
             fmt_opt(r.redis_cpu_pct, |x| format!("{x:.0}%")),
+            fmt_opt(r.redis_idle_pct, |x| format!("{x:.1}%")),
             r.nodes_cpu_pct,
             r.gen_cpu_pct,
             if r.note.is_empty() {
