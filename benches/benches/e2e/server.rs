@@ -4,6 +4,7 @@
 //!
 //! - `rss` -> `rss <KiB>`: this process's VmRSS;
 //! - `subs` -> `subs <n>`: subscribers of the bench channel;
+//! - `cpu` -> `cpu <ns>`: this process's CPU time (getrusage, µs resolution);
 //! - `publish <m> <rate> <phase>` -> `done <start_ns> <end_ns> <accepted> <slow>`:
 //!   publishes m messages from this (the main) thread, `rate` per second or
 //!   back to back when 0; `accepted` sums what each publish call reported,
@@ -140,6 +141,7 @@ pub fn main(kind: &str, cpu: Option<usize>, publisher: Publisher, broker: Option
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["rss"] => format!("rss {}", sys::self_rss_kib()),
+            ["cpu"] => format!("cpu {}", sys::self_cpu_ns()),
             ["subs"] => format!("subs {}", (served.subscribers)()),
             ["publish", m, rate, phase] => {
                 let plan = Plan {
