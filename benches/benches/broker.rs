@@ -153,6 +153,7 @@ struct Settings {
     connect_timeout_ms: u64,
     gen_threads: usize,
     server_cpu: Option<usize>,
+    count_syscalls: bool,
 }
 
 impl Settings {
@@ -187,6 +188,7 @@ impl Settings {
             connect_timeout_ms: if bench { 60_000 } else { 20_000 },
             gen_threads: num("WSHUB_BROKER_GEN_THREADS").unwrap_or(0.0) as usize,
             server_cpu: None,
+            count_syscalls: env("WSHUB_BROKER_SYSCALLS").is_some_and(|v| v == "1"),
         }
     }
 }
@@ -234,6 +236,9 @@ struct Row {
     deliveries_per_cpu_s: f64,
     /// Its ratio to the reference row's.
     cpu_ratio: Option<f64>,
+    /// Every node's socket writes (write, writev, sendto, sendmsg) per
+    /// delivery, from `perf stat` (with `WSHUB_BROKER_SYSCALLS=1`).
+    writes_per_delivery: Option<f64>,
     /// All nodes' CPU over the window, % of one CPU.
     nodes_cpu_pct: f64,
     gen_cpu_pct: f64,
@@ -624,6 +629,14 @@ fn measure(
             .filter_map(|n| n.ask("cpu", ask).ok()?.first().copied())
             .sum::<u64>()
     };
+    let counters: Vec<sys::Syscalls> = if settings.count_syscalls {
+        nodes
+            .iter()
+            .filter_map(|n| sys::Syscalls::start(n.pid))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let b0 = nodes[0].ask("broker", ask)?;
     let gen0 = sys::self_cpu_ns();
     let nodes0 = nodes_cpu(nodes);
@@ -666,6 +679,22 @@ fn measure(
     let nodes_cpu_ns = nodes_cpu(nodes).saturating_sub(nodes0);
     let redis1 = (redis.info_cpu_ns(), sys::proc_cpu_ns(redis.pid()));
     let b1 = nodes[0].ask("broker", ask)?;
+    let mut writes = None;
+    if !counters.is_empty() {
+        let n = counters.len();
+        let counts: Vec<Vec<u64>> = counters
+            .into_iter()
+            .filter_map(sys::Syscalls::stop)
+            .collect();
+        if counts.len() == n {
+            writes = Some(
+                counts
+                    .iter()
+                    .map(|c| c[1..].iter().sum::<u64>())
+                    .sum::<u64>(),
+            );
+        }
+    }
     let received = shared.received.load(Ordering::SeqCst);
     let last_recv = shared.last_recv_ns.load(Ordering::SeqCst);
     let window = last_recv.max(end).saturating_sub(start);
@@ -683,6 +712,9 @@ fn measure(
         lost: expected.saturating_sub(received),
         closed: shared.closed.load(Ordering::SeqCst) - closed0,
         nodes_cpu_pct: 100.0 * nodes_cpu_ns as f64 / cpu_window,
+        writes_per_delivery: writes
+            .filter(|_| received > 0)
+            .map(|w| w as f64 / received as f64),
         deliveries_per_cpu_s: {
             let redis_ns = redis0
                 .0
@@ -914,6 +946,7 @@ fn medians(runs: &[Vec<Row>]) -> Vec<Row> {
                 redis_idle_pct: opt(|r| r.redis_idle_pct),
                 redis_net_us_per_publish: opt(|r| r.redis_net_us_per_publish),
                 nodes_cpu_pct: m(|r| r.nodes_cpu_pct),
+                writes_per_delivery: opt(|r| r.writes_per_delivery),
                 deliveries_per_cpu_s: m(|r| r.deliveries_per_cpu_s),
                 cpu_ratio: opt(|r| r.cpu_ratio),
                 gen_cpu_pct: m(|r| r.gen_cpu_pct),
@@ -961,7 +994,7 @@ fn print_table(report: &Report) {
         report.machine.loadavg_before, report.machine.loadavg_after
     );
     println!(
-        "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11} {:>6} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>10} {:>8} {:>6} {:>8} {:>7}",
+        "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11} {:>6} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>10} {:>8} {:>6} {:>8} {:>7} {:>8}",
         "server",
         "group",
         "case",
@@ -984,7 +1017,8 @@ fn print_table(report: &Report) {
         "redis%",
         "idle%",
         "nodes%",
-        "gen%"
+        "gen%",
+        "wr/deliv"
     );
     for r in &report.rows {
         let subs: Vec<String> = r.nodes.iter().map(usize::to_string).collect();
@@ -993,7 +1027,7 @@ fn print_table(report: &Report) {
             continue;
         }
         println!(
-            "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11.0} {:>6} {:>10.0} {:>6} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7.0}% {:>6.0}%{}",
+            "{:<7} {:<8} {:<22} {:>13} {:>5} {:>6} {:>11.0} {:>6} {:>10.0} {:>6} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7.0}% {:>6.0}% {:>8}{}",
             r.server,
             r.group,
             r.case,
@@ -1017,6 +1051,7 @@ fn print_table(report: &Report) {
             fmt_opt(r.redis_idle_pct, |x| format!("{x:.1}%")),
             r.nodes_cpu_pct,
             r.gen_cpu_pct,
+            fmt_opt(r.writes_per_delivery, |x| format!("{x:.3}")),
             if r.note.is_empty() {
                 String::new()
             } else {
