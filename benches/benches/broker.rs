@@ -31,7 +31,9 @@
 //! 3. **wide**: two nodes, 1 and 10,000 subscribers per node (capped by the
 //!    generator's open-files limit, 20,000 here: both nodes' clients live in
 //!    this process), a flood; publishes/s through the broker and Redis CPU
-//!    per publish, which must not grow with the subscribers.
+//!    per publish, which must not grow with the subscribers. Each after one
+//!    node without a broker holding both nodes' subscribers (the same
+//!    deliveries per publish), its reference.
 //!
 //! Redis CPU per publish: utime + stime of the redis-server process over the
 //! phase, from /proc/<pid>/stat (10 ms ticks) and from `INFO cpu`
