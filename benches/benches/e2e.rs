@@ -53,6 +53,8 @@
 //! (default: one per CPU left to the generator), `WSHUB_E2E_HISTORY=off`
 //! (wshub servers keep no history; the default keeps the core's default).
 
+#[path = "e2e/child.rs"]
+mod child;
 #[path = "e2e/loadgen.rs"]
 mod loadgen;
 #[path = "e2e/server.rs"]
@@ -61,15 +63,14 @@ mod server;
 mod sys;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use child::{median, percentile, secs, wait_until, ServerProc};
 use loadgen::Generator;
 
 /// The channel every subscriber joins.
@@ -90,7 +91,7 @@ fn main() {
             Some("thread") => server::Publisher::Thread,
             _ => server::Publisher::Task,
         };
-        server::main(kind, cpu, publisher);
+        server::main(kind, cpu, publisher, arg_after(&args, "--broker"));
     }
     let bench = args.iter().any(|a| a == "--bench");
     // `cargo bench -p wshub-benches -- <filter>` passes the filter to every
@@ -412,114 +413,6 @@ fn skip_reason(kind: &str, n: usize, fd_limit: u64) -> Option<String> {
     })
 }
 
-/// The server child and its command pipe.
-struct ServerProc {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    pid: u32,
-    port: u16,
-}
-
-impl ServerProc {
-    fn start(kind: &str, cpu: Option<usize>, publisher: &str) -> Result<ServerProc, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut child = Command::new(exe)
-            .args(["--serve", kind, "--cpu"])
-            .arg(cpu.map_or("none".to_owned(), |c| c.to_string()))
-            .args(["--publisher", publisher])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("spawn server: {e}"))?;
-        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
-            (Some(i), Some(o)) => (i, o),
-            _ => return Err("server pipes missing".into()),
-        };
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let pid = child.id();
-        let mut proc = ServerProc {
-            child,
-            stdin,
-            lines,
-            pid,
-            port: 0,
-        };
-        let first = proc.recv(Duration::from_secs(20))?;
-        proc.port = first
-            .strip_prefix("port ")
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| format!("server said {first:?}"))?;
-        Ok(proc)
-    }
-
-    fn send(&mut self, cmd: &str) -> Result<(), String> {
-        writeln!(self.stdin, "{cmd}")
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| format!("server stdin: {e}"))
-    }
-
-    fn recv(&mut self, timeout: Duration) -> Result<String, String> {
-        self.lines
-            .recv_timeout(timeout)
-            .map_err(|_| "no answer from the server".to_owned())
-    }
-
-    /// Sends `cmd`; returns the answer's words after the first.
-    fn ask(&mut self, cmd: &str, timeout: Duration) -> Result<Vec<u64>, String> {
-        self.send(cmd)?;
-        let line = self.recv(timeout)?;
-        let mut words = line.split_whitespace();
-        words.next();
-        words
-            .map(|w| w.parse().map_err(|_| format!("server answered {line:?}")))
-            .collect()
-    }
-
-    fn quit(mut self) {
-        let _ = self.send("quit");
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `done` every millisecond until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    done()
-}
-
 fn run_case(
     settings: &Settings,
     gen: &Generator,
@@ -761,32 +654,6 @@ fn perf_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn secs(ns: u64) -> f64 {
-    (ns.max(1) as f64) / 1e9
-}
-
-/// The q-quantile of sorted ns values, in µs.
-fn percentile(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i] as f64 / 1e3
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 type Spread = Vec<(String, usize, f64, f64)>;

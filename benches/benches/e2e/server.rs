@@ -4,11 +4,21 @@
 //!
 //! - `rss` -> `rss <KiB>`: this process's VmRSS;
 //! - `subs` -> `subs <n>`: subscribers of the bench channel;
+//! - `cpu` -> `cpu <ns>`: this process's CPU time (getrusage, µs resolution);
 //! - `publish <m> <rate> <phase>` -> `done <start_ns> <end_ns> <accepted> <slow>`:
 //!   publishes m messages from this (the main) thread, `rate` per second or
 //!   back to back when 0; `accepted` sums what each publish call reported,
 //!   `slow` is the hub's slow-consumer count so far (0 for the baseline);
+//! - `broker` -> `broker <up> <publishes> <publications_in> <publish_failures>`:
+//!   the Redis broker driver's status (`--broker <url>`; all 0 without one);
 //! - `quit`: exits at once.
+//!
+//! With `--broker redis://...` (the `broker` bench) the wshub servers run as
+//! one node of many: the adapter's builder gets `wshub_redis::link()`'s link
+//! and a `RedisBroker` reports back through `Command::Broker`, as
+//! `wshub serve --broker` does. A publish then returns once the hub has
+//! handed it to the broker driver; every node, this one included, delivers
+//! it when Redis sends it back.
 //!
 //! Each message is `{"type":"event","channel":"bench","data":<64 B>,
 //! "timestamp":<RFC 3339>}`; the 64 B of data start with the CLOCK_MONOTONIC
@@ -32,7 +42,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wshub_core::{HubCommands, HubConfig, Message, Timestamp};
+use wshub_core::command::Command;
+use wshub_core::{HubCommands, HubConfig, Message, Stats, Timestamp};
+use wshub_redis::{RedisBroker, RedisConfig};
 
 use crate::sys;
 use crate::{CHANNEL, PAYLOAD_LEN};
@@ -72,7 +84,9 @@ struct Served {
     port: u16,
     publish: PublishAll,
     subscribers: Box<dyn Fn() -> usize>,
-    slow_consumers: Box<dyn Fn() -> u64>,
+    stats: Box<dyn Fn() -> Option<Stats>>,
+    /// The broker driver, with `--broker` (kept alive with the hub).
+    broker: Option<RedisBroker>,
 }
 
 /// Where the publisher runs.
@@ -96,7 +110,7 @@ pub enum Publisher {
 }
 
 /// The child's main: never returns.
-pub fn main(kind: &str, cpu: Option<usize>, publisher: Publisher) -> ! {
+pub fn main(kind: &str, cpu: Option<usize>, publisher: Publisher, broker: Option<&str>) -> ! {
     if let Some(c) = cpu {
         if let Err(e) = sys::pin_to(&[c]) {
             eprintln!("e2e server: cannot pin to CPU {c}: {e}");
@@ -105,9 +119,10 @@ pub fn main(kind: &str, cpu: Option<usize>, publisher: Publisher) -> ! {
     sys::raise_fd_limit(1 << 20);
     // Kept alive for the whole run: the runtimes and servers live here.
     let served = match kind {
-        "blocking" => serve_blocking(),
-        "smol" => serve_smol(publisher),
-        "tokio" => serve_tokio(publisher),
+        "blocking" => serve_blocking(broker),
+        "smol" => serve_smol(publisher, broker),
+        "tokio" => serve_tokio(publisher, broker),
+        "baseline" if broker.is_some() => Err(io::Error::other("the baseline has no broker")),
         "baseline" => serve_baseline(publisher),
         other => Err(io::Error::other(format!("unknown server kind {other}"))),
     };
@@ -126,6 +141,7 @@ pub fn main(kind: &str, cpu: Option<usize>, publisher: Publisher) -> ! {
         let words: Vec<&str> = line.split_whitespace().collect();
         let reply = match words.as_slice() {
             ["rss"] => format!("rss {}", sys::self_rss_kib()),
+            ["cpu"] => format!("cpu {}", sys::self_cpu_ns()),
             ["subs"] => format!("subs {}", (served.subscribers)()),
             ["publish", m, rate, phase] => {
                 let plan = Plan {
@@ -134,9 +150,18 @@ pub fn main(kind: &str, cpu: Option<usize>, publisher: Publisher) -> ! {
                     phase: phase.parse().unwrap_or(0),
                 };
                 let (start, end, accepted) = (served.publish)(plan);
+                let slow = (served.stats)().map_or(0, |s| s.slow_consumers);
+                format!("done {start} {end} {accepted} {slow}")
+            }
+            ["broker"] => {
+                let s = served.broker.as_ref().map(RedisBroker::status);
+                let s = s.unwrap_or_default();
                 format!(
-                    "done {start} {end} {accepted} {}",
-                    (served.slow_consumers)()
+                    "broker {} {} {} {}",
+                    u8::from(s.up),
+                    s.publishes,
+                    s.publications_in,
+                    s.publish_failures
                 )
             }
             ["quit"] => break,
@@ -206,6 +231,19 @@ fn config() -> HubConfig {
     config
 }
 
+/// Starts the broker driver for `--broker <url>`; `tell` hands its inputs
+/// to the hub (false once the hub is gone).
+fn start_broker(
+    url: &str,
+    outputs: wshub_redis::Outputs,
+    tell: impl Fn(Command) -> bool + Send + Sync + 'static,
+) -> io::Result<RedisBroker> {
+    RedisBroker::start(RedisConfig::new(url), outputs, move |input| {
+        tell(Command::Broker(input))
+    })
+    .map_err(|e| io::Error::other(format!("--broker: {e}")))
+}
+
 fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -214,10 +252,24 @@ fn message(data: String) -> Message {
     Message::new("event", Value::String(data))
 }
 
-fn serve_blocking() -> io::Result<Served> {
-    let server = wshub_blocking::Server::builder(config()).bind(localhost())?;
+fn serve_blocking(broker: Option<&str>) -> io::Result<Served> {
+    let mut builder = wshub_blocking::Server::builder(config());
+    let mut outputs = None;
+    if broker.is_some() {
+        let (link, out) = wshub_redis::link();
+        builder = builder.broker(link);
+        outputs = Some(out);
+    }
+    let server = builder.bind(localhost())?;
     let port = server.local_addr().map_or(0, |a| a.port());
     let handle = server.handle();
+    let broker = match broker.zip(outputs) {
+        Some((url, out)) => {
+            let h = handle.clone();
+            Some(start_broker(url, out, move |c| h.tell(c).is_ok())?)
+        }
+        None => None,
+    };
     // Events must be read or their channel grows; the server moves along.
     std::thread::spawn(move || for _ in server.events() {});
     let (h1, h2, h3) = (handle.clone(), handle.clone(), handle);
@@ -227,16 +279,33 @@ fn serve_blocking() -> io::Result<Served> {
             publish_blocking(plan, |d| h1.publish(CHANNEL, message(d)).unwrap_or(0))
         }),
         subscribers: Box::new(move || h2.subscriber_count(CHANNEL).unwrap_or(0)),
-        slow_consumers: Box::new(move || h3.stats().map_or(0, |s| s.slow_consumers)),
+        stats: Box::new(move || h3.stats().ok()),
+        broker,
     })
 }
 
-fn serve_smol(publisher: Publisher) -> io::Result<Served> {
+fn serve_smol(publisher: Publisher, broker: Option<&str>) -> io::Result<Served> {
     // The hub's tasks run on smol's global executor (SMOL_THREADS, default 1);
     // this thread only blocks on answers.
-    let server = smol::block_on(wshub_smol::Server::builder(config()).bind(localhost()))?;
+    let mut builder = wshub_smol::Server::builder(config());
+    let mut outputs = None;
+    if broker.is_some() {
+        let (link, out) = wshub_redis::link();
+        builder = builder.broker(link);
+        outputs = Some(out);
+    }
+    let server = smol::block_on(builder.bind(localhost()))?;
     let port = server.local_addr().map_or(0, |a| a.port());
     let handle = server.handle();
+    let broker = match broker.zip(outputs) {
+        Some((url, out)) => {
+            let h = handle.clone();
+            Some(start_broker(url, out, move |c| {
+                smol::block_on(h.tell(c)).is_ok()
+            })?)
+        }
+        None => None,
+    };
     let events = server.events();
     std::thread::spawn(move || while events.recv_blocking().is_ok() {});
     // Dropping the Server leaves the hub running (until shutdown).
@@ -270,9 +339,8 @@ fn serve_smol(publisher: Publisher) -> io::Result<Served> {
         port,
         publish,
         subscribers: Box::new(move || smol::block_on(h2.subscriber_count(CHANNEL)).unwrap_or(0)),
-        slow_consumers: Box::new(move || {
-            smol::block_on(h3.stats()).map_or(0, |s| s.slow_consumers)
-        }),
+        stats: Box::new(move || smol::block_on(h3.stats()).ok()),
+        broker,
     })
 }
 
@@ -297,13 +365,27 @@ fn tokio_sleep(d: Duration) -> tokio::time::Sleep {
     tokio::time::sleep(d)
 }
 
-fn serve_tokio(publisher: Publisher) -> io::Result<Served> {
+fn serve_tokio(publisher: Publisher, broker: Option<&str>) -> io::Result<Served> {
     let rt = runtime()?;
-    let mut server = rt.block_on(wshub_tokio::Server::builder(config()).bind(localhost()))?;
+    let mut builder = wshub_tokio::Server::builder(config());
+    let mut outputs = None;
+    if broker.is_some() {
+        let (link, out) = wshub_redis::link();
+        builder = builder.broker(link);
+        outputs = Some(out);
+    }
+    let mut server = rt.block_on(builder.bind(localhost()))?;
     let port = server.local_addr().map_or(0, |a| a.port());
     let mut events = server.take_events();
     rt.spawn(async move { while events.recv().await.is_some() {} });
     let handle = server.handle().blocking();
+    let broker = match broker.zip(outputs) {
+        Some((url, out)) => {
+            let h = handle.clone();
+            Some(start_broker(url, out, move |c| h.tell(c).is_ok())?)
+        }
+        None => None,
+    };
     drop(server);
     let (h1, h2, h3) = (handle.clone(), handle.clone(), handle);
     let publish: PublishAll = match publisher {
@@ -330,7 +412,8 @@ fn serve_tokio(publisher: Publisher) -> io::Result<Served> {
         port,
         publish,
         subscribers: Box::new(move || h2.subscriber_count(CHANNEL).unwrap_or(0)),
-        slow_consumers: Box::new(move || h3.stats().map_or(0, |s| s.slow_consumers)),
+        stats: Box::new(move || h3.stats().ok()),
+        broker,
     })
 }
 
@@ -371,7 +454,8 @@ fn serve_baseline(publisher: Publisher) -> io::Result<Served> {
         port,
         publish,
         subscribers: Box::new(move || h2.subscriber_count(CHANNEL)),
-        slow_consumers: Box::new(|| 0),
+        stats: Box::new(|| None),
+        broker: None,
     })
 }
 
