@@ -233,6 +233,10 @@ pub enum BrokerInput {
         /// The message's JSON.
         json: Bytes,
     },
+    /// Several inputs in their order, as a driver that read them in one go
+    /// hands them on: the hub applies them in one round, so the frames they
+    /// make for a connection leave in one write.
+    Batch(Vec<BrokerInput>),
     /// The answer to a [`BrokerOutput::Read`].
     HistoryRead {
         /// The read answered.

@@ -6,6 +6,8 @@ pub(crate) struct Keys {
     prefix: String,
     /// `<prefix>.pub.`, what every pub/sub channel name starts with.
     pub_prefix: String,
+    /// The node-wide channel (looked at for every message received).
+    everyone: String,
 }
 
 impl Keys {
@@ -13,6 +15,7 @@ impl Keys {
         Keys {
             prefix: prefix.to_string(),
             pub_prefix: format!("{prefix}.pub."),
+            everyone: format!("{prefix}.all"),
         }
     }
 
@@ -49,8 +52,8 @@ impl Keys {
     /// The node-wide pub/sub channel: broadcasts and sends to a user, which
     /// every node hears while its link is up. Outside `<prefix>.pub.`, so no
     /// hub channel can be named into it.
-    pub fn everyone(&self) -> String {
-        format!("{}.all", self.prefix)
+    pub fn everyone(&self) -> &str {
+        &self.everyone
     }
 
     /// The hub channel a pub/sub channel name carries, if it is one of ours.

@@ -326,32 +326,49 @@ fn handshake(info: &redis::ConnectionInfo, mut stream: &TcpStream) -> io::Result
     }
 }
 
+/// Inputs handed to the hub in one go, at most: what one read brought,
+/// so the hub's round (and its writes) covers them all.
+const MAX_BATCH: usize = 64;
+
 fn read_loop(shared: &Shared, stream: TcpStream, probe: &Probe, tx: &Sender<SubMsg>, gen: u64) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut batch = Vec::new();
     while let Ok(value) = resp::read(&mut reader) {
         if shared.stopping() {
             break;
         }
-        probe.busy.store(true, Relaxed);
-        handle(shared, value, &probe.pongs);
-        probe.busy.store(false, Relaxed);
+        if let Some(input) = handle(shared, value, &probe.pongs) {
+            batch.push(input);
+        }
+        // Never hold inputs across a read that may block.
+        if reader.buffer().is_empty() || batch.len() >= MAX_BATCH {
+            probe.busy.store(true, Relaxed);
+            match batch.len() {
+                0 => {}
+                1 => shared.deliver(batch.pop().expect("one")),
+                _ => shared.deliver(BrokerInput::Batch(std::mem::take(&mut batch))),
+            }
+            probe.busy.store(false, Relaxed);
+        }
     }
     let _ = tx.send(SubMsg::ReaderDone(gen));
 }
 
-fn handle(shared: &Shared, value: Resp, pongs: &AtomicU64) {
+/// What one pushed value means for the hub, if anything.
+fn handle(shared: &Shared, value: Resp, pongs: &AtomicU64) -> Option<BrokerInput> {
     let bad = || {
         shared.counters.bad_envelopes.fetch_add(1, Relaxed);
+        None
     };
     let Resp::Array(parts) = value else {
         if matches!(value, Resp::Simple(ref s) if s.eq_ignore_ascii_case("PONG")) {
             pongs.fetch_add(1, Relaxed);
         }
-        return;
+        return None;
     };
     let kind = match parts.first() {
         Some(Resp::Bulk(k)) => k.as_slice(),
-        _ => return,
+        _ => return None,
     };
     match (kind, parts.get(1), parts.get(2)) {
         (b"message", Some(Resp::Bulk(name)), Some(payload))
@@ -363,7 +380,7 @@ fn handle(shared: &Shared, value: Resp, pongs: &AtomicU64) {
             let Some((to, json)) = envelope::decode_send(payload) else {
                 return bad();
             };
-            shared.deliver(BrokerInput::Delivery { to, json });
+            Some(BrokerInput::Delivery { to, json })
         }
         (b"message", Some(Resp::Bulk(name)), Some(payload)) => {
             let Some(channel) = shared.keys.channel_of(name) else {
@@ -376,22 +393,22 @@ fn handle(shared: &Shared, value: Resp, pongs: &AtomicU64) {
                 return bad();
             };
             shared.counters.publications_in.fetch_add(1, Relaxed);
-            shared.deliver(BrokerInput::Publication {
+            Some(BrokerInput::Publication {
                 channel: channel.to_string(),
                 json: e.json,
                 position: e.position,
-            });
+            })
         }
         (b"subscribe", Some(Resp::Bulk(name)), _) => {
-            if let Some(channel) = shared.keys.channel_of(name) {
-                shared.deliver(BrokerInput::Subscribed {
-                    channel: channel.to_string(),
-                });
-            }
+            let channel = shared.keys.channel_of(name)?;
+            Some(BrokerInput::Subscribed {
+                channel: channel.to_string(),
+            })
         }
         (b"pong", _, _) => {
             pongs.fetch_add(1, Relaxed);
+            None
         }
-        _ => {}
+        _ => None,
     }
 }

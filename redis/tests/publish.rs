@@ -309,3 +309,77 @@ fn sends_reach_every_node() {
         }
     }
 }
+
+/// Publications that arrived together reach the hub together (one
+/// `Batch`), in order: the hub then writes them to each client in one go.
+/// The hub is held busy on the first delivery while 100 more arrive.
+#[test]
+fn publications_read_together_are_delivered_as_one_batch() {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    use wshub_core::broker::BrokerInput;
+    let redis = RedisServer::start();
+    let (tx, rx) = mpsc::channel::<BrokerInput>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let mut cfg = wshub_redis::RedisConfig::new(redis.url());
+    cfg.probe_interval = std::time::Duration::from_secs(30);
+    let (link, outputs) = wshub_redis::link();
+    let _b = wshub_redis::RedisBroker::start(cfg, outputs, move |input| {
+        let first = matches!(&input, BrokerInput::Publication { .. });
+        let _ = tx.send(input);
+        if first {
+            // The hub is slow: hold the reader until released (once).
+            let _ = release_rx.lock().unwrap().recv();
+        }
+        true
+    })
+    .unwrap();
+    let mut link = link;
+    let wait_for = |pred: &dyn Fn(&BrokerInput) -> bool| loop {
+        let i = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("an input");
+        if pred(&i) {
+            return i;
+        }
+    };
+    wait_for(&|i| *i == BrokerInput::Up);
+    wshub_core::broker::BrokerLink::send(
+        &mut link,
+        BrokerOutput::Subscribe {
+            channel: "bulk".into(),
+            history: Some(history(200)),
+        },
+    );
+    wait_for(&|i| matches!(i, BrokerInput::Subscribed { .. }));
+    let mut a = Node::up(&redis.url(), |_| {});
+    for n in 1..=101 {
+        a.publish("bulk", &format!(r#"{{"n":{n}}}"#), Some(history(200)))
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    release_tx.send(()).unwrap();
+    drop(release_tx);
+    let mut offsets = Vec::new();
+    let mut batches = 0;
+    while offsets.len() < 101 {
+        match wait_for(&|i| matches!(i, BrokerInput::Publication { .. } | BrokerInput::Batch(_))) {
+            BrokerInput::Batch(inputs) => {
+                batches += 1;
+                for i in inputs {
+                    if let BrokerInput::Publication { position, .. } = i {
+                        offsets.push(position.unwrap().offset);
+                    }
+                }
+            }
+            BrokerInput::Publication { position, .. } => offsets.push(position.unwrap().offset),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(offsets, (1..=101).collect::<Vec<u64>>(), "all, in order");
+    assert!(
+        (1..=4).contains(&batches),
+        "100 waiting publications came in {batches} batches of at most 64"
+    );
+}

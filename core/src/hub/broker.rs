@@ -100,6 +100,11 @@ impl Hub {
             } => self.broker_publication(now, &channel, json, position),
             BrokerInput::HistoryRead { read, result } => self.read_answered(now, read, result),
             BrokerInput::Delivery { to, json } => self.broker_delivery(now, &to, &json),
+            BrokerInput::Batch(inputs) => {
+                for input in inputs {
+                    self.handle_broker(now, input);
+                }
+            }
         }
     }
 

@@ -65,7 +65,12 @@ impl Node {
         tweak(&mut cfg);
         let (link, outputs) = wshub_redis::link();
         let (tx, inputs) = mpsc::channel();
-        let broker = RedisBroker::start(cfg, outputs, move |i| tx.send(i).is_ok()).expect("config");
+        // A batch is its inputs in order: the tests look at them one by one.
+        let broker = RedisBroker::start(cfg, outputs, move |i| match i {
+            BrokerInput::Batch(inputs) => inputs.into_iter().all(|i| tx.send(i).is_ok()),
+            i => tx.send(i).is_ok(),
+        })
+        .expect("config");
         Node {
             broker,
             link,
