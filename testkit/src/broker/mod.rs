@@ -110,9 +110,14 @@ impl World {
         }
     }
 
+    /// Everything waiting for the node, as one batch when there are
+    /// several (a driver hands on what one read brought).
     fn deliver(&mut self, node: usize) {
-        while let Some(input) = self.broker.inbox[node].pop_front() {
-            self.input(node, input);
+        let mut inputs: Vec<BrokerInput> = self.broker.inbox[node].drain(..).collect();
+        match inputs.len() {
+            0 => {}
+            1 => self.input(node, inputs.pop().expect("one")),
+            _ => self.input(node, BrokerInput::Batch(inputs)),
         }
     }
 
