@@ -157,6 +157,8 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
         }
         None => (None, None),
     };
+    // A batch from the broker may queue no more per client than a round.
+    let max_batch = config.commands_per_round();
     let running = Arc::new(Running::start_with(
         opts.runtime,
         config,
@@ -166,11 +168,9 @@ fn run(opts: ServeOptions) -> std::io::Result<()> {
     let cluster = match (&opts.broker, outputs) {
         (Some(_), Some(outputs)) => {
             // The URL was checked at parse time.
-            Some(cluster::Cluster::start(
-                opts.redis_config(),
-                outputs,
-                &running,
-            )?)
+            let mut redis = opts.redis_config();
+            redis.max_batch = max_batch;
+            Some(cluster::Cluster::start(redis, outputs, &running)?)
         }
         _ => None,
     };

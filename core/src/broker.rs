@@ -235,7 +235,9 @@ pub enum BrokerInput {
     },
     /// Several inputs in their order, as a driver that read them in one go
     /// hands them on: the hub applies them in one round, so the frames they
-    /// make for a connection leave in one write.
+    /// make for a connection leave in one write. At most
+    /// [`crate::HubConfig::commands_per_round`] of them; a driver's round
+    /// counts each ([`crate::command::Command::weight`]).
     Batch(Vec<BrokerInput>),
     /// The answer to a [`BrokerOutput::Read`].
     HistoryRead {

@@ -127,6 +127,16 @@ pub enum Command {
 pub type ReplyTo = Box<dyn FnOnce(Reply) + Send>;
 
 impl Command {
+    /// What the command counts for in a driver's round
+    /// ([`Hub::commands_per_round`]): the inputs of a broker batch (each can
+    /// queue a frame per subscriber), 1 for anything else.
+    pub fn weight(&self) -> usize {
+        match self {
+            Command::Broker(BrokerInput::Batch(inputs)) => inputs.len().max(1),
+            _ => 1,
+        }
+    }
+
     /// Publishes `message` to `channel`.
     pub fn publish(channel: &str, message: Message) -> Command {
         Command::Publish {

@@ -193,6 +193,16 @@ pub struct HubConfig {
     pub max_broker_publishes: usize,
 }
 
+impl HubConfig {
+    /// [`crate::Hub::commands_per_round`] for this configuration: also the
+    /// largest batch a broker driver should hand on at once
+    /// ([`crate::broker::BrokerInput::Batch`]), so one batch can never fill
+    /// a connection's queue past its cap before a byte is written.
+    pub fn commands_per_round(&self) -> usize {
+        (self.max_queued_messages / 4).clamp(1, crate::write_queue::MAX_SLICES)
+    }
+}
+
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {

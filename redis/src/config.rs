@@ -31,6 +31,11 @@ pub struct RedisConfig {
     pub presence_ttl: Duration,
     /// Live presence and node entries are refreshed this often (5 s).
     pub presence_refresh: Duration,
+    /// Publications read together are handed to the hub as one batch of at
+    /// most this many (64): set it to the hub's
+    /// `HubConfig::commands_per_round()`, so a batch never queues more per
+    /// connection than a round may.
+    pub max_batch: usize,
 }
 
 impl RedisConfig {
@@ -47,6 +52,7 @@ impl RedisConfig {
             reconnect_max: Duration::from_secs(2),
             presence_ttl: Duration::from_secs(15),
             presence_refresh: Duration::from_secs(5),
+            max_batch: 64,
         }
     }
 
@@ -72,6 +78,9 @@ impl RedisConfig {
         ];
         if let Some((name, _)) = zero.iter().find(|(_, d)| d.is_zero()) {
             return Err(ConfigError::Duration(name));
+        }
+        if self.max_batch == 0 {
+            return Err(ConfigError::Batch);
         }
         if self.reconnect_max < self.reconnect_min {
             return Err(ConfigError::Duration("reconnect_max"));
@@ -146,6 +155,7 @@ impl fmt::Debug for RedisConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("presence_ttl", &self.presence_ttl)
             .field("presence_refresh", &self.presence_refresh)
+            .field("max_batch", &self.max_batch)
             .finish()
     }
 }
@@ -173,6 +183,8 @@ pub enum ConfigError {
     Prefix,
     /// This duration is zero or out of order with another.
     Duration(&'static str),
+    /// `max_batch` is zero.
+    Batch,
 }
 
 impl fmt::Display for ConfigError {
@@ -190,6 +202,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "{name} must be non-zero (reconnect_max >= reconnect_min, presence_ttl > presence_refresh)"
             ),
+            ConfigError::Batch => f.write_str("max_batch must be at least 1"),
         }
     }
 }

@@ -326,10 +326,6 @@ fn handshake(info: &redis::ConnectionInfo, mut stream: &TcpStream) -> io::Result
     }
 }
 
-/// Inputs handed to the hub in one go, at most: what one read brought,
-/// so the hub's round (and its writes) covers them all.
-const MAX_BATCH: usize = 64;
-
 fn read_loop(shared: &Shared, stream: TcpStream, probe: &Probe, tx: &Sender<SubMsg>, gen: u64) {
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut batch = Vec::new();
@@ -341,7 +337,7 @@ fn read_loop(shared: &Shared, stream: TcpStream, probe: &Probe, tx: &Sender<SubM
             batch.push(input);
         }
         // Never hold inputs across a read that may block.
-        if reader.buffer().is_empty() || batch.len() >= MAX_BATCH {
+        if reader.buffer().is_empty() || batch.len() >= shared.config.max_batch {
             probe.busy.store(true, Relaxed);
             match batch.len() {
                 0 => {}

@@ -33,6 +33,16 @@ pub(crate) enum Cmd {
     Stop,
 }
 
+impl Cmd {
+    /// What it counts for in a round (`Command::weight`).
+    fn weight(&self) -> usize {
+        match self {
+            Cmd::Hub(command, _) => command.weight(),
+            _ => 1,
+        }
+    }
+}
+
 /// Commands in flight before readers block: bounds memory under a flood.
 const COMMAND_QUEUE: usize = 4096;
 
@@ -112,11 +122,11 @@ impl HubThread {
             let mut taken = 0;
             let mut answered = false;
             while let Some(cmd) = next.take() {
+                taken += cmd.weight();
                 match self.apply(cmd) {
                     Some(a) => answered |= a,
                     None => return self.cut_all(),
                 }
-                taken += 1;
                 if taken >= self.hub.commands_per_round() {
                     break;
                 }

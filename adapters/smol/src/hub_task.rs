@@ -33,6 +33,16 @@ pub(crate) enum Cmd {
     Stop,
 }
 
+impl Cmd {
+    /// What it counts for in a round (`Command::weight`).
+    fn weight(&self) -> usize {
+        match self {
+            Cmd::Hub(command, _) => command.weight(),
+            _ => 1,
+        }
+    }
+}
+
 /// What woke the hub task.
 enum Wake {
     Cmd(Cmd),
@@ -92,11 +102,11 @@ impl HubTask {
                 Wake::Cmd(cmd) => {
                     // A round: every command already queued, up to the limit,
                     // then one write per connection with output.
+                    let mut taken = cmd.weight();
                     let mut answered = match self.apply(cmd) {
                         Some(answered) => answered,
                         None => return self.cut_all(),
                     };
-                    let mut taken = 1;
                     while taken < self.hub.commands_per_round() {
                         let cmd = match rx.try_recv() {
                             Ok(cmd) => cmd,
@@ -113,7 +123,7 @@ impl HubTask {
                             }
                             Err(_) => break,
                         };
-                        taken += 1;
+                        taken += cmd.weight();
                         match self.apply(cmd) {
                             Some(a) => answered |= a,
                             None => return self.cut_all(),

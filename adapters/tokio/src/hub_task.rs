@@ -34,6 +34,16 @@ pub(crate) enum Cmd {
     Shutdown(Instant, oneshot::Sender<bool>),
 }
 
+impl Cmd {
+    /// What it counts for in a round (`Command::weight`).
+    fn weight(&self) -> usize {
+        match self {
+            Cmd::Hub(command, _) => command.weight(),
+            _ => 1,
+        }
+    }
+}
+
 /// Commands in flight before readers wait: bounds memory under a flood, and
 /// a flooding peer waits in TCP instead.
 const COMMAND_QUEUE: usize = 4096;
@@ -127,28 +137,39 @@ impl HubTask {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let closed = match deadline {
-                Some(at) => {
-                    let at = tokio::time::Instant::from_std(at);
-                    if sleep.deadline() != at {
-                        sleep.as_mut().reset(at);
+            // Commands left over from the last round go first, without waiting.
+            let closed = if !batch.is_empty() {
+                false
+            } else {
+                match deadline {
+                    Some(at) => {
+                        let at = tokio::time::Instant::from_std(at);
+                        if sleep.deadline() != at {
+                            sleep.as_mut().reset(at);
+                        }
+                        tokio::select! {
+                            biased;
+                            n = rx.recv_many(&mut batch, limit) => n == 0,
+                            () = &mut sleep => false,
+                        }
                     }
-                    tokio::select! {
-                        biased;
-                        n = rx.recv_many(&mut batch, limit) => n == 0,
-                        () = &mut sleep => false,
-                    }
+                    None => rx.recv_many(&mut batch, limit).await == 0,
                 }
-                None => rx.recv_many(&mut batch, limit).await == 0,
             };
             if closed {
                 break; // cannot happen while this task holds a sender; be safe
             }
             let mut taken = 0;
             while !batch.is_empty() {
-                taken += batch.len();
+                // Up to the round's weight (a broker batch counts each of its
+                // inputs); what is left waits for the next round.
+                let mut take = 0;
+                while take < batch.len() && taken < limit {
+                    taken += batch[take].weight();
+                    take += 1;
+                }
                 let mut answered = false;
-                for cmd in batch.drain(..) {
+                for cmd in batch.drain(..take) {
                     answered |= self.apply(cmd);
                 }
                 if taken >= limit {

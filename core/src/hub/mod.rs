@@ -171,7 +171,7 @@ impl Hub {
     /// dominates fan-out; the quarter means a burst of publishes can never
     /// fill a connection's queue past its cap before a byte is written.
     pub fn commands_per_round(&self) -> usize {
-        (self.cfg.max_queued_messages / 4).clamp(1, crate::write_queue::MAX_SLICES)
+        self.cfg.commands_per_round()
     }
 
     /// The hub's wall clock at `now`.
