@@ -188,7 +188,9 @@ mod recovery;
 pub use commands::{SharedHandle, SharedState};
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
-pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
+pub use driver::{
+    ClientSetup, Command, Generation, Link, Output, SocketInput, StartError, TlsFailure,
+};
 pub use driver::{DriverCore, DriverInput, Plumbing};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{
@@ -517,9 +519,15 @@ impl Client {
     /// The connection asked for by the last [`ClientEvent::Connect`] could
     /// not be made. No `CloseSocket` follows: there is no socket.
     pub fn handle_connect_failed(&mut self, now: Instant) {
+        self.handle_connect_failed_with(now, DisconnectReason::ConnectFailed);
+    }
+
+    /// [`Client::handle_connect_failed`] with the reason the driver knows:
+    /// [`DisconnectReason::Tls`] for a failed TLS handshake.
+    pub fn handle_connect_failed_with(&mut self, now: Instant, reason: DisconnectReason) {
         self.touch(now);
         if let Phase::Dialing { endpoint, .. } = self.phase {
-            self.attempt_failed(now, endpoint, DisconnectReason::ConnectFailed, None, false);
+            self.attempt_failed(now, endpoint, reason, None, false);
         }
     }
 
