@@ -168,7 +168,11 @@ impl Session {
     /// EOF), appending the plaintext they carry to `plain`. An error is a TLS
     /// failure ([`TlsFailure`]): a certificate problem during the handshake,
     /// a bad record after it. The session may still have an alert to write.
-    pub fn handle_read(&mut self, mut bytes: &[u8], plain: &mut Vec<u8>) -> io::Result<ReadOutcome> {
+    pub fn handle_read(
+        &mut self,
+        mut bytes: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> io::Result<ReadOutcome> {
         plain.append(&mut self.early);
         let mut eof = false;
         loop {
