@@ -38,11 +38,12 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConnection, RootCertStore};
+use wshub_core::client::SocketInput;
 pub use wshub_core::client::TlsFailure;
 
 /// Largest ciphertext buffered by rustls before it is written out; rustls's
@@ -271,5 +272,62 @@ impl Session {
         let result = self.handle_read(bytes, &mut early);
         self.early = early;
         result.map(drop)
+    }
+}
+
+/// A [`Session`] shared by a connection's reader and writer (threads or
+/// tasks): the reader decrypts under its lock, the writer encrypts under it
+/// and is the only one to write the socket, so records go out in order.
+/// The lock is never held across a read, a write or an `.await`.
+#[derive(Clone, Debug)]
+pub struct SharedSession(Arc<Mutex<Session>>);
+
+impl SharedSession {
+    /// Shares a session whose handshake is done.
+    pub fn new(session: Session) -> Self {
+        SharedSession(Arc::new(Mutex::new(session)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Session> {
+        // A reader or writer that panicked left nothing half-done that
+        // matters more than the socket it is about to lose.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes read from the socket (empty: EOF) as the client's socket input,
+    /// and whether the writer must flush (an answer or an alert is queued:
+    /// call [`SharedSession::encrypt`] with `None`). A TLS error is
+    /// [`SocketInput::IoError`].
+    pub fn read(&self, bytes: &[u8]) -> (SocketInput, bool) {
+        let mut plain = Vec::new();
+        let outcome = self.lock().handle_read(bytes, &mut plain);
+        match outcome {
+            // The EOF that comes with plaintext is seen again on the next
+            // read (the socket's own EOF follows a close_notify).
+            Ok(o) if !plain.is_empty() => (SocketInput::Read(plain), o.wants_write),
+            Ok(o) if o.eof || bytes.is_empty() => (SocketInput::Eof, o.wants_write),
+            // A record without application data (a session ticket): the
+            // client ignores an empty read.
+            Ok(o) => (SocketInput::Read(plain), o.wants_write),
+            Err(_) => (SocketInput::IoError, true),
+        }
+    }
+
+    /// Plaintext to send (or `None`: only what the session has queued) as
+    /// the bytes to write. Fails only past the session's buffer limit (the
+    /// socket is stuck).
+    pub fn encrypt(&self, plain: Option<&[u8]>) -> io::Result<Option<Vec<u8>>> {
+        let mut session = self.lock();
+        if let Some(plain) = plain {
+            session.send(plain)?;
+        }
+        Ok(session.poll_transmit())
+    }
+
+    /// The close_notify to write before shutting the socket down.
+    pub fn close(&self) -> Option<Vec<u8>> {
+        let mut session = self.lock();
+        session.close();
+        session.poll_transmit()
     }
 }

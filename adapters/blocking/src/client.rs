@@ -45,7 +45,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -56,7 +56,7 @@ pub use wshub_core::client::{
 use wshub_core::client::{
     ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
-use wshub_tls::{Connector, Session};
+use wshub_tls::{Connector, Session, SharedSession};
 
 /// Commands and socket input queued to the driver before senders wait: a
 /// server that floods meets TCP backpressure instead of growing memory.
@@ -246,14 +246,14 @@ impl Plumbing for Threads {
     }
 
     /// Starts the reader and writer threads of a connected stream. On a TLS
-    /// socket the session is shared: the reader decrypts under its lock, the
-    /// writer encrypts under it and is the only one to write the socket.
+    /// socket the session is shared ([`SharedSession`]): the reader decrypts,
+    /// the writer encrypts and is the only one to write the socket.
     fn open(&mut self, g: Generation, stream: Stream) -> io::Result<Socket> {
         let Stream { tcp: stream, tls } = stream;
         let _ = stream.set_nodelay(true);
         stream.set_write_timeout(Some(Self::WRITE_TIMEOUT))?;
         stream.set_read_timeout(None)?;
-        let tls = tls.map(|s| Arc::new(Mutex::new(s)));
+        let tls = tls.map(SharedSession::new);
         let mut reader = stream.try_clone()?;
         let mut writer = stream.try_clone()?;
         let (writer_tx, writer_rx) = mpsc::channel::<ToWriter>();
@@ -265,37 +265,23 @@ impl Plumbing for Threads {
             .spawn(move || {
                 for write in writer_rx {
                     let bytes = match (&writer_tls, write) {
-                        (None, ToWriter::Bytes(bytes)) => Some(bytes),
-                        (None, ToWriter::Flush) => None,
-                        (Some(session), write) => {
-                            let mut session = lock(session);
-                            if let ToWriter::Bytes(plain) = write {
-                                // Only a write past the session's buffer
-                                // limit fails: the socket is stuck.
-                                if session.send(&plain).is_err() {
-                                    let _ = tx.send(Cmd::Socket(g, SocketInput::IoError));
-                                    break;
-                                }
-                            }
-                            session.poll_transmit()
-                        }
+                        (None, ToWriter::Bytes(bytes)) => Ok(Some(bytes)),
+                        (None, ToWriter::Flush) => Ok(None),
+                        (Some(s), ToWriter::Bytes(plain)) => s.encrypt(Some(&plain)),
+                        (Some(s), ToWriter::Flush) => s.encrypt(None),
                     };
-                    if let Some(bytes) = bytes {
-                        if writer.write_all(&bytes).is_err() {
-                            let _ = tx.send(Cmd::Socket(g, SocketInput::IoError));
-                            break;
-                        }
+                    let written = match bytes {
+                        Ok(Some(bytes)) => writer.write_all(&bytes),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if written.is_err() {
+                        let _ = tx.send(Cmd::Socket(g, SocketInput::IoError));
+                        break;
                     }
                 }
-                if let Some(session) = &writer_tls {
-                    let out = {
-                        let mut session = lock(session);
-                        session.close();
-                        session.poll_transmit()
-                    };
-                    if let Some(out) = out {
-                        let _ = writer.write_all(&out);
-                    }
+                if let Some(out) = writer_tls.as_ref().and_then(SharedSession::close) {
+                    let _ = writer.write_all(&out);
                 }
                 let _ = writer.shutdown(Shutdown::Both);
             })?;
@@ -311,10 +297,8 @@ impl Plumbing for Threads {
                         continue; // interrupted
                     };
                     let read = match (&tls, read) {
-                        (Some(session), SocketInput::Read(bytes)) => {
-                            decrypt(session, &bytes, &flush)
-                        }
-                        (Some(session), SocketInput::Eof) => decrypt(session, &[], &flush),
+                        (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
+                        (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
                         (_, read) => read,
                     };
                     let last = read.is_last();
@@ -351,38 +335,13 @@ impl Plumbing for Threads {
     }
 }
 
-/// Locks a TLS session; a thread that panicked holding it left nothing
-/// half-done that matters more than the socket it is about to lose.
-fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
-    session.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Ciphertext read (empty: EOF) as the plaintext input it carries; anything
-/// the session must answer is flushed by the writer.
-fn decrypt(session: &Mutex<Session>, bytes: &[u8], flush: &Sender<ToWriter>) -> SocketInput {
-    let mut plain = Vec::new();
-    let outcome = lock(session).handle_read(bytes, &mut plain);
-    match outcome {
-        Ok(o) => {
-            if o.wants_write {
-                let _ = flush.send(ToWriter::Flush);
-            }
-            if !plain.is_empty() {
-                // The EOF, if any, comes with the next read (which sees it
-                // again).
-                SocketInput::Read(plain)
-            } else if o.eof || bytes.is_empty() {
-                SocketInput::Eof
-            } else {
-                // A record without application data (a session ticket).
-                SocketInput::Read(plain)
-            }
-        }
-        Err(_) => {
-            let _ = flush.send(ToWriter::Flush); // the alert
-            SocketInput::IoError
-        }
+/// What the TLS session made of a read; the writer flushes what it must
+/// answer.
+fn decrypted((input, flush): (SocketInput, bool), writer: &Sender<ToWriter>) -> SocketInput {
+    if flush {
+        let _ = writer.send(ToWriter::Flush);
     }
+    input
 }
 
 /// Resolves the endpoint, tries each address in turn, and on a `wss://`
