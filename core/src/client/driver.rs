@@ -886,6 +886,48 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_failure_in_a_connect_error_is_reported_as_such() {
+        let now = anchor();
+        let mut core = driven(Fake::default(), now);
+        core.drain(now);
+        let g = core.link.generation();
+        let tls = TlsFailure("invalid peer certificate: UnknownIssuer".into());
+        let e = tls.clone().into_io();
+        assert_eq!(TlsFailure::of(&e), Some(&tls));
+        assert_eq!(TlsFailure::of(&io::Error::other("refused")), None);
+        core.handle(now, DriverInput::Connected(g, Err(e)));
+        core.drain(now);
+        let reason = DisconnectReason::Tls("invalid peer certificate: UnknownIssuer".into());
+        assert_eq!(
+            reason.to_string(),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(
+            core.plumbing.events.contains(&ClientEvent::ConnectFailed {
+                endpoint_index: 0,
+                reason
+            }),
+            "{:?}",
+            core.plumbing.events
+        );
+        // Any other connect error stays a plain connect failure.
+        core.step(now + Duration::from_secs(60));
+        let g = core.link.generation();
+        core.handle(
+            now,
+            DriverInput::Connected(g, Err(io::Error::other("refused"))),
+        );
+        core.drain(now);
+        assert!(matches!(
+            core.plumbing.events.last(),
+            Some(ClientEvent::ConnectFailed {
+                reason: DisconnectReason::ConnectFailed,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn driver_core_fails_a_connect_that_cannot_start() {
         let now = anchor();
         let fake = Fake {

@@ -119,6 +119,21 @@
 //! (exactly `max` without jitter). The floor applies after the current walk:
 //! the next endpoint may well be healthy, so it is still tried at once.
 //!
+//! # TLS (`wss://`)
+//!
+//! The client treats the transport as bytes: for an endpoint with
+//! [`Endpoint::tls`] the driver runs TLS (the wshub drivers through the
+//! `wshub-tls` crate: rustls with ring, the webpki roots or the CAs of
+//! [`ClientConfig::ca_file`], SNI and host-name verification from
+//! [`Endpoint::host`]) and feeds and drains plaintext. A failed handshake
+//! (a certificate problem or another TLS error) is reported by the driver
+//! with [`Client::handle_connect_failed_with`] and
+//! [`DisconnectReason::Tls`] ([`DriverCore`] does it for an `io::Error`
+//! carrying a [`TlsFailure`]): a failure of that endpoint, like a refused
+//! TCP connect, so the walk goes on; never an auth failure.
+//! `connect_timeout` runs from [`ClientEvent::Connect`], so it covers TCP,
+//! TLS and the upgrade.
+//!
 //! # Subscriptions and sending
 //!
 //! Subscriptions are remembered and sent again, with level-1 request ids
