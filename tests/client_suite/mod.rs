@@ -649,6 +649,27 @@ pub async fn wss_expired_certificate_is_refused<D: Driver>() {
     server.hub().shutdown(WAIT).await;
 }
 
+pub async fn wss_connect_timeout_covers_the_tls_handshake<D: Driver>() {
+    let ca = tls::Ca::new();
+    // Accepts TCP, never answers the ClientHello.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (mut server, live) = tls_server::<D>(HubConfig::default(), &ca, &["127.0.0.1"]).await;
+    let mut cfg = tls_config(vec![wss(silent_addr), live], &ca);
+    cfg.connect_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let (client, mut events) = D::spawn(cfg).unwrap();
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_eq!(reason, DisconnectReason::ConnectTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(connected_to(&mut events).await.0, 1);
+    connected_conn(&mut server).await;
+    client.close();
+    closed(&mut events).await;
+    drop(silent);
+    server.hub().shutdown(WAIT).await;
+}
+
 pub async fn a_bad_ca_file_is_refused_at_spawn<D: Driver>() {
     let mut cfg = config(vec![wss(dead_port())]);
     cfg.ca_file = Some("/nonexistent/wshub-ca.pem".into());
@@ -700,6 +721,7 @@ macro_rules! client_suite {
             wss_wrong_host_certificate_is_refused_and_the_walk_goes_on,
             wss_unknown_ca_is_refused_unless_ca_file_names_it,
             wss_expired_certificate_is_refused,
+            wss_connect_timeout_covers_the_tls_handshake,
             a_bad_ca_file_is_refused_at_spawn,
         );
     };

@@ -331,3 +331,136 @@ impl SharedSession {
         session.poll_transmit()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::ServerConnection;
+
+    /// A CA file, and a server config whose certificate for `names` it signed.
+    fn pki(tag: &str, names: &[&str]) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let file = std::env::temp_dir().join(format!("wshub-tls-{tag}-{}.pem", std::process::id()));
+        std::fs::write(&file, ca.pem()).unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        (file, Arc::new(config))
+    }
+
+    /// Moves bytes both ways until neither side has any; the client is fed
+    /// one byte at a time. Returns the client's plaintext and whether it saw
+    /// the end.
+    fn pump(client: &mut Session, server: &mut ServerConnection) -> io::Result<(Vec<u8>, bool)> {
+        let (mut plain, mut eof) = (Vec::new(), false);
+        loop {
+            let mut moved = false;
+            if let Some(out) = client.poll_transmit() {
+                server.read_tls(&mut &out[..]).unwrap();
+                server.process_new_packets().map_err(io::Error::other)?;
+                moved = true;
+            }
+            let mut out = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut out).unwrap();
+            }
+            for byte in out.chunks(1) {
+                eof |= client.handle_read(byte, &mut plain)?.eof;
+                moved = true;
+            }
+            if !moved {
+                return Ok((plain, eof));
+            }
+        }
+    }
+
+    #[test]
+    fn a_handshake_and_data_both_ways_fed_byte_by_byte() {
+        let (file, server_config) = pki("ok", &["127.0.0.1", "hub.test"]);
+        let connector = Connector::new(Some(&file)).unwrap();
+        for host in ["127.0.0.1", "hub.test"] {
+            let mut client = Session::new(&connector, host).unwrap();
+            let mut server = ServerConnection::new(Arc::clone(&server_config)).unwrap();
+            assert!(client.is_handshaking());
+            pump(&mut client, &mut server).unwrap();
+            assert!(!client.is_handshaking() && !server.is_handshaking());
+            assert_eq!(
+                server.server_name(),
+                (host == "hub.test").then_some("hub.test")
+            );
+            client.send(b"GET /ws HTTP/1.1\r\n\r\n").unwrap();
+            pump(&mut client, &mut server).unwrap();
+            let mut got = vec![0u8; 64];
+            let n = server.reader().read(&mut got).unwrap();
+            assert_eq!(&got[..n], b"GET /ws HTTP/1.1\r\n\r\n");
+            let big = vec![7u8; 40_000]; // several records
+            server.writer().write_all(&big).unwrap();
+            server.send_close_notify();
+            let (plain, eof) = pump(&mut client, &mut server).unwrap();
+            assert_eq!((plain.len(), eof), (big.len(), true));
+        }
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn certificate_problems_and_garbage_are_tls_failures() {
+        let (file, server_config) = pki("bad", &["other.test"]);
+        let wrong_host = |connector: &Connector| {
+            let mut client = Session::new(connector, "127.0.0.1").unwrap();
+            let mut server = ServerConnection::new(Arc::clone(&server_config)).unwrap();
+            let e = pump(&mut client, &mut server).unwrap_err();
+            let failure = TlsFailure::of(&e).expect("a TLS failure").clone();
+            // The alert that tells the server why is queued.
+            assert!(client.poll_transmit().is_some());
+            failure.0
+        };
+        let why = wrong_host(&Connector::new(Some(&file)).unwrap());
+        assert!(why.contains("not valid for name"), "{why}");
+        let why = wrong_host(&Connector::new(None).unwrap());
+        assert!(why.contains("UnknownIssuer"), "{why}");
+
+        let mut client = Session::new(&Connector::new(None).unwrap(), "h.test").unwrap();
+        let _ = client.poll_transmit();
+        let e = client
+            .handshake_read(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .unwrap_err();
+        assert!(TlsFailure::of(&e).is_some(), "{e}");
+        let e = client.handshake_read(b"").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn bad_ca_files_and_server_names_are_refused() {
+        let e = Connector::new(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string().starts_with("CA file /nonexistent/ca.pem: "),
+            "{e}"
+        );
+        let empty =
+            std::env::temp_dir().join(format!("wshub-tls-empty-{}.pem", std::process::id()));
+        std::fs::write(&empty, "hello\n").unwrap();
+        let e = Connector::new(Some(&empty)).unwrap_err();
+        assert!(e.to_string().ends_with("no certificate in it"), "{e}");
+        std::fs::remove_file(empty).unwrap();
+        let e = Session::new(&Connector::new(None).unwrap(), "not a name").unwrap_err();
+        assert!(TlsFailure::of(&e).is_some(), "{e}");
+    }
+}
