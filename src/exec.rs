@@ -252,6 +252,24 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
             let _ = s.events.join();
         }
     };
+    // Before the child starts: a CA file that went away since the arguments
+    // were checked stops nothing half-way.
+    let api = match &opts.delivery {
+        Delivery::Http {
+            endpoint,
+            admin_key,
+            ca_file,
+        } => Some(
+            HttpApi::new(
+                endpoint,
+                admin_key,
+                Duration::from_secs(5),
+                ca_file.as_deref(),
+            )
+            .map_err(|e| (2, e))?,
+        ),
+        Delivery::Serve { .. } => None,
+    };
     let mut child = match std::process::Command::new(&opts.command[0])
         .args(&opts.command[1..])
         .stdin(Stdio::inherit())
@@ -281,22 +299,7 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
     let mut sink = Sink {
         delivery: &opts.delivery,
         running: served.as_ref().map(|s| &*s.running),
-        api: match &opts.delivery {
-            Delivery::Http {
-                endpoint,
-                admin_key,
-                ca_file,
-            } => Some(
-                HttpApi::new(
-                    endpoint,
-                    admin_key,
-                    Duration::from_secs(5),
-                    ca_file.as_deref(),
-                )
-                .map_err(|e| (2, e))?,
-            ),
-            Delivery::Serve { .. } => None,
-        },
+        api,
         warned: false,
     };
     // A batch is the first line waited for plus everything queued by then:
