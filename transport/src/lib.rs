@@ -294,22 +294,30 @@ impl SharedSession {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes read from the socket (empty: EOF) as the client's socket input,
-    /// and whether the writer must flush (an answer or an alert is queued:
-    /// call [`SharedSession::encrypt`] with `None`). A TLS error is
-    /// [`SocketInput::IoError`].
-    pub fn read(&self, bytes: &[u8]) -> (SocketInput, bool) {
+    /// Bytes read from the socket (empty: EOF) as the client's socket input:
+    /// the plaintext they carried, then [`SocketInput::Eof`] if the stream
+    /// ended (a close_notify, or the socket's EOF); [`SocketInput::IoError`]
+    /// for a TLS error. Nothing for a record without application data (a
+    /// session ticket). The flag says the writer must flush (an answer or an
+    /// alert is queued: call [`SharedSession::encrypt`] with `None`).
+    pub fn read(&self, bytes: &[u8]) -> (Vec<SocketInput>, bool) {
         let mut plain = Vec::new();
         let outcome = self.lock().handle_read(bytes, &mut plain);
+        let mut inputs = Vec::new();
+        if !plain.is_empty() {
+            inputs.push(SocketInput::Read(plain));
+        }
         match outcome {
-            // The EOF that comes with plaintext is seen again on the next
-            // read (the socket's own EOF follows a close_notify).
-            Ok(o) if !plain.is_empty() => (SocketInput::Read(plain), o.wants_write),
-            Ok(o) if o.eof || bytes.is_empty() => (SocketInput::Eof, o.wants_write),
-            // A record without application data (a session ticket): the
-            // client ignores an empty read.
-            Ok(o) => (SocketInput::Read(plain), o.wants_write),
-            Err(_) => (SocketInput::IoError, true),
+            Ok(o) => {
+                if o.eof || bytes.is_empty() {
+                    inputs.push(SocketInput::Eof);
+                }
+                (inputs, o.wants_write)
+            }
+            Err(_) => {
+                inputs.push(SocketInput::IoError);
+                (inputs, true)
+            }
         }
     }
 
@@ -415,6 +423,41 @@ mod tests {
             let (plain, eof) = pump(&mut client, &mut server).unwrap();
             assert_eq!((plain.len(), eof), (big.len(), true));
         }
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn a_shared_session_reports_data_then_the_end_of_one_read() {
+        let (file, config) = pki("shared", &["hub.test"]);
+        let mut client = Session::new(&Connector::new(Some(&file)).unwrap(), "hub.test").unwrap();
+        let mut server = ServerConnection::new(Arc::clone(&config)).unwrap();
+        pump(&mut client, &mut server).unwrap();
+        let shared = SharedSession::new(client);
+        let out = shared.encrypt(Some(b"hello")).unwrap().unwrap();
+        server.read_tls(&mut &out[..]).unwrap();
+        server.process_new_packets().unwrap();
+        server.writer().write_all(b"bye").unwrap();
+        server.send_close_notify();
+        let mut out = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut out).unwrap();
+        }
+        let (inputs, _) = shared.read(&out);
+        assert_eq!(
+            inputs,
+            [SocketInput::Read(b"bye".to_vec()), SocketInput::Eof]
+        );
+        // Garbage after a handshake: an I/O error, and an alert to flush.
+        let mut client = Session::new(&Connector::new(Some(&file)).unwrap(), "hub.test").unwrap();
+        let mut server = ServerConnection::new(Arc::clone(&config)).unwrap();
+        pump(&mut client, &mut server).unwrap();
+        let shared = SharedSession::new(client);
+        let (inputs, flush) = shared.read(b"\x17\x03\x03\x00\x05hello");
+        assert_eq!(
+            (inputs.as_slice(), flush),
+            ([SocketInput::IoError].as_slice(), true)
+        );
+        assert!(shared.encrypt(None).unwrap().is_some(), "the alert");
         std::fs::remove_file(file).unwrap();
     }
 

@@ -296,14 +296,16 @@ impl Plumbing for Threads {
                     let Some(read) = SocketInput::from_read(reader.read(&mut buf), &buf) else {
                         continue; // interrupted
                     };
-                    let read = match (&tls, read) {
+                    let inputs = match (&tls, read) {
                         (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
                         (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
-                        (_, read) => read,
+                        (_, read) => vec![read],
                     };
-                    let last = read.is_last();
-                    if tx.send(Cmd::Socket(g, read)).is_err() || last {
-                        return;
+                    for read in inputs {
+                        let last = read.is_last();
+                        if tx.send(Cmd::Socket(g, read)).is_err() || last {
+                            return;
+                        }
                     }
                 }
             })?;
@@ -337,11 +339,14 @@ impl Plumbing for Threads {
 
 /// What the TLS session made of a read; the writer flushes what it must
 /// answer.
-fn decrypted((input, flush): (SocketInput, bool), writer: &Sender<ToWriter>) -> SocketInput {
+fn decrypted(
+    (inputs, flush): (Vec<SocketInput>, bool),
+    writer: &Sender<ToWriter>,
+) -> Vec<SocketInput> {
     if flush {
         let _ = writer.send(ToWriter::Flush);
     }
-    input
+    inputs
 }
 
 /// Resolves the endpoint, tries each address in turn, and on a `wss://`

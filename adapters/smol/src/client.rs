@@ -308,14 +308,16 @@ impl Plumbing for Tasks {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted
                 };
-                let read = match (&tls, read) {
+                let inputs = match (&tls, read) {
                     (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
                     (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
-                    (_, read) => read,
+                    (_, read) => vec![read],
                 };
-                let last = read.is_last();
-                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
-                    return;
+                for read in inputs {
+                    let last = read.is_last();
+                    if input.send(Cmd::Socket(g, read)).await.is_err() || last {
+                        return;
+                    }
                 }
             }
         });
@@ -352,11 +354,14 @@ impl Plumbing for Tasks {
 
 /// What the TLS session made of a read; the writer flushes what it must
 /// answer.
-fn decrypted((input, flush): (SocketInput, bool), writer: &Sender<ToWriter>) -> SocketInput {
+fn decrypted(
+    (inputs, flush): (Vec<SocketInput>, bool),
+    writer: &Sender<ToWriter>,
+) -> Vec<SocketInput> {
     if flush {
         let _ = writer.try_send(ToWriter::Flush);
     }
-    input
+    inputs
 }
 
 /// TCP connect, then on a `wss://` endpoint the TLS handshake (the core's

@@ -283,14 +283,16 @@ impl Plumbing for Tasks {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted
                 };
-                let read = match (&tls, read) {
+                let inputs = match (&tls, read) {
                     (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
                     (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
-                    (_, read) => read,
+                    (_, read) => vec![read],
                 };
-                let last = read.is_last();
-                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
-                    return;
+                for read in inputs {
+                    let last = read.is_last();
+                    if input.send(Cmd::Socket(g, read)).await.is_err() || last {
+                        return;
+                    }
                 }
             }
         });
@@ -328,13 +330,13 @@ impl Plumbing for Tasks {
 /// What the TLS session made of a read; the writer flushes what it must
 /// answer.
 fn decrypted(
-    (input, flush): (SocketInput, bool),
+    (inputs, flush): (Vec<SocketInput>, bool),
     writer: &mpsc::UnboundedSender<ToWriter>,
-) -> SocketInput {
+) -> Vec<SocketInput> {
     if flush {
         let _ = writer.send(ToWriter::Flush);
     }
-    input
+    inputs
 }
 
 /// TCP connect, then on a `wss://` endpoint the TLS handshake (the core's
