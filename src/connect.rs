@@ -8,6 +8,7 @@
 //! and logs name the server by `host:port` only, since the URL itself may
 //! carry a credential in its query.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wshub_core::client::{ClientConfig, Endpoint, EndpointError, TokenPlacement};
@@ -27,6 +28,9 @@ pub struct Target {
     pub token: Option<Secret>,
     /// `--bearer`: send it as `Authorization: Bearer` instead of `?token=`.
     pub bearer: bool,
+    /// `--ca-file`: the CAs a `wss://` server's certificate must chain to
+    /// (checked readable at parse time); else the webpki roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -53,21 +57,21 @@ impl Target {
             (t, placement)
         });
         cfg.close_timeout = Duration::from_secs(2);
+        cfg.ca_file = self.ca_file.clone();
         cfg
     }
 }
 
-/// Parses the server URL argument: `ws://host[:port]/path[?query]`.
+/// Parses the server URL argument: `ws://host[:port]/path[?query]` or
+/// `wss://...` (TLS).
 pub fn parse_url(url: &str) -> Result<Endpoint, CliError> {
     match Endpoint::parse(url) {
-        Ok(e) if e.tls => Err(CliError(
-            "URL: wss:// is not supported (TLS is out of scope); use ws:// or a TLS-terminating proxy"
-                .into(),
-        )),
         Ok(e) => Ok(e),
         // The messages never include the URL (it may hold a token).
         Err(EndpointError::Scheme) => Err(CliError(
-            "URL: expected ws://HOST[:PORT]/PATH (for `wshub serve`: ws://ADDR/ws)".into(),
+            "URL: expected ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH (for `wshub serve`: \
+             ws://ADDR/ws)"
+                .into(),
         )),
         Err(e) => Err(CliError(format!("URL: {e}"))),
     }
@@ -82,6 +86,19 @@ pub(crate) struct ClientArgs {
     /// Send the token as Authorization: Bearer (default: ?token=).
     #[arg(long)]
     bearer: bool,
+    /// For wss:// URLs: trust the CA certificates in this PEM file (a
+    /// private CA) instead of the built-in web roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+/// Checks `--ca-file` (readable, with a certificate): a bad one is a bad
+/// argument naming the flag.
+pub(crate) fn check_ca_file(ca_file: Option<PathBuf>) -> Result<Option<PathBuf>, CliError> {
+    if let Some(path) = &ca_file {
+        wshub_tls::Connector::new(Some(path)).map_err(|e| CliError(format!("--ca-file: {e}")))?;
+    }
+    Ok(ca_file)
 }
 
 /// The error never shows the value: it is a credential.
@@ -104,6 +121,7 @@ impl ClientArgs {
             endpoint: parse_url(url)?,
             token: token_or_env(self.token.map(Secret::new), env),
             bearer: self.bearer,
+            ca_file: check_ca_file(self.ca_file)?,
         })
     }
 }
@@ -154,7 +172,9 @@ mod tests {
     fn urls() {
         let e = parse_url("ws://127.0.0.1:9/ws?token=abc").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 9));
-        let err = parse_url("wss://h/ws").unwrap_err();
+        let e = parse_url("wss://h/ws").unwrap();
+        assert!(e.tls && e.port == 443, "{e:?}");
+        let err = parse_url("https://h/ws").unwrap_err();
         assert!(err.0.contains("wss://"), "{err}");
         let err = parse_url("http://h:1/?token=s3cret").unwrap_err();
         assert!(!err.0.contains("s3cret"), "{err}");
@@ -203,6 +223,7 @@ mod tests {
             endpoint: parse_url("ws://h:1/ws?token=inurl").unwrap(),
             token: Some(Secret::new("s3cret")),
             bearer: false,
+            ca_file: None,
         };
         let shown = format!("{t:?} {}", t.server());
         assert!(

@@ -44,10 +44,14 @@ use wshub_core::command::HubCommands;
     group(clap::ArgGroup::new("target").required(true).args(["url", "serve"]))
 )]
 pub(crate) struct ExecArgs {
-    /// A running server (ws://HOST:PORT/ws or http://HOST:PORT); publishes
-    /// through its HTTP API.
+    /// A running server (ws://HOST:PORT/ws or http://HOST:PORT; wss:// or
+    /// https:// over TLS); publishes through its HTTP API.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// With a wss:// or https:// URL: trust the CA certificates in this PEM
+    /// file instead of the built-in web roots.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// The server's admin key [default: the WSHUB_ADMIN_KEY environment variable].
     #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
     admin_key: Option<String>,
@@ -83,6 +87,8 @@ pub enum Delivery {
         endpoint: Endpoint,
         /// The admin key (`Debug` redacts it).
         admin_key: Secret,
+        /// `--ca-file`, for https.
+        ca_file: Option<std::path::PathBuf>,
     },
     /// A hub of our own on this address.
     Serve {
@@ -113,9 +119,12 @@ impl ExecArgs {
         let delivery = match (self.url, self.serve) {
             (Some(url), None) => {
                 // http://host:port is the same server as ws://host:port.
-                let ws = match url.strip_prefix("http://") {
-                    Some(rest) => format!("ws://{rest}"),
-                    None => url,
+                let ws = if let Some(rest) = url.strip_prefix("http://") {
+                    format!("ws://{rest}")
+                } else if let Some(rest) = url.strip_prefix("https://") {
+                    format!("wss://{rest}")
+                } else {
+                    url
                 };
                 let endpoint = parse_url(&ws)?;
                 let admin_key =
@@ -127,6 +136,7 @@ impl ExecArgs {
                 Delivery::Http {
                     endpoint,
                     admin_key,
+                    ca_file: crate::connect::check_ca_file(self.ca_file)?,
                 }
             }
             (_, Some(listen)) => Delivery::Serve {
@@ -242,6 +252,24 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
             let _ = s.events.join();
         }
     };
+    // Before the child starts: a CA file that went away since the arguments
+    // were checked stops nothing half-way.
+    let api = match &opts.delivery {
+        Delivery::Http {
+            endpoint,
+            admin_key,
+            ca_file,
+        } => Some(
+            HttpApi::new(
+                endpoint,
+                admin_key,
+                Duration::from_secs(5),
+                ca_file.as_deref(),
+            )
+            .map_err(|e| (2, e))?,
+        ),
+        Delivery::Serve { .. } => None,
+    };
     let mut child = match std::process::Command::new(&opts.command[0])
         .args(&opts.command[1..])
         .stdin(Stdio::inherit())
@@ -271,13 +299,7 @@ fn run_inner(opts: ExecOptions) -> Result<u8, (u8, String)> {
     let mut sink = Sink {
         delivery: &opts.delivery,
         running: served.as_ref().map(|s| &*s.running),
-        api: match &opts.delivery {
-            Delivery::Http {
-                endpoint,
-                admin_key,
-            } => Some(HttpApi::new(endpoint, admin_key, Duration::from_secs(5))),
-            Delivery::Serve { .. } => None,
-        },
+        api,
         warned: false,
     };
     // A batch is the first line waited for plus everything queued by then:
@@ -486,7 +508,7 @@ mod tests {
         let o = parse_with("--url http://h:9 ls -l", &env).unwrap();
         assert_eq!(o.command, args("ls -l"));
         assert!(
-            matches!(&o.delivery, Delivery::Http { endpoint, admin_key } if endpoint.port == 9 && admin_key.expose() == "adm")
+            matches!(&o.delivery, Delivery::Http { endpoint, admin_key, .. } if endpoint.port == 9 && admin_key.expose() == "adm")
         );
         for (line, needle) in [
             ("--serve a:1", "CMD"),

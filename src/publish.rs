@@ -225,7 +225,12 @@ fn publish_as_client(o: &PubOptions) -> Result<String, String> {
 fn publish_http(o: &PubOptions, key: &Secret) -> Result<String, String> {
     let server = o.target.server();
     let body = json!({ "channel": o.channel, "data": o.data }).to_string();
-    let api = HttpApi::new(&o.target.endpoint, key, o.timeout);
+    let api = HttpApi::new(
+        &o.target.endpoint,
+        key,
+        o.timeout,
+        o.target.ca_file.as_deref(),
+    )?;
     let (status, reply) = api
         .post("/api/publish", &body)
         .map_err(|e| format!("HTTP API at {server}: {e}"))?;
@@ -248,8 +253,8 @@ fn publish_http(o: &PubOptions, key: &Secret) -> Result<String, String> {
 
 /// A running server's HTTP API, with the admin key: one ureq agent, whose
 /// connections are reused where the server keeps them open. Shared with
-/// `wshub exec`. Plain `http://` only: the endpoint was refused at parse
-/// time if it asked for TLS.
+/// `wshub exec`. `https://` for a `wss://` endpoint (rustls with ring, the
+/// webpki roots or the CAs of `--ca-file`).
 pub(crate) struct HttpApi {
     agent: ureq::Agent,
     base: String,
@@ -258,8 +263,34 @@ pub(crate) struct HttpApi {
 
 impl HttpApi {
     /// The API on `ep`'s host and port; each request gives up after `timeout`.
-    pub(crate) fn new(ep: &wshub_core::client::Endpoint, key: &Secret, timeout: Duration) -> Self {
+    /// Fails only on a CA file that cannot be read (already checked at
+    /// parse time).
+    pub(crate) fn new(
+        ep: &wshub_core::client::Endpoint,
+        key: &Secret,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let roots = match ca_file {
+            None => ureq::tls::RootCerts::WebPki,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+                let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+                ureq::tls::RootCerts::new_with_certs(&certs)
+            }
+        };
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(roots)
+            .build();
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .timeout_global(Some(timeout))
             // Statuses are answers to report, not transport errors.
             .http_status_as_error(false)
@@ -270,11 +301,12 @@ impl HttpApi {
             .max_idle_age(Duration::from_secs(5))
             .build()
             .new_agent();
-        HttpApi {
+        let scheme = if ep.tls { "https" } else { "http" };
+        Ok(HttpApi {
             agent,
-            base: format!("http://{}", ep.host_header()),
+            base: format!("{scheme}://{}", ep.host_header()),
             authorization: format!("Bearer {}", key.expose()),
-        }
+        })
     }
 
     /// `POST path` with a JSON body: the status and the reply's body.
@@ -325,7 +357,7 @@ mod tests {
         for (line, needle) in [
             ("ws://h:1/ws c1", "<DATA>"),
             ("ws://h:1/ws c1 d extra", "extra"),
-            ("wss://h/ws c1 d", "wss://"),
+            ("--ca-file /no/such.pem wss://h/ws c1 d", "--ca-file"),
             ("--timeout soon ws://h:1/ws c d", "--timeout"),
             ("--admin-key", "--admin-key"),
             ("--nope ws://h:1/ws c d", "--nope"),

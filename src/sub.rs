@@ -239,7 +239,8 @@ mod tests {
         for (line, needle) in [
             ("", "<URL>"),
             ("ws://h:1/ws", "CHANNEL"),
-            ("wss://h/ws c", "wss://"),
+            ("--ca-file /no/such.pem wss://h/ws c", "--ca-file"),
+            ("https://h/ws c", "wss://"),
             ("http://h/ c", "ws://"),
             ("--token", "--token"),
             ("--frobnicate ws://h/ws c", "--frobnicate"),

@@ -2,6 +2,8 @@
 //! processes, against a real `wshub serve` on loopback.
 
 mod proc_log;
+#[path = "client_suite/tls.rs"]
+mod tls;
 
 use proc_log::lines;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -301,7 +303,13 @@ fn bad_arguments_exit_2() {
     for args in [
         vec!["sub"],
         vec!["sub", "ws://127.0.0.1:1/ws"],
-        vec!["sub", "wss://127.0.0.1:1/ws", "c1"],
+        vec![
+            "sub",
+            "--ca-file",
+            "/nonexistent.pem",
+            "wss://127.0.0.1:1/ws",
+            "c1",
+        ],
         vec!["sub", "http://127.0.0.1:1/", "c1"],
         vec!["sub", "--frobnicate", "ws://127.0.0.1:1/ws", "c1"],
         vec!["pub", "ws://127.0.0.1:1/ws", "c1"],
@@ -311,6 +319,9 @@ fn bad_arguments_exit_2() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("wshub: "), "{args:?}: {err}");
+        if args.contains(&"--ca-file") {
+            assert!(err.contains("--ca-file"), "{err}");
+        }
     }
     let out = Command::new(BIN).args(["sub", "--help"]).output().unwrap();
     assert!(out.status.success());
@@ -332,4 +343,73 @@ fn pub_to_nothing_listening_fails_with_1() {
     let (code, _, err) = publish(&["--admin-key", "adm", &url, "c1", "1"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("HTTP API"), "{err}");
+}
+
+#[test]
+fn sub_pub_and_exec_over_wss_with_a_ca_file() {
+    let serve = Serve::start("127.0.0.1:0");
+    let ca = tls::Ca::new();
+    let tls_addr = tls::terminator(ca.server(&["127.0.0.1"]), serve.addr.parse().unwrap());
+    let url = format!("wss://{tls_addr}/ws");
+    let ca_file = ca.file.to_str().unwrap();
+    let mut sub = Sub::start(
+        &[
+            "--token",
+            "k",
+            "--ca-file",
+            ca_file,
+            &url,
+            "c1",
+            "process:t1",
+        ],
+        &[],
+    );
+    sub.wait_log("subscribed to c1, process:t1");
+
+    // As a client over wss://.
+    let (code, _, err) = publish(&["--token", "k", "--ca-file", ca_file, &url, "c1", "over tls"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sub.next_message()["data"], json!("over tls"));
+    // Through the HTTP API over https:// (the same port).
+    let (code, _, err) = publish(&["--admin-key", "adm", "--ca-file", ca_file, &url, "c1", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sub.next_message()["data"], json!(2));
+    // `exec --url https://...`.
+    let out = Command::new(BIN)
+        .args([
+            "exec",
+            "--url",
+            &format!("https://{tls_addr}"),
+            "--admin-key",
+            "adm",
+        ])
+        .args(["--ca-file", ca_file, "--id", "t1", "--", "echo", "hi"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = sub.next_message();
+    assert_eq!(
+        (&m["type"], &m["data"]),
+        (&json!("process_output"), &json!("hi")),
+        "{m}"
+    );
+
+    // Without the CA file the web roots do not know the test CA: a
+    // certificate error, never an authentication one.
+    let (code, _, err) = publish(&["--timeout", "2s", "--token", "k", &url, "c1", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(!err.contains("refused the credentials"), "{err}");
+    let (code, _, err) = publish(&["--admin-key", "adm", &url, "c1", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    sigterm(&sub.child);
+    assert_eq!(wait_exit(&mut sub.child).code(), Some(0), "{:#?}", sub.err);
+    assert_eq!(sub.out.len(), 3, "{:#?}", sub.out);
 }

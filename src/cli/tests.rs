@@ -360,12 +360,12 @@ fn errors_never_echo_a_secret() {
         "serve --jwt-secret s3cr3t --no-auth",
         "serve --jwt-secret s3cr3t --jwt-public-key /no/such.pem",
         "pub --admin-key s3cr3t --timeout soon ws://h:1/ws c d",
-        "sub --token s3cr3t wss://h:1/ws c",
+        "sub --token s3cr3t --ca-file /no/such.pem wss://h:1/ws c",
         // A credential starting with a dash is a value, not an unknown flag.
         "serve --jwt-secret -s3cr3t --bogus",
         "serve --api-key -s3cr3t",
         "serve --admin-key -s3cr3t --listen",
-        "sub --token -s3cr3t wss://h:1/ws c",
+        "sub --token -s3cr3t https://h:1/ws c",
         "pub --admin-key -s3cr3t ws://h:1/ws c",
         "exec --admin-key -s3cr3t --url ws://h:1/ws",
     ] {

@@ -9,6 +9,8 @@
 //! ready on the first poll (their waits block the thread).
 #![allow(dead_code, async_fn_in_trait)]
 
+pub mod tls;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
@@ -462,16 +464,230 @@ pub async fn auth_failure_stops_the_walk_and_the_second_server_never_sees_a_conn
     second.hub().shutdown(WAIT).await;
 }
 
-pub async fn wss_endpoints_are_refused_with_a_clear_error<D: Driver>() {
-    let e = D::spawn(ClientConfig::new(vec![
-        Endpoint::parse("ws://127.0.0.1:1/ws").unwrap(),
-        Endpoint::parse("wss://example.com/ws").unwrap(),
-    ]))
-    .err()
-    .expect("a wss:// endpoint is refused");
+/// A plain hub behind a TLS terminator whose certificate (signed by `ca`)
+/// is for `names`; returns the server and its `wss://` endpoint.
+async fn tls_server<D: Driver>(
+    config: HubConfig,
+    ca: &tls::Ca,
+    names: &[&str],
+) -> (D::Server, Endpoint) {
+    let (server, addr) = server::<D>(config).await;
+    let tls_addr = tls::terminator(ca.server(names), addr);
+    (server, wss(tls_addr))
+}
+
+pub fn wss(addr: SocketAddr) -> Endpoint {
+    Endpoint::parse(&format!("wss://{addr}/ws")).unwrap()
+}
+
+fn tls_config(endpoints: Vec<Endpoint>, ca: &tls::Ca) -> ClientConfig {
+    let mut cfg = config(endpoints);
+    cfg.ca_file = Some(ca.file.clone());
+    cfg
+}
+
+/// The reason of the first `ConnectFailed` for `index`, the events before it.
+async fn connect_failed(
+    events: &mut impl Events<ClientEvent>,
+    index: usize,
+) -> (DisconnectReason, Vec<ClientEvent>) {
+    wait_for(events, "ConnectFailed", |e| match e {
+        ClientEvent::ConnectFailed {
+            endpoint_index,
+            reason,
+        } if *endpoint_index == index => Some(reason.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn connected_to(events: &mut impl Events<ClientEvent>) -> (usize, Vec<ClientEvent>) {
+    wait_for(events, "Connected", |e| match e {
+        ClientEvent::Connected { endpoint_index, .. } => Some(*endpoint_index),
+        _ => None,
+    })
+    .await
+}
+
+/// The reason is a TLS failure whose text names `problem`.
+fn assert_tls_failure(reason: &DisconnectReason, problem: &str) {
+    match reason {
+        DisconnectReason::Tls(why) => assert!(why.contains(problem), "{why}"),
+        other => panic!("expected a TLS failure naming {problem}, got {other:?}"),
+    }
+}
+
+pub async fn wss_subscribe_receive_and_publish<D: Driver>() {
+    let ca = tls::Ca::new();
+    let config_hub = HubConfig {
+        policy: Arc::new(PublishPatterns::new(["chat:*"])),
+        ..HubConfig::default()
+    };
+    let (mut server, endpoint) = tls_server::<D>(config_hub, &ca, &["127.0.0.1"]).await;
+    let hub = server.hub();
+    let (client, mut events) =
+        D::spawn_subscribed(tls_config(vec![endpoint], &ca), "news").unwrap();
+    connected_conn(&mut server).await;
+    wait_for(&mut events, "SubscriptionsRestored", |e| {
+        matches!(e, ClientEvent::SubscriptionsRestored { .. }).then_some(())
+    })
+    .await;
+    assert_eq!(client.state(), ClientState::Connected { endpoint: 0 });
+    hub.publish("news", Message::new("event", json!({"n": 1})))
+        .await;
+    assert_eq!(message_on(&mut events, "news").await, json!({"n": 1}));
+    // A large message crosses several TLS records both ways.
+    let big = "x".repeat(40_000);
+    client.subscribe("chat:1");
+    client
+        .send(json!({"type": "publish", "channel": "chat:1", "data": big, "id": 7}))
+        .await
+        .unwrap();
+    assert_eq!(message_on(&mut events, "chat:1").await, json!(big));
+    client.close();
+    closed(&mut events).await;
+    ends(&mut events).await;
+    hub.shutdown(WAIT).await;
+}
+
+pub async fn wss_dead_endpoint_fails_over_to_a_live_one<D: Driver>() {
+    let ca = tls::Ca::new();
+    let (mut server, live) = tls_server::<D>(HubConfig::default(), &ca, &["127.0.0.1"]).await;
+    let (client, mut events) = D::spawn(tls_config(vec![wss(dead_port()), live], &ca)).unwrap();
+    let (index, skipped) = connected_to(&mut events).await;
+    assert_eq!(index, 1);
+    assert!(
+        matches!(
+            skipped.as_slice(),
+            [ClientEvent::ConnectFailed {
+                endpoint_index: 0,
+                reason: DisconnectReason::ConnectFailed
+            }]
+        ),
+        "{skipped:?}"
+    );
+    connected_conn(&mut server).await;
+    client.close();
+    closed(&mut events).await;
+    server.hub().shutdown(WAIT).await;
+}
+
+pub async fn wss_wrong_host_certificate_is_refused_and_the_walk_goes_on<D: Driver>() {
+    let ca = tls::Ca::new();
+    let (mut wrong, wrong_endpoint) =
+        tls_server::<D>(HubConfig::default(), &ca, &["other.example"]).await;
+    let (mut right, right_endpoint) =
+        tls_server::<D>(HubConfig::default(), &ca, &["127.0.0.1"]).await;
+    let (client, mut events) =
+        D::spawn(tls_config(vec![wrong_endpoint, right_endpoint], &ca)).unwrap();
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_tls_failure(&reason, "not valid for name");
+    assert!(
+        reason.to_string().starts_with("TLS handshake failed"),
+        "{reason}"
+    );
+    let (index, skipped) = connected_to(&mut events).await;
+    assert_eq!(index, 1);
+    assert!(
+        !skipped
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AuthFailed { .. })),
+        "{skipped:?}"
+    );
+    connected_conn(&mut right).await;
+    // The refused handshake never reached the hub behind the terminator.
+    assert_eq!(wrong.hub().stats().await.connections, 0);
+    assert!(wrong.next_now().is_none());
+    client.close();
+    closed(&mut events).await;
+    wrong.hub().shutdown(WAIT).await;
+    right.hub().shutdown(WAIT).await;
+}
+
+pub async fn wss_unknown_ca_is_refused_unless_ca_file_names_it<D: Driver>() {
+    let ca = tls::Ca::new();
+    let (mut server, endpoint) = tls_server::<D>(HubConfig::default(), &ca, &["127.0.0.1"]).await;
+    // The webpki roots do not know the test CA.
+    let (client, mut events) = D::spawn(config(vec![endpoint.clone()])).unwrap();
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_tls_failure(&reason, "UnknownIssuer");
+    // A single endpoint: the client backs off and fails the same way again.
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_tls_failure(&reason, "UnknownIssuer");
+    client.close();
+    closed(&mut events).await;
+    // Another CA's file is no better.
+    let other = tls::Ca::new();
+    let (client, mut events) = D::spawn(tls_config(vec![endpoint.clone()], &other)).unwrap();
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_tls_failure(&reason, "UnknownIssuer");
+    client.close();
+    closed(&mut events).await;
+    assert!(server.next_now().is_none());
+    // With the right CA file it connects.
+    let (client, mut events) = D::spawn(tls_config(vec![endpoint], &ca)).unwrap();
+    assert_eq!(connected_to(&mut events).await.0, 0);
+    connected_conn(&mut server).await;
+    client.close();
+    closed(&mut events).await;
+    server.hub().shutdown(WAIT).await;
+}
+
+pub async fn wss_expired_certificate_is_refused<D: Driver>() {
+    let ca = tls::Ca::new();
+    let (server, addr) = server::<D>(HubConfig::default()).await;
+    let expired = ca.server_with(&["127.0.0.1"], |p| {
+        p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    });
+    let endpoint = wss(tls::terminator(expired, addr));
+    let (client, mut events) = D::spawn(tls_config(vec![endpoint], &ca)).unwrap();
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_tls_failure(&reason, "certificate expired");
+    client.close();
+    closed(&mut events).await;
+    server.hub().shutdown(WAIT).await;
+}
+
+pub async fn wss_connect_timeout_covers_the_tls_handshake<D: Driver>() {
+    let ca = tls::Ca::new();
+    // Accepts TCP, never answers the ClientHello.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let (mut server, live) = tls_server::<D>(HubConfig::default(), &ca, &["127.0.0.1"]).await;
+    let mut cfg = tls_config(vec![wss(silent_addr), live], &ca);
+    cfg.connect_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let (client, mut events) = D::spawn(cfg).unwrap();
+    let (reason, _) = connect_failed(&mut events, 0).await;
+    assert_eq!(reason, DisconnectReason::ConnectTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(connected_to(&mut events).await.0, 1);
+    connected_conn(&mut server).await;
+    client.close();
+    closed(&mut events).await;
+    drop(silent);
+    server.hub().shutdown(WAIT).await;
+}
+
+pub async fn a_bad_ca_file_is_refused_at_spawn<D: Driver>() {
+    let mut cfg = config(vec![wss(dead_port())]);
+    cfg.ca_file = Some("/nonexistent/wshub-ca.pem".into());
+    let e = D::spawn(cfg).err().expect("a missing CA file is refused");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-    assert!(e.to_string().contains("endpoint 1 is wss://"), "{e}");
-    assert!(e.to_string().contains("TLS is not supported"), "{e}");
+    assert!(
+        e.to_string().contains("CA file /nonexistent/wshub-ca.pem"),
+        "{e}"
+    );
+    let empty = std::env::temp_dir().join(format!("wshub-empty-ca-{}.pem", std::process::id()));
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let mut cfg = config(vec![wss(dead_port())]);
+    cfg.ca_file = Some(empty.clone());
+    let e = D::spawn(cfg)
+        .err()
+        .expect("a CA file without a certificate is refused");
+    let _ = std::fs::remove_file(&empty);
+    assert!(e.to_string().contains("no certificate"), "{e}");
 }
 
 pub async fn send_while_disconnected_is_refused<D: Driver>() {
@@ -499,8 +715,14 @@ macro_rules! client_suite {
             a_client_closed_mid_stream_reconnects_and_recovers_everything,
             unreachable_first_endpoint_fails_over_to_the_second,
             auth_failure_stops_the_walk_and_the_second_server_never_sees_a_connection,
-            wss_endpoints_are_refused_with_a_clear_error,
             send_while_disconnected_is_refused,
+            wss_subscribe_receive_and_publish,
+            wss_dead_endpoint_fails_over_to_a_live_one,
+            wss_wrong_host_certificate_is_refused_and_the_walk_goes_on,
+            wss_unknown_ca_is_refused_unless_ca_file_names_it,
+            wss_expired_certificate_is_refused,
+            wss_connect_timeout_covers_the_tls_handshake,
+            a_bad_ca_file_is_refused_at_spawn,
         );
     };
     (@tests $driver:ty; $($name:ident,)*) => {

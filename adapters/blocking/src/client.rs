@@ -33,9 +33,14 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Plain `ws://` only: an endpoint with `tls: true` (`wss://`) is refused by
-//! [`spawn`] with an `InvalidInput` error (terminate TLS in front of the hub,
-//! or drive the core client with a TLS stream of your own).
+//! `wss://` endpoints speak TLS through [`wshub_tls`] (rustls with the ring
+//! provider): the server's certificate is checked against the webpki roots,
+//! or against the certificates of [`ClientConfig::ca_file`], and must be
+//! valid for the endpoint's host (also sent as SNI). The connect thread runs
+//! TCP connect and TLS handshake; the core's `connect_timeout` covers both
+//! and the upgrade. A failed handshake (unknown CA, wrong host, expired) is a
+//! [`ClientEvent::ConnectFailed`] with [`DisconnectReason::Tls`] naming the
+//! problem, and the walk goes on to the next endpoint.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -51,6 +56,7 @@ pub use wshub_core::client::{
 use wshub_core::client::{
     ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
+use wshub_tls::{Connector, Session, SharedSession};
 
 /// Commands and socket input queued to the driver before senders wait: a
 /// server that floods meets TCP backpressure instead of growing memory.
@@ -60,7 +66,14 @@ const COMMAND_QUEUE: usize = 1024;
 const STACK: usize = 128 * 1024;
 
 /// Everything the driver thread is told, on one channel.
-type Cmd = DriverInput<Reply, TcpStream>;
+type Cmd = DriverInput<Reply, Stream>;
+
+/// A connected stream: TCP, and the TLS session on it for `wss://`, its
+/// handshake done.
+struct Stream {
+    tcp: TcpStream,
+    tls: Option<Session>,
+}
 
 /// How the driver answers a send.
 type Reply = SyncSender<Result<(), SendError>>;
@@ -100,9 +113,10 @@ impl ClientHandle {
 /// except the driver's own `Connect` and `CloseSocket`, ending with
 /// [`ClientEvent::Closed`] (after which the channel ends).
 ///
-/// Fails on an invalid config, a `wss://` endpoint (TLS is not supported by
-/// this driver), when a thread cannot be started, or when the operating
-/// system has no random source for the seed ([`os_seed`]).
+/// Fails on an invalid config, an unreadable or empty
+/// [`ClientConfig::ca_file`] (`InvalidInput`, naming the file), when a thread
+/// cannot be started, or when the operating system has no random source for
+/// the seed ([`os_seed`]).
 pub fn spawn(config: ClientConfig) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
     ClientBuilder::new(config).spawn()
 }
@@ -120,14 +134,21 @@ impl ClientBuilder {
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
-        let connect_timeout = self.setup.config().connect_timeout;
-        let client = (self.setup).start_plain_io("wshub-blocking", Instant::now(), os_seed)?;
+        let config = self.setup.config();
+        let connect_timeout = config.connect_timeout;
+        let tls = if config.ca_file.is_some() || config.endpoints.iter().any(|e| e.tls) {
+            Some(Connector::new(config.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let client = (self.setup).start_io(Instant::now(), os_seed)?;
         let (tx, rx) = mpsc::sync_channel(COMMAND_QUEUE);
         let (event_tx, events) = mpsc::channel();
         let threads = Threads {
             events: event_tx,
             tx: tx.clone(),
             connect_timeout,
+            tls,
         };
         let mut driver = DriverCore::new(client, threads);
         let state = driver.shared_state();
@@ -146,7 +167,7 @@ impl ClientBuilder {
 struct Socket {
     /// Output for the writer; dropping it makes the writer finish and shut
     /// the socket down.
-    writer: Sender<Vec<u8>>,
+    writer: Sender<ToWriter>,
     /// Kept to cut the socket if the writer cannot be reached.
     stream: TcpStream,
 }
@@ -158,6 +179,17 @@ struct Threads {
     /// For the connect, reader and writer threads.
     tx: SyncSender<Cmd>,
     connect_timeout: Duration,
+    /// For `wss://` endpoints.
+    tls: Option<Connector>,
+}
+
+/// What the writer thread is told.
+enum ToWriter {
+    /// Plaintext from the client, to write (encrypted on a TLS socket).
+    Bytes(Vec<u8>),
+    /// The reader fed the TLS session something it must answer: write out
+    /// what it has queued.
+    Flush,
 }
 
 fn run(driver: &mut DriverCore<Threads>, rx: Receiver<Cmd>) {
@@ -196,43 +228,65 @@ impl Plumbing for Threads {
     /// Its thread cannot be cancelled: the outcome of an attempt the client
     /// has given up on is dropped, and with it the stream.
     type Connect = ();
-    type Stream = TcpStream;
+    type Stream = Stream;
     type Socket = Socket;
 
     fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<()> {
         let (tx, timeout) = (self.tx.clone(), self.connect_timeout);
+        let tls = self.tls.clone();
         std::thread::Builder::new()
             .name("wshub-client-connect".into())
             .stack_size(STACK)
             .spawn(move || {
-                let result = connect(&endpoint, timeout);
+                let result = connect(&endpoint, timeout, tls.as_ref());
                 let _ = tx.send(Cmd::Connected(g, result));
             })
             .ok()
             .map(drop)
     }
 
-    /// Starts the reader and writer threads of a connected stream.
-    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
+    /// Starts the reader and writer threads of a connected stream. On a TLS
+    /// socket the session is shared ([`SharedSession`]): the reader decrypts,
+    /// the writer encrypts and is the only one to write the socket.
+    fn open(&mut self, g: Generation, stream: Stream) -> io::Result<Socket> {
+        let Stream { tcp: stream, tls } = stream;
         let _ = stream.set_nodelay(true);
         stream.set_write_timeout(Some(Self::WRITE_TIMEOUT))?;
+        stream.set_read_timeout(None)?;
+        let tls = tls.map(SharedSession::new);
         let mut reader = stream.try_clone()?;
         let mut writer = stream.try_clone()?;
-        let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>();
+        let (writer_tx, writer_rx) = mpsc::channel::<ToWriter>();
         let tx = self.tx.clone();
+        let writer_tls = tls.clone();
         std::thread::Builder::new()
             .name("wshub-client-w".into())
             .stack_size(STACK)
             .spawn(move || {
-                for bytes in writer_rx {
-                    if writer.write_all(&bytes).is_err() {
+                for write in writer_rx {
+                    let bytes = match (&writer_tls, write) {
+                        (None, ToWriter::Bytes(bytes)) => Ok(Some(bytes)),
+                        (None, ToWriter::Flush) => Ok(None),
+                        (Some(s), ToWriter::Bytes(plain)) => s.encrypt(Some(&plain)),
+                        (Some(s), ToWriter::Flush) => s.encrypt(None),
+                    };
+                    let written = match bytes {
+                        Ok(Some(bytes)) => writer.write_all(&bytes),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if written.is_err() {
                         let _ = tx.send(Cmd::Socket(g, SocketInput::IoError));
                         break;
                     }
                 }
+                if let Some(out) = writer_tls.as_ref().and_then(SharedSession::close) {
+                    let _ = writer.write_all(&out);
+                }
                 let _ = writer.shutdown(Shutdown::Both);
             })?;
         let tx = self.tx.clone();
+        let flush = writer_tx.clone();
         std::thread::Builder::new()
             .name("wshub-client-r".into())
             .stack_size(STACK)
@@ -242,9 +296,16 @@ impl Plumbing for Threads {
                     let Some(read) = SocketInput::from_read(reader.read(&mut buf), &buf) else {
                         continue; // interrupted
                     };
-                    let last = read.is_last();
-                    if tx.send(Cmd::Socket(g, read)).is_err() || last {
-                        return;
+                    let inputs = match (&tls, read) {
+                        (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
+                        (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
+                        (_, read) => vec![read],
+                    };
+                    for read in inputs {
+                        let last = read.is_last();
+                        if tx.send(Cmd::Socket(g, read)).is_err() || last {
+                            return;
+                        }
                     }
                 }
             })?;
@@ -255,7 +316,7 @@ impl Plumbing for Threads {
     }
 
     fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
-        let _ = socket.writer.send(bytes);
+        let _ = socket.writer.send(ToWriter::Bytes(bytes));
     }
 
     fn close(&mut self, _connect: Option<()>, socket: Option<Socket>) {
@@ -276,16 +337,49 @@ impl Plumbing for Threads {
     }
 }
 
-/// Resolves the endpoint and tries each address in turn.
-fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<TcpStream> {
+/// What the TLS session made of a read; the writer flushes what it must
+/// answer.
+fn decrypted(
+    (inputs, flush): (Vec<SocketInput>, bool),
+    writer: &Sender<ToWriter>,
+) -> Vec<SocketInput> {
+    if flush {
+        let _ = writer.send(ToWriter::Flush);
+    }
+    inputs
+}
+
+/// Resolves the endpoint, tries each address in turn, and on a `wss://`
+/// endpoint runs the TLS handshake (bounded by `timeout` per read and write;
+/// the core's connect timeout bounds the whole).
+fn connect(endpoint: &Endpoint, timeout: Duration, tls: Option<&Connector>) -> io::Result<Stream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
     for addr in (endpoint.host.as_str(), endpoint.port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(stream) => return Ok(stream),
+            Ok(tcp) => return handshake(endpoint, tcp, timeout, tls),
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+fn handshake(
+    endpoint: &Endpoint,
+    mut tcp: TcpStream,
+    timeout: Duration,
+    tls: Option<&Connector>,
+) -> io::Result<Stream> {
+    let (true, Some(connector)) = (endpoint.tls, tls) else {
+        return Ok(Stream { tcp, tls: None });
+    };
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let mut session = Session::new(connector, &endpoint.host)?;
+    session.handshake_blocking(&mut tcp)?;
+    Ok(Stream {
+        tcp,
+        tls: Some(session),
+    })
 }
 
 /// 64 bits from the operating system's random source (through `getrandom`).

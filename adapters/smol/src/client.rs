@@ -35,9 +35,15 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! Plain `ws://` only: an endpoint with `tls: true` (`wss://`) is refused by
-//! [`spawn`] with an `InvalidInput` error (terminate TLS in front of the hub,
-//! or drive the core client with a TLS stream of your own).
+//! `wss://` endpoints speak TLS through [`wshub_tls`] (rustls with the ring
+//! provider, one sans-IO session shared by the reader and writer tasks): the
+//! server's certificate is checked against the webpki roots, or against the
+//! certificates of [`ClientConfig::ca_file`], and must be valid for the
+//! endpoint's host (also sent as SNI). The connect task runs TCP connect and
+//! TLS handshake; the core's `connect_timeout` covers both and the upgrade.
+//! A failed handshake (unknown CA, wrong host, expired) is a
+//! [`ClientEvent::ConnectFailed`] with [`DisconnectReason::Tls`] naming the
+//! problem, and the walk goes on to the next endpoint.
 
 use std::io;
 use std::net::Shutdown;
@@ -57,10 +63,11 @@ pub use wshub_core::client::{
 use wshub_core::client::{
     ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
+use wshub_tls::{Connector, Session, SharedSession};
 
 /// What the driver task is told: application commands and connect outcomes
 /// on one channel, socket input on another (bounded: see [`Plumbing::INPUT_QUEUE`]).
-type Cmd = DriverInput<Reply, TcpStream>;
+type Cmd = DriverInput<Reply, Stream>;
 
 /// How the driver answers a send.
 type Reply = Sender<Result<(), SendError>>;
@@ -103,8 +110,9 @@ impl ClientHandle {
 /// `CloseSocket`, ending with [`ClientEvent::Closed`] (after which the
 /// channel ends).
 ///
-/// Fails on an invalid config, a `wss://` endpoint (TLS is not supported by
-/// this driver), or when the operating system has no random source for the
+/// Fails on an invalid config, an unreadable or empty
+/// [`ClientConfig::ca_file`] (`InvalidInput`, naming the file), or when the
+/// operating system has no random source for the
 /// seed ([`os_seed`]).
 pub fn spawn(config: ClientConfig) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
     ClientBuilder::new(config).spawn()
@@ -123,7 +131,13 @@ impl ClientBuilder {
 
     /// Starts the client: see [`spawn`].
     pub fn spawn(self) -> io::Result<(ClientHandle, Receiver<ClientEvent>)> {
-        let client = (self.setup).start_plain_io("wshub-smol", Instant::now(), os_seed)?;
+        let config = self.setup.config();
+        let tls = if config.ca_file.is_some() || config.endpoints.iter().any(|e| e.tls) {
+            Some(Connector::new(config.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let client = (self.setup).start_io(Instant::now(), os_seed)?;
         let (tx, rx) = channel::unbounded();
         let (input_tx, input_rx) = channel::bounded(Tasks::INPUT_QUEUE);
         let (event_tx, events) = channel::unbounded();
@@ -131,6 +145,7 @@ impl ClientBuilder {
             events: event_tx,
             tx: tx.clone(),
             input: input_tx,
+            tls,
         };
         let driver = DriverCore::new(client, tasks);
         let state = driver.shared_state();
@@ -147,9 +162,25 @@ impl ClientBuilder {
 struct Socket {
     /// Output for the writer; dropping it makes the writer finish and shut
     /// the socket down.
-    writer: Sender<Vec<u8>>,
+    writer: Sender<ToWriter>,
     /// Dropping it cancels the reader.
     _reader: Task<()>,
+}
+
+/// What the writer task is told.
+enum ToWriter {
+    /// Plaintext from the client, to write (encrypted on a TLS socket).
+    Bytes(Vec<u8>),
+    /// The reader fed the TLS session something it must answer: write out
+    /// what it has queued.
+    Flush,
+}
+
+/// A connected stream: TCP, and the TLS session on it for `wss://`, its
+/// handshake done.
+struct Stream {
+    tcp: TcpStream,
+    tls: Option<Session>,
 }
 
 /// The driver task's plumbing: its ways out to the application and back to
@@ -160,6 +191,8 @@ struct Tasks {
     tx: Sender<Cmd>,
     /// For reader and writer tasks.
     input: Sender<Cmd>,
+    /// For `wss://` endpoints.
+    tls: Option<Connector>,
 }
 
 async fn run(mut driver: DriverCore<Tasks>, rx: Receiver<Cmd>, input: Receiver<Cmd>) {
@@ -209,49 +242,82 @@ impl Plumbing for Tasks {
     /// Dropping it cancels the connect.
     type Reply = Reply;
     type Connect = Task<()>;
-    type Stream = TcpStream;
+    type Stream = Stream;
     type Socket = Socket;
 
     fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<Task<()>> {
         let tx = self.tx.clone();
+        let tls = self.tls.clone();
         Some(smol::spawn(async move {
-            let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+            let result = connect(&endpoint, tls.as_ref()).await;
             let _ = tx.try_send(Cmd::Connected(g, result));
         }))
     }
 
-    /// Starts the reader and writer tasks of a connected stream.
-    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
+    /// Starts the reader and writer tasks of a connected stream. On a TLS
+    /// socket the session is shared ([`SharedSession`]): the reader
+    /// decrypts, the writer encrypts and is the only one to write.
+    fn open(&mut self, g: Generation, stream: Stream) -> io::Result<Socket> {
+        let Stream { tcp: stream, tls } = stream;
         let _ = stream.set_nodelay(true);
+        let tls = tls.map(SharedSession::new);
         let mut rd = stream.clone();
         let mut wr = stream;
-        let (writer_tx, writer_rx) = channel::unbounded::<Vec<u8>>();
+        let (writer_tx, writer_rx) = channel::unbounded::<ToWriter>();
         let input = self.input.clone();
+        let writer_tls = tls.clone();
         smol::spawn(async move {
-            while let Ok(bytes) = writer_rx.recv().await {
-                let written = future::or(async { wr.write_all(&bytes).await.is_ok() }, async {
-                    Timer::after(Self::WRITE_TIMEOUT).await;
-                    false
-                })
-                .await;
+            while let Ok(write) = writer_rx.recv().await {
+                let bytes = match (&writer_tls, write) {
+                    (None, ToWriter::Bytes(bytes)) => Ok(Some(bytes)),
+                    (None, ToWriter::Flush) => Ok(None),
+                    (Some(s), ToWriter::Bytes(plain)) => s.encrypt(Some(&plain)),
+                    (Some(s), ToWriter::Flush) => s.encrypt(None),
+                };
+                let written = match bytes {
+                    Ok(Some(bytes)) => {
+                        future::or(async { wr.write_all(&bytes).await.is_ok() }, async {
+                            Timer::after(Self::WRITE_TIMEOUT).await;
+                            false
+                        })
+                        .await
+                    }
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
                 if !written {
                     let _ = input.send(Cmd::Socket(g, SocketInput::IoError)).await;
                     break;
                 }
             }
+            if let Some(out) = writer_tls.as_ref().and_then(SharedSession::close) {
+                let _ = future::or(async { wr.write_all(&out).await.is_ok() }, async {
+                    Timer::after(std::time::Duration::from_secs(1)).await;
+                    false
+                })
+                .await;
+            }
             let _ = wr.shutdown(Shutdown::Both);
         })
         .detach();
         let input = self.input.clone();
+        let flush = writer_tx.clone();
         let reader = smol::spawn(async move {
             let mut buf = vec![0u8; Self::READ_BUFFER];
             loop {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted
                 };
-                let last = read.is_last();
-                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
-                    return;
+                let inputs = match (&tls, read) {
+                    (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
+                    (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
+                    (_, read) => vec![read],
+                };
+                for read in inputs {
+                    let last = read.is_last();
+                    if input.send(Cmd::Socket(g, read)).await.is_err() || last {
+                        return;
+                    }
                 }
             }
         });
@@ -262,7 +328,7 @@ impl Plumbing for Tasks {
     }
 
     fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
-        let _ = socket.writer.try_send(bytes);
+        let _ = socket.writer.try_send(ToWriter::Bytes(bytes));
     }
 
     fn close(&mut self, connect: Option<Task<()>>, socket: Option<Socket>) {
@@ -283,6 +349,48 @@ impl Plumbing for Tasks {
     fn connect_done(&mut self, connect: Task<()>) {
         // It has finished: detach rather than cancel it.
         connect.detach();
+    }
+}
+
+/// What the TLS session made of a read; the writer flushes what it must
+/// answer.
+fn decrypted(
+    (inputs, flush): (Vec<SocketInput>, bool),
+    writer: &Sender<ToWriter>,
+) -> Vec<SocketInput> {
+    if flush {
+        let _ = writer.try_send(ToWriter::Flush);
+    }
+    inputs
+}
+
+/// TCP connect, then on a `wss://` endpoint the TLS handshake (the core's
+/// connect timeout bounds both: it drops this task).
+async fn connect(endpoint: &Endpoint, tls: Option<&Connector>) -> io::Result<Stream> {
+    let mut tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    let (true, Some(connector)) = (endpoint.tls, tls) else {
+        return Ok(Stream { tcp, tls: None });
+    };
+    let mut session = Session::new(connector, &endpoint.host)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(out) = session.poll_transmit() {
+            tcp.write_all(&out).await?;
+        }
+        if !session.is_handshaking() {
+            return Ok(Stream {
+                tcp,
+                tls: Some(session),
+            });
+        }
+        let n = tcp.read(&mut buf).await?;
+        if let Err(e) = session.handshake_read(&buf[..n]) {
+            // Best effort: the alert that tells the server why.
+            if let Some(out) = session.poll_transmit() {
+                let _ = tcp.write_all(&out).await;
+            }
+            return Err(e);
+        }
     }
 }
 

@@ -33,9 +33,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Plain `ws://` only: an endpoint with `tls: true` (`wss://`) is refused by
-//! [`spawn`] with an `InvalidInput` error (terminate TLS in front of the hub,
-//! or drive the core client with a TLS stream of your own).
+//! `wss://` endpoints speak TLS through [`wshub_tls`] (rustls with the ring
+//! provider, one sans-IO session shared by the reader and writer tasks): the
+//! server's certificate is checked against the webpki roots, or against the
+//! certificates of [`ClientConfig::ca_file`], and must be valid for the
+//! endpoint's host (also sent as SNI). The connect task runs TCP connect and
+//! TLS handshake; the core's `connect_timeout` covers both and the upgrade.
+//! A failed handshake (unknown CA, wrong host, expired) is a
+//! [`ClientEvent::ConnectFailed`] with [`DisconnectReason::Tls`] naming the
+//! problem, and the walk goes on to the next endpoint.
 
 use std::io;
 use std::sync::Arc;
@@ -53,10 +59,11 @@ pub use wshub_core::client::{
 use wshub_core::client::{
     ClientSetup, Command, DriverCore, DriverInput, Generation, Plumbing, SharedHandle, SocketInput,
 };
+use wshub_tls::{Connector, Session, SharedSession};
 
 /// What the driver task is told: application commands and connect outcomes
 /// on one channel, socket input on another (bounded: see [`Plumbing::INPUT_QUEUE`]).
-type Cmd = DriverInput<Reply, TcpStream>;
+type Cmd = DriverInput<Reply, Stream>;
 
 /// How the driver answers a send.
 type Reply = oneshot::Sender<Result<(), SendError>>;
@@ -97,9 +104,9 @@ impl ClientHandle {
 /// `CloseSocket`, ending with [`ClientEvent::Closed`] (after which the
 /// channel ends).
 ///
-/// Fails outside a runtime, on an invalid config, on a `wss://` endpoint
-/// (TLS is not supported by this driver), or when the operating system has
-/// no random source for the seed ([`os_seed`]).
+/// Fails outside a runtime, on an invalid config, on an unreadable or empty
+/// [`ClientConfig::ca_file`] (`InvalidInput`, naming the file), or when the
+/// operating system has no random source for the seed ([`os_seed`]).
 pub fn spawn(
     config: ClientConfig,
 ) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
@@ -120,7 +127,13 @@ impl ClientBuilder {
     /// Starts the client: see [`spawn`]. Must be called inside a tokio runtime.
     pub fn spawn(self) -> io::Result<(ClientHandle, mpsc::UnboundedReceiver<ClientEvent>)> {
         let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        let client = (self.setup).start_plain_io("wshub-tokio", Instant::now(), os_seed)?;
+        let config = self.setup.config();
+        let tls = if config.ca_file.is_some() || config.endpoints.iter().any(|e| e.tls) {
+            Some(Connector::new(config.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        let client = (self.setup).start_io(Instant::now(), os_seed)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (input_tx, input_rx) = mpsc::channel(Tasks::INPUT_QUEUE);
         let (event_tx, events) = mpsc::unbounded_channel();
@@ -128,6 +141,7 @@ impl ClientBuilder {
             events: event_tx,
             tx: tx.clone(),
             input: input_tx,
+            tls,
         };
         let driver = DriverCore::new(client, tasks);
         let state = driver.shared_state();
@@ -144,8 +158,24 @@ impl ClientBuilder {
 struct Socket {
     /// Output for the writer; dropping it makes the writer finish and shut
     /// the socket's write side down.
-    writer: mpsc::UnboundedSender<Vec<u8>>,
+    writer: mpsc::UnboundedSender<ToWriter>,
     reader: AbortHandle,
+}
+
+/// What the writer task is told.
+enum ToWriter {
+    /// Plaintext from the client, to write (encrypted on a TLS socket).
+    Bytes(Vec<u8>),
+    /// The reader fed the TLS session something it must answer: write out
+    /// what it has queued.
+    Flush,
+}
+
+/// A connected stream: TCP, and the TLS session on it for `wss://`, its
+/// handshake done.
+struct Stream {
+    tcp: TcpStream,
+    tls: Option<Session>,
 }
 
 /// The driver task's plumbing: its ways out to the application and back to
@@ -156,6 +186,8 @@ struct Tasks {
     tx: mpsc::UnboundedSender<Cmd>,
     /// For reader and writer tasks.
     input: mpsc::Sender<Cmd>,
+    /// For `wss://` endpoints.
+    tls: Option<Connector>,
 }
 
 async fn run(
@@ -189,44 +221,78 @@ async fn run(
 impl Plumbing for Tasks {
     type Reply = Reply;
     type Connect = AbortHandle;
-    type Stream = TcpStream;
+    type Stream = Stream;
     type Socket = Socket;
 
     fn connect(&mut self, g: Generation, endpoint: Endpoint) -> Option<AbortHandle> {
         let tx = self.tx.clone();
+        let tls = self.tls.clone();
         let connect = async move {
-            let result = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await;
+            let result = connect(&endpoint, tls.as_ref()).await;
             let _ = tx.send(Cmd::Connected(g, result));
         };
         Some(tokio::spawn(connect).abort_handle())
     }
 
-    /// Starts the reader and writer tasks of a connected stream.
-    fn open(&mut self, g: Generation, stream: TcpStream) -> io::Result<Socket> {
+    /// Starts the reader and writer tasks of a connected stream. On a TLS
+    /// socket the session is shared ([`SharedSession`]): the reader
+    /// decrypts, the writer encrypts and is the only one to write.
+    fn open(&mut self, g: Generation, stream: Stream) -> io::Result<Socket> {
+        let Stream { tcp: stream, tls } = stream;
         let _ = stream.set_nodelay(true);
+        let tls = tls.map(SharedSession::new);
         let (mut rd, mut wr) = stream.into_split();
-        let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (writer_tx, mut writer_rx) = mpsc::unbounded_channel::<ToWriter>();
         let input = self.input.clone();
+        let writer_tls = tls.clone();
         tokio::spawn(async move {
-            while let Some(bytes) = writer_rx.recv().await {
-                let written = tokio::time::timeout(Self::WRITE_TIMEOUT, wr.write_all(&bytes)).await;
-                if !matches!(written, Ok(Ok(()))) {
+            while let Some(write) = writer_rx.recv().await {
+                let bytes = match (&writer_tls, write) {
+                    (None, ToWriter::Bytes(bytes)) => Ok(Some(bytes)),
+                    (None, ToWriter::Flush) => Ok(None),
+                    (Some(s), ToWriter::Bytes(plain)) => s.encrypt(Some(&plain)),
+                    (Some(s), ToWriter::Flush) => s.encrypt(None),
+                };
+                let written = match bytes {
+                    Ok(Some(bytes)) => {
+                        tokio::time::timeout(Self::WRITE_TIMEOUT, wr.write_all(&bytes))
+                            .await
+                            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+                    }
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if written.is_err() {
                     let _ = input.send(Cmd::Socket(g, SocketInput::IoError)).await;
                     return;
                 }
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+            let bye = async {
+                if let Some(out) = writer_tls.as_ref().and_then(SharedSession::close) {
+                    let _ = wr.write_all(&out).await;
+                }
+                wr.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
         });
         let input = self.input.clone();
+        let flush = writer_tx.clone();
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; Self::READ_BUFFER];
             loop {
                 let Some(read) = SocketInput::from_read(rd.read(&mut buf).await, &buf) else {
                     continue; // interrupted
                 };
-                let last = read.is_last();
-                if input.send(Cmd::Socket(g, read)).await.is_err() || last {
-                    return;
+                let inputs = match (&tls, read) {
+                    (Some(s), SocketInput::Read(bytes)) => decrypted(s.read(&bytes), &flush),
+                    (Some(s), SocketInput::Eof) => decrypted(s.read(&[]), &flush),
+                    (_, read) => vec![read],
+                };
+                for read in inputs {
+                    let last = read.is_last();
+                    if input.send(Cmd::Socket(g, read)).await.is_err() || last {
+                        return;
+                    }
                 }
             }
         });
@@ -237,7 +303,7 @@ impl Plumbing for Tasks {
     }
 
     fn transmit(&mut self, socket: &Socket, bytes: Vec<u8>) {
-        let _ = socket.writer.send(bytes);
+        let _ = socket.writer.send(ToWriter::Bytes(bytes));
     }
 
     fn close(&mut self, connect: Option<AbortHandle>, socket: Option<Socket>) {
@@ -258,6 +324,48 @@ impl Plumbing for Tasks {
 
     fn answer(&mut self, reply: Reply, result: Result<(), SendError>) {
         let _ = reply.send(result);
+    }
+}
+
+/// What the TLS session made of a read; the writer flushes what it must
+/// answer.
+fn decrypted(
+    (inputs, flush): (Vec<SocketInput>, bool),
+    writer: &mpsc::UnboundedSender<ToWriter>,
+) -> Vec<SocketInput> {
+    if flush {
+        let _ = writer.send(ToWriter::Flush);
+    }
+    inputs
+}
+
+/// TCP connect, then on a `wss://` endpoint the TLS handshake (the core's
+/// connect timeout bounds both: it aborts this task).
+async fn connect(endpoint: &Endpoint, tls: Option<&Connector>) -> io::Result<Stream> {
+    let mut tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
+    let (true, Some(connector)) = (endpoint.tls, tls) else {
+        return Ok(Stream { tcp, tls: None });
+    };
+    let mut session = Session::new(connector, &endpoint.host)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if let Some(out) = session.poll_transmit() {
+            tcp.write_all(&out).await?;
+        }
+        if !session.is_handshaking() {
+            return Ok(Stream {
+                tcp,
+                tls: Some(session),
+            });
+        }
+        let n = tcp.read(&mut buf).await?;
+        if let Err(e) = session.handshake_read(&buf[..n]) {
+            // Best effort: the alert that tells the server why.
+            if let Some(out) = session.poll_transmit() {
+                let _ = tcp.write_all(&out).await;
+            }
+            return Err(e);
+        }
     }
 }
 

@@ -72,6 +72,11 @@ pub struct ClientConfig {
     /// [`ClientEvent::RecoveryFailed`]). Off, subscribes are exactly the
     /// plain level-1 ones and messages are handed on as they come.
     pub recovery: bool,
+    /// For `wss://` endpoints: a PEM file of the certificate authorities to
+    /// trust instead of the built-in web roots (a private CA). The drivers
+    /// read it when the client starts; an unreadable file or one without a
+    /// certificate fails the start. `None` (default): the webpki roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl ClientConfig {
@@ -92,6 +97,7 @@ impl ClientConfig {
             max_response_bytes: 16 * 1024,
             offline_queue: 0,
             recovery: true,
+            ca_file: None,
         }
     }
 
@@ -203,6 +209,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("offline_queue", &self.offline_queue)
             .field("recovery", &self.recovery)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -64,7 +64,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Client, ClientConfig, ClientConfigError, ClientEvent, SendError, SharedState};
+use super::{
+    Client, ClientConfig, ClientConfigError, ClientEvent, DisconnectReason, SendError, SharedState,
+};
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -465,7 +467,13 @@ impl<P: Plumbing> DriverCore<P> {
                         self.link.open(g, socket);
                         self.client.handle_connected(now);
                     }
-                    Err(_) => self.client.handle_connect_failed(now),
+                    Err(e) => {
+                        let reason = match TlsFailure::of(&e) {
+                            Some(tls) => DisconnectReason::Tls(tls.0.clone()),
+                            None => DisconnectReason::ConnectFailed,
+                        };
+                        self.client.handle_connect_failed_with(now, reason);
+                    }
                 }
             }
             DriverInput::Socket(g, input) => {
@@ -599,6 +607,30 @@ impl ClientSetup {
         self.start(now, os_seed).map_err(StartError::Config)
     }
 
+    /// [`ClientSetup::start`] with errors as a driver's `spawn` returns them,
+    /// for a driver that speaks TLS (`wss://` endpoints are accepted): a
+    /// config that cannot work is `InvalidInput`, and a failing `os_seed` is
+    /// returned as it is.
+    pub fn start_io(
+        self,
+        now: Instant,
+        os_seed: impl FnOnce() -> io::Result<u64>,
+    ) -> io::Result<Client> {
+        let mut seed_error = None;
+        let client = self
+            .start(now, || {
+                os_seed().unwrap_or_else(|e| {
+                    seed_error = Some(e);
+                    0
+                })
+            })
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        match seed_error {
+            Some(e) => Err(e),
+            None => Ok(client),
+        }
+    }
+
     /// [`ClientSetup::start_plain`] with errors as a driver's `spawn` returns
     /// them: a `wss://` endpoint or a config that cannot work is
     /// `InvalidInput`, and a failing `os_seed` (drawn only when no seed was
@@ -624,6 +656,34 @@ impl ClientSetup {
         }
     }
 }
+
+/// A connect outcome's error that is a failed TLS handshake (a certificate
+/// problem or another TLS error), in the TLS library's words. A driver with
+/// TLS wraps it in the `io::Error` of [`DriverInput::Connected`];
+/// [`DriverCore`] then reports [`DisconnectReason::Tls`] instead of
+/// [`DisconnectReason::ConnectFailed`]. The core itself has no TLS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFailure(pub String);
+
+impl TlsFailure {
+    /// The failure as an `io::Error` (kind `InvalidData`) that carries it.
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    /// The failure an `io::Error` carries, if it is one.
+    pub fn of(e: &io::Error) -> Option<&TlsFailure> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS handshake failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
 
 /// Why [`ClientSetup::start_plain`] did not start a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -823,6 +883,48 @@ mod tests {
         assert!(core.is_closed());
         assert_eq!(core.plumbing.events.last(), Some(&ClientEvent::Closed));
         assert_eq!(state.get(), core.client.state());
+    }
+
+    #[test]
+    fn a_tls_failure_in_a_connect_error_is_reported_as_such() {
+        let now = anchor();
+        let mut core = driven(Fake::default(), now);
+        core.drain(now);
+        let g = core.link.generation();
+        let tls = TlsFailure("invalid peer certificate: UnknownIssuer".into());
+        let e = tls.clone().into_io();
+        assert_eq!(TlsFailure::of(&e), Some(&tls));
+        assert_eq!(TlsFailure::of(&io::Error::other("refused")), None);
+        core.handle(now, DriverInput::Connected(g, Err(e)));
+        core.drain(now);
+        let reason = DisconnectReason::Tls("invalid peer certificate: UnknownIssuer".into());
+        assert_eq!(
+            reason.to_string(),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer"
+        );
+        assert!(
+            core.plumbing.events.contains(&ClientEvent::ConnectFailed {
+                endpoint_index: 0,
+                reason
+            }),
+            "{:?}",
+            core.plumbing.events
+        );
+        // Any other connect error stays a plain connect failure.
+        core.step(now + Duration::from_secs(60));
+        let g = core.link.generation();
+        core.handle(
+            now,
+            DriverInput::Connected(g, Err(io::Error::other("refused"))),
+        );
+        core.drain(now);
+        assert!(matches!(
+            core.plumbing.events.last(),
+            Some(ClientEvent::ConnectFailed {
+                reason: DisconnectReason::ConnectFailed,
+                ..
+            })
+        ));
     }
 
     #[test]

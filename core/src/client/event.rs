@@ -53,6 +53,11 @@ pub enum ClientState {
 pub enum DisconnectReason {
     /// The driver could not connect ([`Client::handle_connect_failed`]).
     ConnectFailed,
+    /// The TLS handshake of a `wss://` endpoint failed: a certificate
+    /// problem (unknown issuer, wrong host name, expired) or another TLS
+    /// error, in the TLS library's words. A failure of that endpoint, like
+    /// [`DisconnectReason::ConnectFailed`]: the walk goes on.
+    Tls(String),
     /// No valid 101 within `connect_timeout`.
     ConnectTimeout,
     /// The server answered the upgrade with this status (not 101, 401, 403).
@@ -85,6 +90,7 @@ impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DisconnectReason::ConnectFailed => f.write_str("could not connect"),
+            DisconnectReason::Tls(why) => write!(f, "TLS handshake failed: {why}"),
             DisconnectReason::ConnectTimeout => f.write_str("no handshake response in time"),
             DisconnectReason::Status(s) => write!(f, "handshake refused with HTTP {s}"),
             DisconnectReason::BadResponse(why) => write!(f, "invalid handshake response: {why}"),

@@ -119,6 +119,21 @@
 //! (exactly `max` without jitter). The floor applies after the current walk:
 //! the next endpoint may well be healthy, so it is still tried at once.
 //!
+//! # TLS (`wss://`)
+//!
+//! The client treats the transport as bytes: for an endpoint with
+//! [`Endpoint::tls`] the driver runs TLS (the wshub drivers through the
+//! `wshub-tls` crate: rustls with ring, the webpki roots or the CAs of
+//! [`ClientConfig::ca_file`], SNI and host-name verification from
+//! [`Endpoint::host`]) and feeds and drains plaintext. A failed handshake
+//! (a certificate problem or another TLS error) is reported by the driver
+//! with [`Client::handle_connect_failed_with`] and
+//! [`DisconnectReason::Tls`] ([`DriverCore`] does it for an `io::Error`
+//! carrying a [`TlsFailure`]): a failure of that endpoint, like a refused
+//! TCP connect, so the walk goes on; never an auth failure.
+//! `connect_timeout` runs from [`ClientEvent::Connect`], so it covers TCP,
+//! TLS and the upgrade.
+//!
 //! # Subscriptions and sending
 //!
 //! Subscriptions are remembered and sent again, with level-1 request ids
@@ -188,7 +203,9 @@ mod recovery;
 pub use commands::{SharedHandle, SharedState};
 use config::percent_encode;
 pub use config::{ClientConfig, ClientConfigError, TokenPlacement};
-pub use driver::{ClientSetup, Command, Generation, Link, Output, SocketInput, StartError};
+pub use driver::{
+    ClientSetup, Command, Generation, Link, Output, SocketInput, StartError, TlsFailure,
+};
 pub use driver::{DriverCore, DriverInput, Plumbing};
 pub use endpoint::{Endpoint, EndpointError};
 pub use event::{
@@ -517,9 +534,15 @@ impl Client {
     /// The connection asked for by the last [`ClientEvent::Connect`] could
     /// not be made. No `CloseSocket` follows: there is no socket.
     pub fn handle_connect_failed(&mut self, now: Instant) {
+        self.handle_connect_failed_with(now, DisconnectReason::ConnectFailed);
+    }
+
+    /// [`Client::handle_connect_failed`] with the reason the driver knows:
+    /// [`DisconnectReason::Tls`] for a failed TLS handshake.
+    pub fn handle_connect_failed_with(&mut self, now: Instant, reason: DisconnectReason) {
         self.touch(now);
         if let Phase::Dialing { endpoint, .. } = self.phase {
-            self.attempt_failed(now, endpoint, DisconnectReason::ConnectFailed, None, false);
+            self.attempt_failed(now, endpoint, reason, None, false);
         }
     }
 
