@@ -172,6 +172,14 @@ pub struct ServeOptions {
     /// `iss` is then required (else it is ignored).
     #[arg(long = "jwt-issuer", value_name = "ISS", value_parser = not_empty("the issuer is empty"))]
     pub jwt_issuers: Vec<String>,
+    /// The JWT claim naming the user [default: sub; Keycloak:
+    /// preferred_username]; it must be a non-empty string.
+    #[arg(long, value_name = "CLAIM", value_parser = not_empty("the claim name is empty"))]
+    pub jwt_user_claim: Option<String>,
+    /// Accept only JWTs whose claim NAME is VALUE (a string equal to it, or
+    /// an array holding it); repeatable, all must hold (azp=web-app).
+    #[arg(long = "jwt-require-claim", value_name = "NAME=VALUE", value_parser = parse_claim)]
+    pub jwt_required_claims: Vec<(String, String)>,
     /// Allowed Origin; repeatable [default: any].
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
@@ -245,6 +253,8 @@ pub(crate) fn what(value_name: &str) -> &'static str {
         "FORMAT" => LOG_FORMAT,
         "LEVEL" => "a level like info or debug, or a RUST_LOG filter",
         "URL" => "a broker URL like redis://127.0.0.1:6379",
+        "CLAIM" => "a JWT claim name",
+        "NAME=VALUE" => "a claim NAME=VALUE",
         "ID" => "a node id (1-64 of A-Za-z0-9._-)",
         history::RULE => history::RULE_WHAT,
         _ => "a string",
@@ -272,6 +282,8 @@ impl fmt::Debug for ServeOptions {
             .field("jwt_public_key", &self.jwt_public_key)
             .field("jwt_audiences", &self.jwt_audiences)
             .field("jwt_issuers", &self.jwt_issuers)
+            .field("jwt_user_claim", &self.jwt_user_claim)
+            .field("jwt_required_claims", &self.jwt_required_claims)
             .field("allow_origins", &self.allow_origins)
             .field("require_headers", &self.require_headers)
             .field("publish", &self.publish)
@@ -436,6 +448,15 @@ fn parse_api_key(s: &str) -> Result<(String, String), String> {
 fn split_key(s: &str) -> Option<(String, String)> {
     let (k, u) = s.split_once('=')?;
     (!k.is_empty() && !u.is_empty()).then(|| (k.to_owned(), u.to_owned()))
+}
+
+fn parse_claim(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() && !value.is_empty() => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err("expected NAME=VALUE, both non-empty".into()),
+    }
 }
 
 fn parse_broker_url(s: &str) -> Result<Secret, String> {
@@ -693,6 +714,8 @@ impl ServeOptions {
             for (given, flag) in [
                 (!self.jwt_audiences.is_empty(), "jwt-audience"),
                 (!self.jwt_issuers.is_empty(), "jwt-issuer"),
+                (self.jwt_user_claim.is_some(), "jwt-user-claim"),
+                (!self.jwt_required_claims.is_empty(), "jwt-require-claim"),
             ] {
                 if given {
                     return Err(err(

@@ -33,6 +33,11 @@ pub struct JwtAuth {
     key: DecodingKey,
     validation: Validation,
     source: TokenSource,
+    /// The claim naming the user (`sub` unless configured).
+    user_claim: String,
+    /// Claims that must hold these values (a string equal to it, or an
+    /// array containing it).
+    required: Vec<(String, String)>,
 }
 
 /// Why a public key file cannot be used; names no key material.
@@ -47,10 +52,10 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
-/// The claims the hub reads; the rest of the token is ignored.
+/// The claims the hub checks itself; all of them (`rest`) go into the
+/// identity.
 #[derive(Deserialize)]
 struct Claims {
-    sub: Option<String>,
     /// Checked by jsonwebtoken when audiences are set; read here too so that
     /// an `aud` jsonwebtoken cannot parse (a number, a mixed array) is still
     /// refused when none are.
@@ -60,6 +65,8 @@ struct Claims {
     /// issuers; the hub wants one string, as RFC 7519 has it.
     #[serde(default)]
     iss: Option<serde_json::Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
 }
 
 impl JwtAuth {
@@ -71,7 +78,24 @@ impl JwtAuth {
             key,
             validation,
             source: TokenSource::BearerOrQuery("token".into()),
+            user_claim: "sub".into(),
+            required: Vec::new(),
         }
+    }
+
+    /// Takes the user id from `claim` instead of `sub` (Keycloak:
+    /// `preferred_username`); it must be a non-empty string.
+    pub fn user_claim(mut self, claim: &str) -> JwtAuth {
+        self.user_claim = claim.to_owned();
+        self.require_claims();
+        self
+    }
+
+    /// Accepts only tokens whose claim `name` is `value` (or an array
+    /// holding it), for each pair (`azp=web-app`).
+    pub fn require(mut self, claims: &[(String, String)]) -> JwtAuth {
+        self.required = claims.to_vec();
+        self
     }
 
     /// HS256 with a shared secret.
@@ -134,7 +158,10 @@ impl JwtAuth {
     }
 
     fn require_claims(&mut self) {
-        let mut required = vec!["exp", "sub"];
+        let mut required = vec!["exp"];
+        if self.user_claim == "sub" {
+            required.push("sub");
+        }
         if self.validation.aud.is_some() {
             required.push("aud");
         }
@@ -164,10 +191,31 @@ impl JwtAuth {
                 return Err(failure(&ErrorKind::InvalidIssuer, has_audiences));
             }
         }
-        match claims.sub {
-            Some(sub) if !sub.is_empty() => Ok(Identity::user(sub)),
-            _ => Err(AuthFailure::Other("jwt: no sub claim".into())),
+        let mut rest = claims.rest;
+        for (name, want) in &self.required {
+            let holds = match rest.get(name) {
+                Some(serde_json::Value::String(v)) => v == want,
+                Some(serde_json::Value::Array(vs)) => vs.iter().any(|v| v.as_str() == Some(want)),
+                _ => false,
+            };
+            if !holds {
+                // Neither the claim's value nor the wanted one is repeated.
+                return Err(AuthFailure::Other(
+                    "jwt: a required claim does not match".into(),
+                ));
+            }
         }
+        let user = match rest.get(&self.user_claim) {
+            Some(serde_json::Value::String(u)) if !u.is_empty() => u.clone(),
+            _ if self.user_claim == "sub" => {
+                return Err(AuthFailure::Other("jwt: no sub claim".into()))
+            }
+            _ => return Err(AuthFailure::Other("jwt: no user claim".into())),
+        };
+        rest.remove("exp");
+        let mut identity = Identity::user(user);
+        identity.claims = rest;
+        Ok(identity)
     }
 }
 
@@ -211,6 +259,8 @@ impl fmt::Debug for JwtAuth {
             .field("audiences", &self.validation.aud)
             .field("issuers", &self.validation.iss)
             .field("source", &self.source)
+            .field("user_claim", &self.user_claim)
+            .field("required", &self.required)
             .finish()
     }
 }
@@ -343,6 +393,56 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// Keycloak's shape: the user in `preferred_username`, the client in
+    /// `azp`, roles in an array; every claim but `exp` reaches the identity.
+    #[test]
+    fn the_user_claim_and_required_claims_are_configurable() {
+        let auth = secret_auth().user_claim("preferred_username").require(&[
+            ("azp".into(), "web-app".into()),
+            ("roles".into(), "chat".into()),
+        ]);
+        let keycloak = |azp: &str, roles: Value| {
+            json!({ "sub": "f3a9-uuid", "preferred_username": "alice", "azp": azp,
+                    "roles": roles, "exp": now() + 600 })
+        };
+        let token = hs256(
+            &keycloak("web-app", json!(["chat", "admin"])),
+            SECRET.as_bytes(),
+        );
+        let id = match auth.authenticate(&req(&format!("/ws?token={token}"), &[])) {
+            AuthDecision::Accept(id) => id,
+            other => panic!("refused: {other:?}"),
+        };
+        assert_eq!(id.user_id, "alice");
+        assert_eq!(id.claims["azp"], "web-app");
+        assert_eq!(id.claims["sub"], "f3a9-uuid");
+        assert!(!id.claims.contains_key("exp"));
+        for bad in [
+            keycloak("other-app", json!(["chat"])),
+            keycloak("web-app", json!(["admin"])),
+            keycloak("web-app", json!("chatter")),
+            json!({ "preferred_username": "alice", "exp": now() + 600 }),
+        ] {
+            let r = rejected(&auth, &hs256(&bad, SECRET.as_bytes()));
+            assert_eq!(reason(&r), "jwt: a required claim does not match", "{bad}");
+            assert!(!reason(&r).contains("other-app") && !reason(&r).contains("web-app"));
+        }
+        let no_user =
+            json!({ "sub": "x", "azp": "web-app", "roles": ["chat"], "exp": now() + 600 });
+        let r = rejected(&auth, &hs256(&no_user, SECRET.as_bytes()));
+        assert_eq!(reason(&r), "jwt: no user claim");
+        // With another user claim, `sub` is no longer required.
+        let plain = secret_auth().user_claim("email");
+        let token = hs256(
+            &json!({ "email": "a@x", "exp": now() + 600 }),
+            SECRET.as_bytes(),
+        );
+        assert!(matches!(
+            plain.authenticate(&req(&format!("/ws?token={token}"), &[])),
+            AuthDecision::Accept(id) if id.user_id == "a@x"
+        ));
     }
 
     #[test]

@@ -93,6 +93,8 @@ fn authenticator(
     let scoped = |auth: JwtAuth| {
         auth.audiences(&opts.jwt_audiences)
             .issuers(&opts.jwt_issuers)
+            .user_claim(opts.jwt_user_claim.as_deref().unwrap_or("sub"))
+            .require(&opts.jwt_required_claims)
     };
     if let Some(secret) = &opts.jwt_secret {
         if secret.expose().len() < 32 {

@@ -277,6 +277,12 @@ fn jwt_audience_or_issuer_without_a_jwt_key_is_an_error_naming_it() {
     }
     let e = parse(&args("serve --jwt-issuer idp")).unwrap_err();
     assert!(e.0.starts_with("--jwt-issuer: needs a JWT key"), "{e}");
+    let e = parse(&args("serve --jwt-user-claim preferred_username")).unwrap_err();
+    assert!(e.0.starts_with("--jwt-user-claim: needs a JWT key"), "{e}");
+    let e = parse(&args("serve --jwt-secret s --jwt-require-claim azp")).unwrap_err();
+    assert_eq!(e.0, "--jwt-require-claim: expected NAME=VALUE, both non-empty");
+    let ok = "serve --jwt-secret s --jwt-user-claim email --jwt-require-claim azp=web";
+    assert!(parse(&args(ok)).is_ok());
     // From the file, the error names the file's key.
     let e = with_file("iss-only.toml", "jwt-issuer = [\"idp\"]", "").unwrap_err();
     assert!(
@@ -326,6 +332,7 @@ fn every_option_takes_a_value_of_its_kind() {
             (n, _) if n.ends_with("-env") => Some("WSHUB_TEST_ENV_VALUE"),
             (_, Some("KEY=USER")) => Some("k=u"),
             (_, Some("URL")) => Some("redis://127.0.0.1:6379"),
+            (_, Some("NAME=VALUE")) => Some("azp=web"),
             (_, Some("ID")) => Some("node-1"),
             (_, Some(history::RULE)) => Some("a*=5,1m"),
             (_, Some("SIZE")) => Some("1KiB"),
@@ -334,7 +341,11 @@ fn every_option_takes_a_value_of_its_kind() {
         };
         let mut line = vec!["serve".to_owned(), format!("--{name}")];
         line.extend(value.map(String::from));
-        if name.starts_with("jwt-audience") || name.starts_with("jwt-issuer") {
+        if name.starts_with("jwt-audience")
+            || name.starts_with("jwt-issuer")
+            || name.starts_with("jwt-user-claim")
+            || name.starts_with("jwt-require-claim")
+        {
             line.extend(["--jwt-secret".into(), "s".into()]);
         }
         if name == "node-id" || name == "presence-ttl" {
