@@ -280,7 +280,10 @@ fn jwt_audience_or_issuer_without_a_jwt_key_is_an_error_naming_it() {
     let e = parse(&args("serve --jwt-user-claim preferred_username")).unwrap_err();
     assert!(e.0.starts_with("--jwt-user-claim: needs a JWT key"), "{e}");
     let e = parse(&args("serve --jwt-secret s --jwt-require-claim azp")).unwrap_err();
-    assert_eq!(e.0, "--jwt-require-claim: expected NAME=VALUE, both non-empty");
+    assert_eq!(
+        e.0,
+        "--jwt-require-claim: expected NAME=VALUE, both non-empty"
+    );
     let ok = "serve --jwt-secret s --jwt-user-claim email --jwt-require-claim azp=web";
     assert!(parse(&args(ok)).is_ok());
     // From the file, the error names the file's key.
