@@ -96,12 +96,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
         let kind = args.get(i + 1).map_or("", String::as_str);
-        let cpu = arg_after(&args, "--cpu").and_then(|c| c.parse().ok());
+        let cpu = child::arg_after(&args, "--cpu").and_then(|c| c.parse().ok());
         server::main(
             kind,
             cpu,
             server::Publisher::Task,
-            arg_after(&args, "--broker"),
+            child::arg_after(&args, "--broker"),
         );
     }
     let bench = args.iter().any(|a| a == "--bench");
@@ -131,11 +131,6 @@ fn main() {
     if report.errors > 0 && !bench {
         std::process::exit(1);
     }
-}
-
-fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).map(String::as_str)
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -654,23 +649,7 @@ fn measure(
     };
     let expected = case.messages * total as u64;
     let drain = Duration::from_millis(settings.drain_timeout_ms);
-    let mut last = u64::MAX;
-    let mut last_change = Instant::now();
-    let mut timed_out = false;
-    loop {
-        let got = shared.received.load(Ordering::SeqCst);
-        if got >= expected {
-            break;
-        }
-        if got != last {
-            last = got;
-            last_change = Instant::now();
-        } else if last_change.elapsed() >= drain {
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let timed_out = !child::drain(&shared.received, expected, drain);
     let idle = if timed_out {
         drain.as_nanos() as u64
     } else {

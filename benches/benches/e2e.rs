@@ -86,12 +86,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--serve") {
         let kind = args.get(i + 1).map_or("", String::as_str);
-        let cpu = arg_after(&args, "--cpu").and_then(|c| c.parse().ok());
-        let publisher = match arg_after(&args, "--publisher") {
+        let cpu = child::arg_after(&args, "--cpu").and_then(|c| c.parse().ok());
+        let publisher = match child::arg_after(&args, "--publisher") {
             Some("thread") => server::Publisher::Thread,
             _ => server::Publisher::Task,
         };
-        server::main(kind, cpu, publisher, arg_after(&args, "--broker"));
+        server::main(kind, cpu, publisher, child::arg_after(&args, "--broker"));
     }
     let bench = args.iter().any(|a| a == "--bench");
     // `cargo bench -p wshub-benches -- <filter>` passes the filter to every
@@ -124,11 +124,6 @@ fn main() {
         // Smoke mode: a case that could not run at all is a broken bench.
         std::process::exit(1);
     }
-}
-
-fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).map(String::as_str)
 }
 
 /// What one invocation runs.
@@ -588,23 +583,7 @@ fn phase(
     let expected = messages * n as u64;
     // Drain: until everything arrived, or nothing did for the drain timeout.
     let drain = Duration::from_millis(settings.drain_timeout_ms);
-    let mut last = u64::MAX;
-    let mut last_change = Instant::now();
-    let mut timed_out = false;
-    loop {
-        let got = shared.received.load(Ordering::SeqCst);
-        if got >= expected {
-            break;
-        }
-        if got != last {
-            last = got;
-            last_change = Instant::now();
-        } else if last_change.elapsed() >= drain {
-            timed_out = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let timed_out = !child::drain(&shared.received, expected, drain);
     // CPU is divided by the time something was happening: the delivery
     // window, or, when clients were cut early, the time up to the drain
     // timeout (which is idle).

@@ -116,6 +116,32 @@ impl Drop for ServerProc {
 }
 
 /// Polls `done` every millisecond until it holds or `timeout` passes.
+/// Waits until `received` reaches `expected`, or nothing arrived for
+/// `drain`: true when everything arrived.
+pub fn drain(received: &std::sync::atomic::AtomicU64, expected: u64, drain: Duration) -> bool {
+    let mut last = u64::MAX;
+    let mut last_change = std::time::Instant::now();
+    loop {
+        let got = received.load(std::sync::atomic::Ordering::SeqCst);
+        if got >= expected {
+            return true;
+        }
+        if got != last {
+            last = got;
+            last_change = std::time::Instant::now();
+        } else if last_change.elapsed() >= drain {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The argument after `flag`, if any.
+pub fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).map(String::as_str)
+}
+
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + timeout;
     while Instant::now() < until {
