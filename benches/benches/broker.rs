@@ -105,17 +105,7 @@ fn main() {
         );
     }
     let bench = args.iter().any(|a| a == "--bench");
-    let filters: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !filters.is_empty()
-        && !filters
-            .iter()
-            .any(|f| "broker".contains(f.as_str()) || f.contains("broker"))
-    {
-        eprintln!("broker: skipped (filter {filters:?})");
+    if child::filtered_out(&args, "broker") {
         return;
     }
     let settings = Settings::from_env(bench);

@@ -94,19 +94,7 @@ fn main() {
         server::main(kind, cpu, publisher, child::arg_after(&args, "--broker"));
     }
     let bench = args.iter().any(|a| a == "--bench");
-    // `cargo bench -p wshub-benches -- <filter>` passes the filter to every
-    // target, criterion's or not: run only if it names this one.
-    let filters: Vec<&String> = args
-        .iter()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    if !filters.is_empty()
-        && !filters
-            .iter()
-            .any(|f| "e2e".contains(f.as_str()) || f.contains("e2e"))
-    {
-        eprintln!("e2e: skipped (filter {filters:?})");
+    if child::filtered_out(&args, "e2e") {
         return;
     }
     let settings = Settings::from_env(bench);

@@ -136,6 +136,25 @@ pub fn drain(received: &std::sync::atomic::AtomicU64, expected: u64, drain: Dura
     }
 }
 
+/// Whether `cargo bench -p wshub-benches -- <filter>` (which passes the
+/// filter to every target, criterion's or not) names another target than
+/// `name`; says so on stderr.
+pub fn filtered_out(args: &[String], name: &str) -> bool {
+    let filters: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let other = !filters.is_empty()
+        && !filters
+            .iter()
+            .any(|f| name.contains(f.as_str()) || f.contains(name));
+    if other {
+        eprintln!("{name}: skipped (filter {filters:?})");
+    }
+    other
+}
+
 /// The argument after `flag`, if any.
 pub fn arg_after<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     let i = args.iter().position(|a| a == flag)?;
